@@ -1,0 +1,419 @@
+/*
+ * config.c: the only user of libconfuse. Parses warrend.conf into a fresh
+ * cfg_t, validates it (every error names file and line), copies it into
+ * the plain structs of warren.h and frees the cfg_t.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <confuse.h>
+
+#include "warren.h"
+
+/* Where cfg_error() messages go while one file is parsed. */
+struct errbuf {
+	char *buf;
+	size_t len;
+	bool set;
+};
+static struct errbuf *cur_err;
+
+static void on_error(cfg_t *cfg, const char *fmt, va_list ap)
+{
+	char msg[1024];
+
+	if (cur_err == NULL || cur_err->set)
+		return;		/* keep the first error: later ones follow it */
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (cfg != NULL && cfg->filename != NULL)
+		snprintf(cur_err->buf, cur_err->len, "%s:%d: %s", cfg->filename,
+			 cfg->line, msg);
+	else
+		snprintf(cur_err->buf, cur_err->len, "%s", msg);
+	cur_err->set = true;
+}
+
+static int check_range(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
+{
+	for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+		long v = cfg_opt_getnint(opt, i);
+
+		if (v < lo || v > hi) {
+			cfg_error(cfg, "%s = %ld is out of range (%ld to %ld)",
+				  opt->name, v, lo, hi);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+#define RANGE_CHECK(fn, lo, hi)                                   \
+	static int fn(cfg_t *cfg, cfg_opt_t *opt)                 \
+	{                                                         \
+		return check_range(cfg, opt, lo, hi);             \
+	}
+RANGE_CHECK(v_seconds, 0, 86400 * 365)
+RANGE_CHECK(v_workers, 0, 1024)
+RANGE_CHECK(v_prefetch, 1, 65535)
+RANGE_CHECK(v_attempts, 1, 1000)
+RANGE_CHECK(v_heartbeat, 0, 65535)
+RANGE_CHECK(v_kill_grace, 0, 3600)
+
+static int v_backoff(cfg_t *cfg, cfg_opt_t *opt)
+{
+	double v = cfg_opt_getnfloat(opt, 0);
+
+	if (!(v >= 1.0 && v <= 100.0)) {
+		cfg_error(cfg, "backoff = %g is out of range (1.0 to 100.0)",
+			  v);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_type(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+
+	if (strcmp(v, "classic") != 0 && strcmp(v, "quorum") != 0) {
+		cfg_error(cfg, "type = \"%s\": must be \"classic\" or \"quorum\"",
+			  v);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_url(cfg_t *cfg, cfg_opt_t *opt)
+{
+	char err[256];
+
+	for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+		if (mq_url_check(cfg_opt_getnstr(opt, i), err, sizeof(err))) {
+			cfg_error(cfg, "url: %s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int v_environment(cfg_t *cfg, cfg_opt_t *opt)
+{
+	for (unsigned i = 0; i < cfg_opt_size(opt); i++) {
+		const char *e = cfg_opt_getnstr(opt, i);
+		const char *eq = strchr(e, '=');
+
+		if (eq == NULL || eq == e) {
+			cfg_error(cfg, "environment: \"%s\" is not NAME=value",
+				  e);
+			return -1;
+		}
+		if (strncmp(e, "WARREN_", 7) == 0) {
+			cfg_error(cfg, "environment: %.*s is reserved for warren",
+				  (int)(eq - e), e);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int v_workdir(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+
+	if (v[0] != '/') {
+		cfg_error(cfg, "workdir = \"%s\": must be an absolute path", v);
+		return -1;
+	}
+	return 0;
+}
+
+/* Called when a queue section closes: the checks that need all its keys. */
+static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
+{
+	cfg_t *q = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
+	const char *name = cfg_title(q);
+
+	if (name == NULL || name[0] == '\0' || strlen(name) > 200) {
+		cfg_error(cfg, "queue name must be 1 to 200 characters");
+		return -1;
+	}
+	if (cfg_size(q, "command") == 0) {
+		cfg_error(q, "queue \"%s\": command is required", name);
+		return -1;
+	}
+	if (cfg_getstr(q, "command")[0] == '\0') {
+		cfg_error(cfg, "queue \"%s\": command is empty", name);
+		return -1;
+	}
+	if (cfg_getint(q, "retry|max_delay") < cfg_getint(q, "retry|delay")) {
+		cfg_error(cfg, "queue \"%s\": retry max_delay is below delay",
+			  name);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_broker(cfg_t *cfg, cfg_opt_t *opt)
+{
+	cfg_t *b = cfg_opt_getnsec(opt, 0);
+
+	if (cfg_size(b, "url") == 0) {
+		cfg_error(cfg, "broker: url is required");
+		return -1;
+	}
+	return 0;
+}
+
+static cfg_opt_t tls_opts[] = {
+	CFG_STR("ca_cert", NULL, CFGF_NONE),
+	CFG_STR("cert", NULL, CFGF_NONE),
+	CFG_STR("key", NULL, CFGF_NONE),
+	CFG_BOOL("verify_peer", cfg_true, CFGF_NONE),
+	CFG_BOOL("verify_hostname", cfg_true, CFGF_NONE),
+	CFG_END()
+};
+
+static cfg_opt_t broker_opts[] = {
+	CFG_STR_LIST("url", NULL, CFGF_NODEFAULT),
+	CFG_INT("heartbeat", 30, CFGF_NONE),
+	CFG_STR("password_file", NULL, CFGF_NONE),
+	CFG_SEC("tls", tls_opts, CFGF_NONE),
+	CFG_END()
+};
+
+static cfg_opt_t retry_opts[] = {
+	CFG_INT("attempts", 5, CFGF_NONE),
+	CFG_INT("delay", 10, CFGF_NONE),
+	CFG_FLOAT("backoff", 2.0, CFGF_NONE),
+	CFG_INT("max_delay", 3600, CFGF_NONE),
+	CFG_END()
+};
+
+static cfg_opt_t queue_opts[] = {
+	CFG_INT("workers", 1, CFGF_NONE),
+	CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
+	CFG_INT("prefetch", 1, CFGF_NONE),
+	CFG_INT("timeout", 0, CFGF_NONE),
+	CFG_INT("kill_grace", 5, CFGF_NONE),
+	CFG_BOOL("durable", cfg_true, CFGF_NONE),
+	CFG_STR("type", "classic", CFGF_NONE),
+	CFG_SEC("retry", retry_opts, CFGF_NONE),
+	CFG_BOOL("park", cfg_true, CFGF_NONE),
+	CFG_STR_LIST("environment", NULL, CFGF_NONE),
+	CFG_STR("workdir", "/", CFGF_NONE),
+	CFG_END()
+};
+
+static cfg_opt_t root_opts[] = {
+	CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
+	CFG_INT("shutdown_timeout", 30, CFGF_NONE),
+	CFG_SEC("queue", queue_opts,
+		CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+	CFG_END()
+};
+
+static cfg_t *schema(void)
+{
+	cfg_t *cfg = cfg_init(root_opts, CFGF_NONE);
+
+	cfg_set_error_function(cfg, on_error);
+	cfg_set_validate_func(cfg, "broker", v_broker);
+	cfg_set_validate_func(cfg, "broker|url", v_url);
+	cfg_set_validate_func(cfg, "broker|heartbeat", v_heartbeat);
+	cfg_set_validate_func(cfg, "shutdown_timeout", v_seconds);
+	cfg_set_validate_func(cfg, "queue", v_queue);
+	cfg_set_validate_func(cfg, "queue|workers", v_workers);
+	cfg_set_validate_func(cfg, "queue|prefetch", v_prefetch);
+	cfg_set_validate_func(cfg, "queue|timeout", v_seconds);
+	cfg_set_validate_func(cfg, "queue|kill_grace", v_kill_grace);
+	cfg_set_validate_func(cfg, "queue|type", v_type);
+	cfg_set_validate_func(cfg, "queue|retry|attempts", v_attempts);
+	cfg_set_validate_func(cfg, "queue|retry|delay", v_seconds);
+	cfg_set_validate_func(cfg, "queue|retry|backoff", v_backoff);
+	cfg_set_validate_func(cfg, "queue|retry|max_delay", v_seconds);
+	cfg_set_validate_func(cfg, "queue|environment", v_environment);
+	cfg_set_validate_func(cfg, "queue|workdir", v_workdir);
+	return cfg;
+}
+
+static char **copy_list(cfg_t *sec, const char *name, int *n)
+{
+	int size = (int)cfg_size(sec, name);
+	char **v = xcalloc((size_t)size + 1, sizeof(char *));
+
+	for (int i = 0; i < size; i++)
+		v[i] = xstrdup(cfg_getnstr(sec, name, (unsigned)i));
+	*n = size;
+	return v;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s != NULL ? xstrdup(s) : NULL;
+}
+
+static void copy_queue(struct queue_conf *q, cfg_t *sec)
+{
+	q->name = xstrdup(cfg_title(sec));
+	q->line = sec->line;
+	q->workers = (int)cfg_getint(sec, "workers");
+	q->command = copy_list(sec, "command", &q->ncommand);
+	q->prefetch = (int)cfg_getint(sec, "prefetch");
+	q->timeout = (int)cfg_getint(sec, "timeout");
+	q->kill_grace = (int)cfg_getint(sec, "kill_grace");
+	q->durable = cfg_getbool(sec, "durable");
+	q->type = strcmp(cfg_getstr(sec, "type"), "quorum") == 0 ?
+			  QUEUE_QUORUM :
+			  QUEUE_CLASSIC;
+	q->retry.attempts = (int)cfg_getint(sec, "retry|attempts");
+	q->retry.delay = (int)cfg_getint(sec, "retry|delay");
+	q->retry.backoff = cfg_getfloat(sec, "retry|backoff");
+	q->retry.max_delay = (int)cfg_getint(sec, "retry|max_delay");
+	q->park = cfg_getbool(sec, "park");
+	q->environment = copy_list(sec, "environment", &q->nenvironment);
+	q->workdir = xstrdup(cfg_getstr(sec, "workdir"));
+}
+
+static void copy_config(struct config *cf, cfg_t *cfg)
+{
+	cfg_t *b = cfg_getsec(cfg, "broker");
+
+	cf->broker.urls = copy_list(b, "url", &cf->broker.nurls);
+	cf->broker.heartbeat = (int)cfg_getint(b, "heartbeat");
+	cf->broker.password_file = dup_or_null(cfg_getstr(b, "password_file"));
+	cf->broker.tls.ca_cert = dup_or_null(cfg_getstr(b, "tls|ca_cert"));
+	cf->broker.tls.cert = dup_or_null(cfg_getstr(b, "tls|cert"));
+	cf->broker.tls.key = dup_or_null(cfg_getstr(b, "tls|key"));
+	cf->broker.tls.verify_peer = cfg_getbool(b, "tls|verify_peer");
+	cf->broker.tls.verify_hostname = cfg_getbool(b, "tls|verify_hostname");
+	cf->shutdown_timeout = (int)cfg_getint(cfg, "shutdown_timeout");
+	cf->nqueues = (int)cfg_size(cfg, "queue");
+	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
+	for (int i = 0; i < cf->nqueues; i++)
+		copy_queue(&cf->queues[i], cfg_getnsec(cfg, "queue", (unsigned)i));
+}
+
+/* Lines in the file, for errors about the file as a whole. */
+static int count_lines(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	int c, n = 1;
+
+	if (f == NULL)
+		return 1;
+	while ((c = getc(f)) != EOF)
+		if (c == '\n')
+			n++;
+	fclose(f);
+	return n > 1 ? n - 1 : 1;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct errbuf eb = { err, errlen, false };
+	struct config *cf = NULL;
+	cfg_t *cfg;
+	FILE *f;
+	int r;
+
+	err[0] = '\0';
+	/* open it ourselves: libconfuse's message for this lacks errno */
+	f = fopen(path, "re");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s:0: cannot open: %s", path,
+			 strerror(errno));
+		return NULL;
+	}
+	fclose(f);
+	cur_err = &eb;
+	cfg = schema();
+	r = cfg_parse(cfg, path);
+	if (r == CFG_SUCCESS && cfg_size(cfg, "broker") == 0) {
+		snprintf(err, errlen, "%s:%d: a broker section is required",
+			 path, count_lines(path));
+		r = CFG_PARSE_ERROR;
+	} else if (r == CFG_SUCCESS && cfg_size(cfg, "queue") == 0) {
+		snprintf(err, errlen, "%s:%d: at least one queue section is required",
+			 path, count_lines(path));
+		r = CFG_PARSE_ERROR;
+	} else if (r != CFG_SUCCESS && !eb.set) {
+		snprintf(err, errlen, "%s:0: cannot parse", path);
+	}
+	if (r == CFG_SUCCESS) {
+		cf = xcalloc(1, sizeof(*cf));
+		cf->path = xstrdup(path);
+		copy_config(cf, cfg);
+	}
+	cfg_free(cfg);
+	cur_err = NULL;
+	return cf;
+}
+
+static void free_list(char **v)
+{
+	if (v == NULL)
+		return;
+	for (char **p = v; *p != NULL; p++)
+		free(*p);
+	free(v);
+}
+
+void config_free(struct config *cf)
+{
+	if (cf == NULL)
+		return;
+	for (int i = 0; i < cf->nqueues; i++) {
+		struct queue_conf *q = &cf->queues[i];
+
+		free(q->name);
+		free_list(q->command);
+		free_list(q->environment);
+		free(q->workdir);
+	}
+	free(cf->queues);
+	free_list(cf->broker.urls);
+	free(cf->broker.password_file);
+	free(cf->broker.tls.ca_cert);
+	free(cf->broker.tls.cert);
+	free(cf->broker.tls.key);
+	free(cf->path);
+	free(cf);
+}
+
+const struct queue_conf *config_queue(const struct config *cf,
+				      const char *name)
+{
+	for (int i = 0; i < cf->nqueues; i++)
+		if (strcmp(cf->queues[i].name, name) == 0)
+			return &cf->queues[i];
+	return NULL;
+}
+
+static bool lists_equal(char **a, char **b)
+{
+	for (; *a != NULL && *b != NULL; a++, b++)
+		if (strcmp(*a, *b) != 0)
+			return false;
+	return *a == NULL && *b == NULL;
+}
+
+bool queue_conf_same_but_workers(const struct queue_conf *a,
+				 const struct queue_conf *b)
+{
+	return strcmp(a->name, b->name) == 0 &&
+	       lists_equal(a->command, b->command) &&
+	       a->prefetch == b->prefetch && a->timeout == b->timeout &&
+	       a->kill_grace == b->kill_grace && a->durable == b->durable &&
+	       a->type == b->type && a->retry.attempts == b->retry.attempts &&
+	       a->retry.delay == b->retry.delay &&
+	       a->retry.backoff == b->retry.backoff &&
+	       a->retry.max_delay == b->retry.max_delay &&
+	       a->park == b->park &&
+	       lists_equal(a->environment, b->environment) &&
+	       strcmp(a->workdir, b->workdir) == 0;
+}

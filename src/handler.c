@@ -1,0 +1,409 @@
+/*
+ * handler.c: one run of a queue's command for one message. Spawns it in
+ * its own process group with a clean environment and fds 0-2 only, feeds
+ * the body to its stdin, logs its output line by line, enforces its
+ * deadline, and makes sure nothing of it outlives the message.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+#define LINE_MAX_BYTES 4096	/* longer lines are split */
+#define TAIL_BYTES 4096		/* stderr kept for parking */
+
+struct stream {
+	int fd;
+	const char *name;
+	char line[LINE_MAX_BYTES];
+	size_t len;
+};
+
+struct handler {
+	pid_t pid;
+	int in_fd;
+	const unsigned char *body;
+	size_t body_len, body_off;
+	struct stream out, err;
+	char tail[TAIL_BYTES + 1];
+	size_t tail_len;
+	int64_t deadline;	/* timeout, or 0 */
+	int64_t kill_at;	/* SIGKILL due, or 0 */
+	int grace;
+	int timeout;
+	bool timed_out;
+	bool exited;
+	int status;
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+/* In the child between fork and exec: only async-signal-safe calls. */
+static void child(const struct queue_conf *q, char **env, pid_t parent,
+		  int in, int out, int err, int report)
+{
+	sigset_t all;
+	int e;
+
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
+		goto fail;
+	/* everything above 2, including fds of libraries, goes at exec */
+	if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) ==
+	    -1) {
+		for (int fd = 3; fd < 1024; fd++)
+			if (fd != report)
+				close(fd);
+	}
+	if (chdir(q->workdir) == -1)
+		goto fail;
+	execve(q->command[0], q->command, env);
+fail:
+	e = errno;
+	(void)!write(report, &e, sizeof(e));
+	_exit(127);
+}
+
+static void stream_init(struct stream *s, int fd, const char *name)
+{
+	s->fd = fd;
+	s->name = name;
+	s->len = 0;
+}
+
+struct handler *handler_start(const struct queue_conf *q, char **env,
+			      const void *body, size_t len, char *errbuf,
+			      size_t errlen)
+{
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
+	int rep[2] = { -1, -1 };
+	struct handler *h;
+	pid_t parent = getpid();
+	ssize_t n;
+	int e = 0;
+
+	if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) ||
+	    pipe2(err, O_CLOEXEC) || pipe2(rep, O_CLOEXEC)) {
+		snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	h = xcalloc(1, sizeof(*h));
+	h->pid = fork();
+	if (h->pid == -1) {
+		snprintf(errbuf, errlen, "fork: %s", strerror(errno));
+		free(h);
+		goto fail;
+	}
+	if (h->pid == 0)
+		child(q, env, parent, in[0], out[1], err[1], rep[1]);
+	/* also in the parent, so no race on who leads the group */
+	setpgid(h->pid, h->pid);
+	close_fd(&in[0]);
+	close_fd(&out[1]);
+	close_fd(&err[1]);
+	close_fd(&rep[1]);
+	/* EOF: exec succeeded; an int: errno of the failed step */
+	do
+		n = read(rep[0], &e, sizeof(e));
+	while (n == -1 && errno == EINTR);
+	close_fd(&rep[0]);
+	if (n == sizeof(e)) {
+		waitpid(h->pid, NULL, 0);
+		snprintf(errbuf, errlen, "cannot run %s (workdir %s): %s",
+			 q->command[0], q->workdir, strerror(e));
+		free(h);
+		goto fail;
+	}
+	h->in_fd = in[1];
+	stream_init(&h->out, out[0], "stdout");
+	stream_init(&h->err, err[0], "stderr");
+	set_nonblock(h->in_fd);
+	set_nonblock(h->out.fd);
+	set_nonblock(h->err.fd);
+	h->body = body;
+	h->body_len = len;
+	h->timeout = q->timeout;
+	h->grace = q->kill_grace;
+	if (q->timeout > 0)
+		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
+	return h;
+fail:
+	close_fd(&in[0]);
+	close_fd(&in[1]);
+	close_fd(&out[0]);
+	close_fd(&out[1]);
+	close_fd(&err[0]);
+	close_fd(&err[1]);
+	close_fd(&rep[0]);
+	close_fd(&rep[1]);
+	return NULL;
+}
+
+pid_t handler_pid(const struct handler *h)
+{
+	return h->pid;
+}
+
+int handler_pollfds(struct handler *h, struct pollfd *pfd)
+{
+	int n = 0;
+
+	if (h->in_fd >= 0) {
+		pfd[n].fd = h->in_fd;
+		pfd[n++].events = POLLOUT;
+	}
+	if (h->out.fd >= 0) {
+		pfd[n].fd = h->out.fd;
+		pfd[n++].events = POLLIN;
+	}
+	if (h->err.fd >= 0) {
+		pfd[n].fd = h->err.fd;
+		pfd[n++].events = POLLIN;
+	}
+	return n;
+}
+
+/* Write as much of the body as the pipe takes; EOF when all is written. */
+static void feed(struct handler *h)
+{
+	while (h->in_fd >= 0) {
+		ssize_t n;
+
+		if (h->body_off == h->body_len) {
+			close_fd(&h->in_fd);
+			return;
+		}
+		n = write(h->in_fd, h->body + h->body_off,
+			  h->body_len - h->body_off);
+		if (n > 0) {
+			h->body_off += (size_t)n;
+		} else if (n == -1 && errno == EINTR) {
+			continue;
+		} else if (n == -1 && errno == EAGAIN) {
+			return;
+		} else {
+			/* EPIPE: the handler does not read stdin; fine */
+			close_fd(&h->in_fd);
+			return;
+		}
+	}
+}
+
+/* One line of output into the log, control bytes escaped. */
+static void emit_line(struct stream *s, const struct log_fields *base)
+{
+	char esc[LINE_MAX_BYTES * 4 + 1];
+	struct log_fields lf = *base;
+	size_t o = 0;
+
+	for (size_t i = 0; i < s->len; i++) {
+		unsigned char c = (unsigned char)s->line[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			snprintf(esc + o, 5, "\\x%02x", c);
+			o += 4;
+		} else {
+			esc[o++] = (char)c;
+		}
+	}
+	esc[o] = '\0';
+	lf.stream = s->name;
+	log_fields(LOG_INFO, &lf, "%s: %s: %s",
+		   base->message_id ? base->message_id : "-", s->name, esc);
+	s->len = 0;
+}
+
+static void keep_tail(struct handler *h, const char *buf, size_t n)
+{
+	if (n >= TAIL_BYTES) {
+		memcpy(h->tail, buf + n - TAIL_BYTES, TAIL_BYTES);
+		h->tail_len = TAIL_BYTES;
+	} else {
+		size_t keep = h->tail_len + n > TAIL_BYTES ?
+				      TAIL_BYTES - n :
+				      h->tail_len;
+
+		memmove(h->tail, h->tail + h->tail_len - keep, keep);
+		memcpy(h->tail + keep, buf, n);
+		h->tail_len = keep + n;
+	}
+	h->tail[h->tail_len] = '\0';
+}
+
+/* Read what is there; returns false at EOF or error (fd closed). */
+static bool drain(struct handler *h, struct stream *s,
+		  const struct log_fields *lf)
+{
+	char buf[65536];
+
+	for (int rounds = 0; rounds < 16; rounds++) {
+		ssize_t n = read(s->fd, buf, sizeof(buf));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return true;
+		if (n <= 0) {
+			if (s->len > 0)
+				emit_line(s, lf);
+			close_fd(&s->fd);
+			return false;
+		}
+		if (s == &h->err)
+			keep_tail(h, buf, (size_t)n);
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				emit_line(s, lf);
+				continue;
+			}
+			s->line[s->len++] = buf[i];
+			if (s->len == LINE_MAX_BYTES)
+				emit_line(s, lf);
+		}
+	}
+	return true;	/* more may wait: poll comes back for it */
+}
+
+void handler_io(struct handler *h, const struct pollfd *pfd, int n,
+		const struct log_fields *lf)
+{
+	for (int i = 0; i < n; i++) {
+		if (pfd[i].revents == 0)
+			continue;
+		if (pfd[i].fd == h->in_fd)
+			feed(h);
+		else if (pfd[i].fd == h->out.fd)
+			drain(h, &h->out, lf);
+		else if (pfd[i].fd == h->err.fd)
+			drain(h, &h->err, lf);
+	}
+}
+
+bool handler_reap(struct handler *h)
+{
+	siginfo_t si;
+
+	if (h->exited)
+		return true;
+	/* look without reaping, so the group id stays ours while we kill */
+	si.si_pid = 0;
+	if (waitid(P_PID, (id_t)h->pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
+		    -1 ||
+	    si.si_pid == 0)
+		return false;
+	/* whatever the handler left running in its group goes with it */
+	kill(-h->pid, SIGKILL);
+	if (waitpid(h->pid, &h->status, 0) == h->pid)
+		h->exited = true;
+	return h->exited;
+}
+
+void handler_stop(struct handler *h, int grace)
+{
+	if (h->exited || h->kill_at != 0)
+		return;
+	kill(-h->pid, SIGTERM);
+	kill(-h->pid, SIGCONT);
+	h->kill_at = now_ms() + (int64_t)grace * 1000;
+}
+
+int handler_next_timer(struct handler *h)
+{
+	int64_t next = 0, now = now_ms();
+
+	if (h->exited)
+		return -1;
+	if (h->deadline != 0 && !h->timed_out)
+		next = h->deadline;
+	if (h->kill_at != 0 && (next == 0 || h->kill_at < next))
+		next = h->kill_at;
+	if (next == 0)
+		return -1;
+	return next <= now ? 0 : (int)(next - now);
+}
+
+void handler_timers(struct handler *h)
+{
+	int64_t now = now_ms();
+
+	if (h->exited)
+		return;
+	if (h->deadline != 0 && !h->timed_out && now >= h->deadline) {
+		h->timed_out = true;
+		handler_stop(h, h->grace);
+	}
+	if (h->kill_at != 0 && now >= h->kill_at) {
+		kill(-h->pid, SIGKILL);
+		h->kill_at = 0;
+		h->deadline = 0;
+	}
+}
+
+void handler_finish(struct handler *h, struct handler_result *r,
+		    const struct log_fields *lf)
+{
+	/*
+	 * The group is gone: what it wrote is in the pipes, at most a pipe
+	 * buffer each, so one drain reaches EOF. Only a process that left
+	 * the group could keep a pipe open; its output is not waited for.
+	 */
+	if (h->out.fd >= 0)
+		drain(h, &h->out, lf);
+	if (h->err.fd >= 0)
+		drain(h, &h->err, lf);
+	if (h->out.len > 0)
+		emit_line(&h->out, lf);
+	if (h->err.len > 0)
+		emit_line(&h->err, lf);
+	close_fd(&h->in_fd);
+	close_fd(&h->out.fd);
+	close_fd(&h->err.fd);
+	r->started = true;
+	r->wait_status = h->status;
+	r->timed_out = h->timed_out;
+	r->timeout = h->timeout;
+}
+
+const char *handler_stderr_tail(const struct handler *h)
+{
+	return h->tail;
+}
+
+void handler_free(struct handler *h)
+{
+	if (h == NULL)
+		return;
+	if (!h->exited) {
+		kill(-h->pid, SIGKILL);
+		waitpid(h->pid, &h->status, 0);
+	}
+	close_fd(&h->in_fd);
+	close_fd(&h->out.fd);
+	close_fd(&h->err.fd);
+	free(h);
+}

@@ -1,0 +1,183 @@
+/*
+ * log.c: warren's one logging path. Records go to journald natively when
+ * stderr is the journal, else one line each on stderr. Workers tag every
+ * record with their queue and number.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+static const char *log_ident = "warrend";
+static bool log_debug_on;
+static bool log_journal;
+static const char *log_queue;
+static int log_worker;
+
+void log_init(const char *ident, bool debug)
+{
+	log_ident = ident;
+	log_debug_on = debug;
+	log_journal = journal_is_stderr();
+}
+
+void log_set_worker(const char *queue, int number)
+{
+	log_queue = queue;
+	log_worker = number;
+}
+
+static const char *prio_name(int prio)
+{
+	switch (prio) {
+	case LOG_DEBUG:
+		return "debug";
+	case LOG_INFO:
+		return "info";
+	case LOG_NOTICE:
+		return "notice";
+	case LOG_WARNING:
+		return "warning";
+	default:
+		return "error";
+	}
+}
+
+#define MAX_FIELDS 10
+#define FIELD_LEN 256
+
+static void emit_journal(int prio, const struct log_fields *f,
+			 const char *msg)
+{
+	char buf[MAX_FIELDS][FIELD_LEN];
+	const char *fields[MAX_FIELDS];
+	int n = 0;
+
+#define ADD(...)                                                          \
+	do {                                                              \
+		snprintf(buf[n], FIELD_LEN, __VA_ARGS__);                 \
+		fields[n] = buf[n];                                       \
+		n++;                                                      \
+	} while (0)
+	ADD("SYSLOG_IDENTIFIER=%s", log_ident);
+	if (log_queue != NULL) {
+		ADD("WARREN_QUEUE=%s", log_queue);
+		ADD("WARREN_WORKER=%d", log_worker);
+	}
+	if (f != NULL) {
+		if (f->message_id != NULL)
+			ADD("WARREN_MESSAGE_ID=%s", f->message_id);
+		if (f->outcome != NULL)
+			ADD("WARREN_OUTCOME=%s", f->outcome);
+		if (f->exit_status >= 0)
+			ADD("WARREN_EXIT_STATUS=%d", f->exit_status);
+		if (f->duration_ms >= 0)
+			ADD("WARREN_DURATION_MS=%ld", f->duration_ms);
+		if (f->stream != NULL)
+			ADD("WARREN_STREAM=%s", f->stream);
+	}
+#undef ADD
+	journal_send(prio, msg, fields, n);
+}
+
+static void vlog(int prio, const struct log_fields *f, const char *fmt,
+		 va_list ap)
+{
+	char msg[8192];
+	char who[300] = "";
+
+	if (prio == LOG_DEBUG && !log_debug_on)
+		return;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (log_journal) {
+		emit_journal(prio, f, msg);
+		return;
+	}
+	if (log_queue != NULL)
+		snprintf(who, sizeof(who), "%s/%d: ", log_queue, log_worker);
+	/* one write per line, so lines of several processes never mix */
+	dprintf(STDERR_FILENO, "%s[%ld]: %s: %s%s\n", log_ident,
+		(long)getpid(), prio_name(prio), who, msg);
+}
+
+void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(prio, f, fmt, ap);
+	va_end(ap);
+}
+
+static void vlog_errno(int prio, int saved, const char *fmt, va_list ap)
+{
+	char msg[4096];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	log_fields(prio, NULL, "%s: %s", msg, strerror(saved));
+}
+
+void log_warn(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_errno(LOG_WARNING, saved, fmt, ap);
+	va_end(ap);
+	errno = saved;
+}
+
+void log_warnx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_WARNING, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_INFO, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_DEBUG, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void fatal(const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog_errno(LOG_ERR, saved, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void fatalx(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(LOG_ERR, NULL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}

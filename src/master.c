@@ -1,0 +1,735 @@
+/*
+ * master.c: the supervisor. Owns no AMQP connection. Keeps a pool of
+ * worker slots per queue, forks workers into them, reaps them, respawns
+ * the dead with exponential backoff and jitter, reloads on SIGHUP and
+ * stops gracefully on SIGTERM/SIGINT. Signals arrive through a signalfd
+ * read in the one poll loop, whose timeout also drives the timers.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_MAX_MS 60000
+#define STAYED_UP_MS 30000	/* a worker up this long resets backoff */
+#define STOP_MARGIN_MS 5000	/* past shutdown_timeout + kill_grace */
+
+struct pool;
+
+struct slot {
+	struct pool *pool;
+	int number;		/* WARREN_WORKER, from 1 */
+	pid_t pid;		/* 0: not running */
+	int ctl;		/* master's end of the control socket */
+	int64_t started;
+	int64_t respawn_at;	/* 0: none scheduled */
+	int failures;		/* quick deaths in a row */
+	char state;		/* 0, REPORT_CONSUMING, REPORT_BUSY */
+	bool reported;		/* said it consumes, or why it cannot */
+	bool retiring;		/* told to finish and go; not respawned */
+	char why[700];		/* last REPORT_DOWN text */
+};
+
+struct pool {
+	const struct queue_conf *q;
+	struct slot **slots;
+	int nslots;
+	unsigned long done, retried, failed, requeued;
+	char last_error[800];	/* logged once per change */
+	bool removed;		/* dropped by a reload; goes when empty */
+	struct pool *next;
+};
+
+struct cf_gen {
+	struct config *cf;
+	struct cf_gen *next;
+};
+
+static struct {
+	const char *path;
+	struct config *cf;	/* the running configuration */
+	struct cf_gen *old;	/* earlier ones, kept for their pools */
+	struct pool *pools;
+	int sigfd;
+	bool stopping;
+	int64_t kill_at;	/* stop: SIGKILL what is left */
+	bool ready_sent;
+	bool reload_pending;
+	long watchdog_ms;
+	int64_t next_watchdog;
+	int64_t next_status;
+	char status[1024];
+} m;
+
+static struct pool *pool_find(const char *name)
+{
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		if (!p->removed && strcmp(p->q->name, name) == 0)
+			return p;
+	return NULL;
+}
+
+static struct slot *slot_add(struct pool *p, int number)
+{
+	struct slot *s = xcalloc(1, sizeof(*s));
+
+	s->pool = p;
+	s->number = number;
+	s->ctl = -1;
+	p->slots = realloc(p->slots, (size_t)(p->nslots + 1) * sizeof(*s));
+	if (p->slots == NULL)
+		fatal("realloc");
+	p->slots[p->nslots++] = s;
+	return s;
+}
+
+static void slot_remove(struct slot *s)
+{
+	struct pool *p = s->pool;
+
+	for (int i = 0; i < p->nslots; i++) {
+		if (p->slots[i] == s) {
+			memmove(&p->slots[i], &p->slots[i + 1],
+				(size_t)(p->nslots - i - 1) * sizeof(*s));
+			p->nslots--;
+			break;
+		}
+	}
+	if (s->ctl >= 0)
+		close(s->ctl);
+	free(s);
+}
+
+/* Close, in a new worker, every fd of the master that is not its own. */
+static void close_master_fds(const struct slot *mine)
+{
+	close(m.sigfd);
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++)
+			if (p->slots[i] != mine && p->slots[i]->ctl >= 0)
+				close(p->slots[i]->ctl);
+}
+
+static void spawn(struct slot *s)
+{
+	int sv[2];
+	pid_t pid;
+
+	s->respawn_at = 0;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
+		log_warn("socketpair");
+		s->respawn_at = now_ms() + BACKOFF_FIRST_MS;
+		return;
+	}
+	pid = fork();
+	if (pid == -1) {
+		log_warn("fork");
+		close(sv[0]);
+		close(sv[1]);
+		s->respawn_at = now_ms() + BACKOFF_FIRST_MS;
+		return;
+	}
+	if (pid == 0) {
+		close_master_fds(s);
+		close(sv[0]);
+		/* until its loop watches the control socket, the worker
+		 * dies with the master */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == 1)
+			_exit(WORKER_EXIT_MASTER);
+		worker_main(m.cf, s->pool->q, s->number, sv[1]);
+	}
+	close(sv[1]);
+	if (s->ctl >= 0)
+		close(s->ctl);
+	s->ctl = sv[0];
+	s->pid = pid;
+	s->started = now_ms();
+	s->state = 0;
+	s->why[0] = '\0';
+	log_debug("started worker %s/%d, pid %ld", s->pool->q->name,
+		  s->number, (long)pid);
+}
+
+/* Lowest worker number no live, non-retiring slot of p holds. */
+static int free_number(struct pool *p)
+{
+	for (int n = 1;; n++) {
+		bool used = false;
+
+		for (int i = 0; i < p->nslots; i++)
+			if (!p->slots[i]->retiring && p->slots[i]->number == n)
+				used = true;
+		if (!used)
+			return n;
+	}
+}
+
+static int active_count(struct pool *p)
+{
+	int n = 0;
+
+	for (int i = 0; i < p->nslots; i++)
+		if (!p->slots[i]->retiring)
+			n++;
+	return n;
+}
+
+static void send_command(struct slot *s, char cmd)
+{
+	if (s->pid > 0 && s->ctl >= 0)
+		(void)send(s->ctl, &cmd, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Tell a slot's worker to finish its message and go; never respawned. */
+static void retire(struct slot *s)
+{
+	s->retiring = true;
+	if (s->pid > 0)
+		send_command(s, COMMAND_RETIRE);
+	else
+		slot_remove(s);
+}
+
+/* Start or retire workers until p has q->workers active ones. */
+static void pool_resize(struct pool *p)
+{
+	int want = p->q->workers;
+
+	while (active_count(p) < want)
+		spawn(slot_add(p, free_number(p)));
+	/* idle ones first, highest numbers first: busy ones never die */
+	for (int pass = 0; pass < 2 && active_count(p) > want; pass++) {
+		for (int i = p->nslots - 1; i >= 0 && active_count(p) > want;
+		     i--) {
+			struct slot *s = p->slots[i];
+
+			if (s->retiring || (pass == 0 && s->state == REPORT_BUSY))
+				continue;
+			retire(s);
+		}
+	}
+}
+
+static struct pool *pool_new(const struct queue_conf *q)
+{
+	struct pool *p = xcalloc(1, sizeof(*p)), **tail = &m.pools;
+
+	p->q = q;
+	while (*tail != NULL)
+		tail = &(*tail)->next;
+	*tail = p;
+	return p;
+}
+
+static void pool_retire_all(struct pool *p)
+{
+	for (int i = p->nslots - 1; i >= 0; i--)
+		if (!p->slots[i]->retiring)
+			retire(p->slots[i]);
+}
+
+/* Free removed pools whose last worker has gone. */
+static void pools_gc(void)
+{
+	struct pool **pp = &m.pools;
+
+	while (*pp != NULL) {
+		struct pool *p = *pp;
+
+		if (p->removed && p->nslots == 0) {
+			*pp = p->next;
+			free(p->slots);
+			free(p);
+		} else {
+			pp = &p->next;
+		}
+	}
+}
+
+static bool broker_same(const struct broker_conf *a,
+			const struct broker_conf *b)
+{
+	if (a->nurls != b->nurls || a->heartbeat != b->heartbeat)
+		return false;
+	for (int i = 0; i < a->nurls; i++)
+		if (strcmp(a->urls[i], b->urls[i]) != 0)
+			return false;
+#define SAME_STR(x, y) ((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
+	return SAME_STR(a->password_file, b->password_file) &&
+	       SAME_STR(a->tls.ca_cert, b->tls.ca_cert) &&
+	       SAME_STR(a->tls.cert, b->tls.cert) &&
+	       SAME_STR(a->tls.key, b->tls.key) &&
+	       a->tls.verify_peer == b->tls.verify_peer &&
+	       a->tls.verify_hostname == b->tls.verify_hostname;
+#undef SAME_STR
+}
+
+/*
+ * SIGHUP: parse the file anew; keep the running configuration if it is
+ * bad, else reconcile pool by pool.
+ */
+static void reload(void)
+{
+	char err[1024];
+	struct config *ncf;
+	struct cf_gen *g;
+	bool broker_changed;
+
+	notify_reloading();
+	log_info("reloading %s", m.path);
+	ncf = config_load(m.path, err, sizeof(err));
+	if (ncf == NULL) {
+		log_fields(LOG_ERR, NULL,
+			   "%s; keeping the running configuration", err);
+		notify_ready();
+		return;
+	}
+	broker_changed = !broker_same(&m.cf->broker, &ncf->broker) ||
+			 m.cf->shutdown_timeout != ncf->shutdown_timeout;
+	for (struct pool *p = m.pools; p != NULL; p = p->next) {
+		const struct queue_conf *nq;
+
+		if (p->removed)
+			continue;
+		nq = config_queue(ncf, p->q->name);
+		if (nq == NULL) {
+			log_info("queue %s removed: its workers drain and stop",
+				 p->q->name);
+			p->removed = true;
+			pool_retire_all(p);
+		} else if (broker_changed ||
+			   !queue_conf_same_but_workers(p->q, nq)) {
+			log_info("queue %s changed: rolling its workers",
+				 p->q->name);
+			pool_retire_all(p);
+			p->q = nq;
+		} else {
+			p->q = nq;
+		}
+	}
+	g = xcalloc(1, sizeof(*g));
+	g->cf = m.cf;
+	g->next = m.old;
+	m.old = g;
+	m.cf = ncf;
+	for (int i = 0; i < ncf->nqueues; i++) {
+		struct pool *p = pool_find(ncf->queues[i].name);
+
+		if (p == NULL) {
+			log_info("queue %s added", ncf->queues[i].name);
+			p = pool_new(&ncf->queues[i]);
+		}
+	}
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		if (!p->removed)
+			pool_resize(p);
+	pools_gc();
+	m.ready_sent = false;	/* READY=1 again once all report */
+}
+
+/* Why a worker ended, in words, from its status and last report. */
+static void exit_words(const struct slot *s, int st, char *buf, size_t len)
+{
+	if (WIFSIGNALED(st))
+		snprintf(buf, len, "killed by signal %d", WTERMSIG(st));
+	else if (s->why[0] != '\0')
+		snprintf(buf, len, "%s: %s", worker_exit_reason(WEXITSTATUS(st)),
+			 s->why);
+	else
+		snprintf(buf, len, "%s (exit %d)",
+			 worker_exit_reason(WEXITSTATUS(st)), WEXITSTATUS(st));
+}
+
+static int backoff_ms(int failures)
+{
+	int64_t d;
+
+	if (failures <= 1)
+		return failures == 1 ? 100 : 0;
+	d = (int64_t)BACKOFF_FIRST_MS << (failures - 2 > 16 ? 16 : failures - 2);
+	if (d > BACKOFF_MAX_MS)
+		d = BACKOFF_MAX_MS;
+	/* jitter: between half and all of it, so pools do not march */
+	return (int)(d / 2 + random() % (d / 2 + 1));
+}
+
+static void on_exit_of(struct slot *s, int st)
+{
+	struct pool *p = s->pool;
+	char words[800];
+
+	s->pid = 0;
+	s->state = 0;
+	if (s->retiring || m.stopping || p->removed) {
+		log_debug("worker %s/%d stopped", p->q->name, s->number);
+		slot_remove(s);
+		return;
+	}
+	s->reported = true;
+	if (now_ms() - s->started >= STAYED_UP_MS)
+		s->failures = 0;
+	s->failures++;
+	exit_words(s, st, words, sizeof(words));
+	if (strcmp(words, p->last_error) != 0) {
+		log_warnx("worker %s/%d %s; respawning with backoff",
+			  p->q->name, s->number, words);
+		snprintf(p->last_error, sizeof(p->last_error), "%s", words);
+	} else {
+		log_debug("worker %s/%d %s (again)", p->q->name, s->number,
+			  words);
+	}
+	s->respawn_at = now_ms() + backoff_ms(s->failures);
+}
+
+static struct slot *slot_of_pid(pid_t pid)
+{
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++)
+			if (p->slots[i]->pid == pid)
+				return p->slots[i];
+	return NULL;
+}
+
+static void reap(void)
+{
+	pid_t pid;
+	int st;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		struct slot *s = slot_of_pid(pid);
+
+		if (s != NULL)
+			on_exit_of(s, st);
+	}
+	if (pid == -1 && errno != ECHILD)
+		log_warn("waitpid");
+	pools_gc();
+}
+
+static void on_report(struct slot *s)
+{
+	struct pool *p = s->pool;
+	char buf[700];
+	ssize_t n;
+
+	while ((n = recv(s->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+		buf[n] = '\0';
+		switch (buf[0]) {
+		case REPORT_CONSUMING:
+			s->state = REPORT_CONSUMING;
+			s->reported = true;
+			if (p->last_error[0] != '\0') {
+				log_info("queue %s: worker %d consuming again",
+					 p->q->name, s->number);
+				p->last_error[0] = '\0';
+			}
+			break;
+		case REPORT_BUSY:
+			s->state = REPORT_BUSY;
+			break;
+		case REPORT_IDLE:
+			s->state = REPORT_CONSUMING;
+			break;
+		case REPORT_ACK:
+			p->done++;
+			break;
+		case REPORT_RETRY:
+			p->retried++;
+			break;
+		case REPORT_FAILED:
+			p->failed++;
+			break;
+		case REPORT_REQUEUED:
+			p->requeued++;
+			break;
+		case REPORT_DOWN:
+			s->reported = true;
+			snprintf(s->why, sizeof(s->why), "%s", buf + 1);
+			break;
+		}
+	}
+	if (n == 0) {		/* worker closed it: it is exiting */
+		close(s->ctl);
+		s->ctl = -1;
+	}
+}
+
+static void begin_stop(void)
+{
+	int grace = 0;
+
+	if (m.stopping)
+		return;
+	m.stopping = true;
+	notify_stopping();
+	log_info("stopping: running handlers get %d s", m.cf->shutdown_timeout);
+	for (struct pool *p = m.pools; p != NULL; p = p->next) {
+		if (p->q->kill_grace > grace)
+			grace = p->q->kill_grace;
+		for (int i = p->nslots - 1; i >= 0; i--) {
+			struct slot *s = p->slots[i];
+
+			if (s->pid > 0)
+				send_command(s, COMMAND_STOP);
+			else
+				slot_remove(s);
+		}
+	}
+	m.kill_at = now_ms() + (int64_t)(m.cf->shutdown_timeout + grace) *
+					 1000 + STOP_MARGIN_MS;
+}
+
+static int children(void)
+{
+	int n = 0;
+
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++)
+			if (p->slots[i]->pid > 0)
+				n++;
+	return n;
+}
+
+static void kill_all(int sig)
+{
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++)
+			if (p->slots[i]->pid > 0)
+				kill(p->slots[i]->pid, sig);
+}
+
+static void on_signals(void)
+{
+	struct signalfd_siginfo si;
+
+	while (read(m.sigfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			begin_stop();
+			break;
+		case SIGHUP:
+			m.reload_pending = true;
+			break;
+		default:
+			break;	/* SIGCHLD: reaped every turn */
+		}
+	}
+}
+
+static void respawn_due(void)
+{
+	int64_t now = now_ms();
+
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++) {
+			struct slot *s = p->slots[i];
+
+			if (s->pid == 0 && s->respawn_at != 0 &&
+			    s->respawn_at <= now)
+				spawn(s);
+		}
+}
+
+/* The STATUS= line: per queue, workers consuming, busy, and counts. */
+static void update_status(void)
+{
+	char buf[sizeof(m.status)];
+	size_t o = 0;
+
+	buf[0] = '\0';
+	for (struct pool *p = m.pools; p != NULL && o < sizeof(buf); p = p->next) {
+		int cons = 0, busy = 0;
+
+		if (p->removed)
+			continue;
+		for (int i = 0; i < p->nslots; i++) {
+			if (p->slots[i]->retiring)
+				continue;
+			if (p->slots[i]->state != 0)
+				cons++;
+			if (p->slots[i]->state == REPORT_BUSY)
+				busy++;
+		}
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o,
+			"%s%s %d/%d consuming, %d busy; %lu done, %lu retried, %lu failed%s",
+			o ? " | " : "", p->q->name, cons, p->q->workers, busy,
+			p->done, p->retried, p->failed,
+			p->last_error[0] ? " (workers failing)" : "");
+	}
+	if (strcmp(buf, m.status) != 0) {
+		memcpy(m.status, buf, sizeof(buf));
+		notify_status(buf);
+	}
+}
+
+static void check_ready(void)
+{
+	int n = 0;
+
+	if (m.ready_sent || m.stopping)
+		return;
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++) {
+			if (p->slots[i]->retiring)
+				continue;
+			if (!p->slots[i]->reported)
+				return;
+			n++;
+		}
+	m.ready_sent = true;
+	update_status();
+	notify_ready();
+	log_info("ready: %d workers started", n);
+}
+
+static int next_timeout(void)
+{
+	int64_t next = 0, now = now_ms();
+
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++) {
+			int64_t r = p->slots[i]->respawn_at;
+
+			if (p->slots[i]->pid == 0 && r != 0 &&
+			    (next == 0 || r < next))
+				next = r;
+		}
+	if (m.stopping && m.kill_at != 0 && (next == 0 || m.kill_at < next))
+		next = m.kill_at;
+	if (m.watchdog_ms > 0 && (next == 0 || m.next_watchdog < next))
+		next = m.next_watchdog;
+	if (next == 0)
+		return -1;
+	return next <= now ? 0 : (int)(next - now);
+}
+
+static void loop(void)
+{
+	struct pollfd *pfd = NULL;
+	struct slot **who = NULL;
+	size_t cap = 0;
+
+	for (;;) {
+		size_t n = 1;
+		int total = 0;
+
+		for (struct pool *p = m.pools; p != NULL; p = p->next)
+			total += p->nslots;
+		if ((size_t)total + 1 > cap) {
+			cap = (size_t)total + 16;
+			pfd = realloc(pfd, cap * sizeof(*pfd));
+			who = realloc(who, cap * sizeof(*who));
+			if (pfd == NULL || who == NULL)
+				fatal("realloc");
+		}
+		pfd[0].fd = m.sigfd;
+		pfd[0].events = POLLIN;
+		for (struct pool *p = m.pools; p != NULL; p = p->next)
+			for (int i = 0; i < p->nslots; i++)
+				if (p->slots[i]->ctl >= 0) {
+					pfd[n].fd = p->slots[i]->ctl;
+					pfd[n].events = POLLIN;
+					who[n++] = p->slots[i];
+				}
+		if (poll(pfd, n, next_timeout()) == -1 && errno != EINTR)
+			fatal("poll");
+		for (size_t i = 1; i < n; i++)
+			if (pfd[i].revents)
+				on_report(who[i]);
+		if (pfd[0].revents)
+			on_signals();
+		reap();
+		if (m.reload_pending && !m.stopping) {
+			m.reload_pending = false;
+			reload();
+		}
+		if (m.stopping) {
+			if (children() == 0)
+				break;
+			if (now_ms() >= m.kill_at) {
+				log_warnx("workers still running past the stop deadline; killing them");
+				kill_all(SIGKILL);
+				m.kill_at = 0;
+			}
+		} else {
+			respawn_due();
+			check_ready();
+		}
+		if (m.watchdog_ms > 0 && now_ms() >= m.next_watchdog) {
+			notify_watchdog();
+			m.next_watchdog = now_ms() + m.watchdog_ms / 2;
+		}
+		if (m.ready_sent && now_ms() >= m.next_status) {
+			update_status();
+			m.next_status = now_ms() + 1000;
+		}
+	}
+	free(pfd);
+	free(who);
+}
+
+static void cleanup(void)
+{
+	struct cf_gen *g, *gn;
+
+	while (m.pools != NULL) {
+		struct pool *p = m.pools;
+
+		m.pools = p->next;
+		while (p->nslots > 0)
+			slot_remove(p->slots[0]);
+		free(p->slots);
+		free(p);
+	}
+	for (g = m.old; g != NULL; g = gn) {
+		gn = g->next;
+		config_free(g->cf);
+		free(g);
+	}
+	config_free(m.cf);
+	close(m.sigfd);
+}
+
+int master_run(const char *path, struct config *cf)
+{
+	sigset_t set;
+
+	m.path = path;
+	m.cf = cf;
+	srandom((unsigned)getpid() ^ (unsigned)now_ms());
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	m.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m.sigfd == -1)
+		fatal("signalfd");
+	signal(SIGPIPE, SIG_IGN);
+	m.watchdog_ms = notify_watchdog_ms();
+	m.next_watchdog = now_ms();
+	log_info("starting with %s: %d queue%s", path, cf->nqueues,
+		 cf->nqueues == 1 ? "" : "s");
+	for (int i = 0; i < cf->nqueues; i++)
+		pool_resize(pool_new(&cf->queues[i]));
+	loop();
+	log_info("stopped");
+	cleanup();
+	return 0;
+}

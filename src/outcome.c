@@ -1,0 +1,73 @@
+/*
+ * outcome.c: SPEC.md's outcome table as pure functions of the handler's
+ * result, the attempt number and the queue's retry settings.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include "warren.h"
+
+int retry_delay(const struct retry_conf *rc, int n)
+{
+	double d;
+
+	if (n < 1)
+		n = 1;
+	d = rc->delay * pow(rc->backoff, n - 1);
+	if (d > rc->max_delay || !isfinite(d))
+		d = rc->max_delay;
+	if (d < 1)
+		d = 1;		/* a TTL of 0 would not delay at all */
+	return (int)d;
+}
+
+struct outcome outcome_of(const struct handler_result *r, int attempt,
+			  const struct retry_conf *rc)
+{
+	struct outcome o = { OUTCOME_FAILED, "", 0 };
+
+	if (!r->started) {
+		o.kind = OUTCOME_REQUEUED;
+		snprintf(o.reason, sizeof(o.reason), "could not start");
+		return o;
+	}
+	if (r->timed_out) {
+		snprintf(o.reason, sizeof(o.reason), "timeout %ds", r->timeout);
+	} else if (WIFEXITED(r->wait_status)) {
+		int st = WEXITSTATUS(r->wait_status);
+
+		snprintf(o.reason, sizeof(o.reason), "exit %d", st);
+		if (st == 0) {
+			o.kind = OUTCOME_ACK;
+			return o;
+		}
+		if (st == EX_DATAERR_STATUS)
+			return o;	/* the message itself is bad */
+	} else if (WIFSIGNALED(r->wait_status)) {
+		snprintf(o.reason, sizeof(o.reason), "signal %d",
+			 WTERMSIG(r->wait_status));
+	}
+	if (attempt < rc->attempts) {
+		o.kind = OUTCOME_RETRY;
+		o.delay = retry_delay(rc, attempt);
+	}
+	return o;
+}
+
+const char *outcome_name(enum outcome_kind k)
+{
+	switch (k) {
+	case OUTCOME_ACK:
+		return "ack";
+	case OUTCOME_RETRY:
+		return "retry";
+	case OUTCOME_FAILED:
+		return "failed";
+	case OUTCOME_REQUEUED:
+		return "requeued";
+	}
+	return "?";
+}

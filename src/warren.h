@@ -1,0 +1,349 @@
+/*
+ * warren.h: types and prototypes shared by warrend and warren-submit,
+ * grouped by the file that defines them.
+ */
+#ifndef WARREN_H
+#define WARREN_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <poll.h>
+#include <sys/types.h>
+
+#define EX_CONFIG_STATUS 78	/* sysexits.h EX_CONFIG */
+#define EX_DATAERR_STATUS 65	/* sysexits.h EX_DATAERR */
+
+/* ------------------------------------------------------------------ */
+/* config.c: the configuration file, parsed into plain structs */
+
+enum queue_type { QUEUE_CLASSIC, QUEUE_QUORUM };
+
+struct tls_conf {
+	char *ca_cert;
+	char *cert;
+	char *key;
+	bool verify_peer;
+	bool verify_hostname;
+};
+
+struct broker_conf {
+	char **urls;		/* at least one */
+	int nurls;
+	int heartbeat;		/* seconds, 0 = off */
+	char *password_file;	/* NULL if unset */
+	struct tls_conf tls;
+};
+
+struct retry_conf {
+	int attempts;		/* attempts in all, >= 1 */
+	int delay;		/* seconds before the first retry */
+	double backoff;		/* multiplier per further retry */
+	int max_delay;		/* cap, seconds */
+};
+
+struct queue_conf {
+	char *name;
+	int line;		/* where the section starts, for messages */
+	int workers;
+	char **command;		/* NULL-terminated argv */
+	int ncommand;
+	int prefetch;
+	int timeout;		/* seconds, 0 = none */
+	int kill_grace;
+	bool durable;
+	enum queue_type type;
+	struct retry_conf retry;
+	bool park;
+	char **environment;	/* NULL-terminated "NAME=value" */
+	int nenvironment;
+	char *workdir;
+};
+
+struct config {
+	char *path;
+	struct broker_conf broker;
+	int shutdown_timeout;
+	struct queue_conf *queues;
+	int nqueues;
+};
+
+/*
+ * Parse and validate PATH. On success returns a config the caller frees
+ * with config_free(). On failure returns NULL and writes "FILE:LINE: what"
+ * into err.
+ */
+struct config *config_load(const char *path, char *err, size_t errlen);
+void config_free(struct config *cf);
+const struct queue_conf *config_queue(const struct config *cf,
+				      const char *name);
+/* true when two queue configurations differ only in their worker count */
+bool queue_conf_same_but_workers(const struct queue_conf *a,
+				 const struct queue_conf *b);
+
+/* ------------------------------------------------------------------ */
+/* log.c: one line per event on stderr, or native journald records */
+
+/* Structured fields attached to a record; unset ones are NULL / -1. */
+struct log_fields {
+	const char *message_id;
+	const char *outcome;
+	int exit_status;
+	long duration_ms;
+	const char *stream;
+};
+#define LOG_FIELDS_INIT { NULL, NULL, -1, -1, NULL }
+
+void log_init(const char *ident, bool debug);
+/* Identify this process as worker NUMBER of QUEUE in every record. */
+void log_set_worker(const char *queue, int number);
+void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatal(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+
+/* ------------------------------------------------------------------ */
+/* delivery.c: a received message, independent of the AMQP library */
+
+struct header {
+	char *name;
+	char *value;		/* string or integer rendered as text */
+	size_t len;		/* value length; a value may hold NUL */
+};
+
+struct delivery {
+	uint64_t tag;
+	bool redelivered;
+	char *exchange;
+	char *routing_key;
+	/* properties; NULL when unset */
+	char *message_id;
+	char *correlation_id;
+	char *reply_to;
+	char *content_type;
+	char *content_encoding;
+	char *type;
+	char *app_id;
+	char *timestamp;	/* decimal Unix seconds */
+	struct header *headers;
+	int nheaders;
+	void *body;
+	size_t body_len;
+	void *amqp;		/* mq.c's own copy of the message */
+	void (*amqp_free)(void *);	/* frees amqp, which owns body */
+};
+
+void delivery_free(struct delivery *d);
+/* A header's value, or NULL. */
+const struct header *delivery_header(const struct delivery *d,
+				     const char *name);
+/* "WARREN_HEADER_" + NAME upper-cased, [^A-Z0-9] -> '_'; caller frees. */
+char *env_name_of_header(const char *name);
+/*
+ * The handler's environment: PATH, the queue's environment, the WARREN_*
+ * variables. Values holding NUL are left out. NULL-terminated; free with
+ * env_free().
+ */
+char **handler_env(const struct queue_conf *q, int worker, int attempt,
+		   const struct delivery *d);
+void env_free(char **env);
+
+/* ------------------------------------------------------------------ */
+/* outcome.c: what a handler's result means for its message (pure) */
+
+enum outcome_kind {
+	OUTCOME_ACK,		/* handled: ack */
+	OUTCOME_RETRY,		/* failed, attempts left: retry later */
+	OUTCOME_FAILED,		/* failed for good: park or reject */
+	OUTCOME_REQUEUED,	/* never ran: requeue, back off */
+};
+
+struct handler_result {
+	int wait_status;	/* from waitpid(), valid when started */
+	bool started;		/* false: exec failed */
+	bool timed_out;
+	int timeout;		/* seconds, for the reason text */
+};
+
+struct outcome {
+	enum outcome_kind kind;
+	char reason[64];	/* "exit 3", "signal 9", "timeout 30s" */
+	int delay;		/* OUTCOME_RETRY: seconds to wait */
+};
+
+struct outcome outcome_of(const struct handler_result *r, int attempt,
+			  const struct retry_conf *rc);
+/* seconds before retry number N (N = 1 after the first attempt) */
+int retry_delay(const struct retry_conf *rc, int n);
+const char *outcome_name(enum outcome_kind k);
+
+/* ------------------------------------------------------------------ */
+/* mq.c: the only user of rabbitmq-c */
+
+struct mq;
+
+enum mq_event {
+	MQ_NONE,		/* nothing more to read now */
+	MQ_DELIVERY,		/* *out holds a message */
+	MQ_CANCELLED,		/* the broker cancelled our consumer */
+	MQ_CLOSED,		/* connection or channel gone; see mq_error */
+};
+
+/*
+ * Connect to the first reachable node of broker's URLs, log in (with
+ * consumer_cancel_notify announced) and open channel 1. NULL on failure,
+ * reason in err (never the password) and *status set to
+ * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
+ */
+struct mq *mq_connect(const struct broker_conf *b, const char *name,
+		      int *status, char *err, size_t errlen);
+void mq_close(struct mq *m);
+/* 0 if URL parses as an amqp:// or amqps:// URL, else -1 */
+int mq_url_check(const char *url, char *err, size_t errlen);
+/* The URL with its password hidden, for logs; caller frees. */
+char *mq_url_redacted(const char *url);
+int mq_fd(struct mq *m);
+const char *mq_error(struct mq *m);
+/* broker's AMQP reply code of the last failure, 0 if none */
+int mq_reply_code(struct mq *m);
+/* true when the library holds unread frames or bytes (poll would miss) */
+bool mq_buffered(struct mq *m);
+int mq_declare(struct mq *m, const struct queue_conf *q);
+int mq_declare_named(struct mq *m, const char *name, bool durable,
+		     enum queue_type type);
+int mq_consume(struct mq *m, const char *queue, int prefetch);
+int mq_cancel(struct mq *m);
+/*
+ * Read what the socket holds without blocking, keeping heartbeats: sends
+ * one when due, fails when the broker's are overdue.
+ */
+enum mq_event mq_poll(struct mq *m, struct delivery **out);
+/* Like mq_poll, but deliveries stay queued for a later mq_poll. */
+enum mq_event mq_service(struct mq *m);
+int mq_ack(struct mq *m, uint64_t tag);
+int mq_nack(struct mq *m, uint64_t tag, bool requeue);
+/* Put the channel in confirm mode (once). */
+int mq_confirm_select(struct mq *m);
+/*
+ * Publish a persistent copy of body with the given properties (message_id,
+ * headers) and wait for the broker's confirm. 0 when confirmed.
+ */
+struct publish {
+	const char *exchange;
+	const char *routing_key;
+	const void *body;
+	size_t body_len;
+	const struct delivery *like;	/* copy properties from, or NULL */
+	const char *message_id;		/* overrides like's */
+	struct header *headers;		/* added/replaced headers */
+	int nheaders;
+	const char *expiration;		/* per-message TTL (ms), or NULL */
+};
+int mq_publish(struct mq *m, const struct publish *p);
+/* Wait for confirms of every publish so far; 0 when all acked. */
+int mq_wait_confirms(struct mq *m, int timeout_ms);
+
+/* ------------------------------------------------------------------ */
+/* handler.c: run one handler for one message */
+
+struct handler;
+
+/* Start queue q's command with env, the body queued for its stdin. */
+struct handler *handler_start(const struct queue_conf *q, char **env,
+			      const void *body, size_t len, char *err,
+			      size_t errlen);
+/* fds to poll and their events; returns how many were written (<= 3) */
+int handler_pollfds(struct handler *h, struct pollfd *pfd);
+/* Act on poll results for the fds handler_pollfds gave. */
+void handler_io(struct handler *h, const struct pollfd *pfd, int n,
+		const struct log_fields *lf);
+/* Reap if exited; true once the handler has exited. */
+bool handler_reap(struct handler *h);
+/* Stop the handler's process group: SIGTERM now, SIGKILL after grace. */
+void handler_stop(struct handler *h, int grace);
+/* ms until the next deadline (timeout, kill), -1 if none */
+int handler_next_timer(struct handler *h);
+/* Run timers: timeout -> SIGTERM, grace over -> SIGKILL. */
+void handler_timers(struct handler *h);
+pid_t handler_pid(const struct handler *h);
+/* Drain remaining output, kill leftovers of its group, fill r. */
+void handler_finish(struct handler *h, struct handler_result *r,
+		    const struct log_fields *lf);
+/* Last bytes of stderr kept for parking (NUL-terminated). */
+const char *handler_stderr_tail(const struct handler *h);
+void handler_free(struct handler *h);
+
+/* ------------------------------------------------------------------ */
+/* worker.c: one worker process */
+
+/* Worker -> master report codes, one byte each on the control socket. */
+enum report {
+	REPORT_CONSUMING = 'C',
+	REPORT_BUSY = 'B',
+	REPORT_IDLE = 'I',
+	REPORT_ACK = 'a',
+	REPORT_RETRY = 'r',
+	REPORT_FAILED = 'f',
+	REPORT_REQUEUED = 'q',
+	REPORT_DOWN = 'D',	/* lost or could not get its connection */
+};
+
+/* Master -> worker commands on the control socket. */
+enum command {
+	COMMAND_RETIRE = 'R',	/* finish the current message, exit */
+	COMMAND_STOP = 'S',	/* shutdown: shutdown_timeout applies */
+};
+
+/* Worker exit statuses, telling the master why. */
+enum worker_exit {
+	WORKER_EXIT_OK = 0,		/* retired or stopped */
+	WORKER_EXIT_FATAL = 1,		/* unexpected error */
+	WORKER_EXIT_CONNECT = 10,	/* could not connect / lost it */
+	WORKER_EXIT_LOGIN = 11,		/* refused login */
+	WORKER_EXIT_DECLARE = 12,	/* could not declare or consume */
+	WORKER_EXIT_HANDLER = 13,	/* handler could not start */
+	WORKER_EXIT_MASTER = 14,	/* master went away */
+};
+
+/* Runs in the forked child; never returns. */
+void worker_main(const struct config *cf, const struct queue_conf *q,
+		 int number, int ctl) __attribute__((noreturn));
+const char *worker_exit_reason(int status);
+
+/* ------------------------------------------------------------------ */
+/* master.c: the supervisor */
+
+int master_run(const char *path, struct config *cf);
+
+/* ------------------------------------------------------------------ */
+/* notify.c: the only user of libsystemd's notify and journal APIs */
+
+void notify_ready(void);
+void notify_reloading(void);
+void notify_stopping(void);
+void notify_status(const char *status);
+void notify_watchdog(void);
+/* watchdog interval in ms when systemd asks for pings, else 0 */
+long notify_watchdog_ms(void);
+/* true when stderr is connected to the journal */
+bool journal_is_stderr(void);
+int journal_send(int prio, const char *message, const char **fields,
+		 int nfields);
+
+/* ------------------------------------------------------------------ */
+/* util.c */
+
+/* monotonic milliseconds */
+int64_t now_ms(void);
+void *xcalloc(size_t n, size_t size);
+char *xstrdup(const char *s);
+int set_nonblock(int fd);
+
+#endif

@@ -1,0 +1,374 @@
+/*
+ * worker.c: one worker process. Holds its own AMQP connection, consumes
+ * one queue with manual acks, runs one handler at a time, and settles each
+ * message by the handler's outcome. One poll loop serves the socket
+ * (heartbeats included), the handler's pipes, signals and the master's
+ * control socket, so nothing in the message path waits on a timer.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+struct worker {
+	const struct config *cf;
+	const struct queue_conf *q;
+	int number;
+	int ctl;		/* control socket to the master */
+	int sigfd;
+	struct mq *mq;
+	struct delivery *d;	/* the message being handled */
+	struct handler *h;
+	int attempt;
+	int64_t started;
+	bool retiring;		/* finish the current message, then exit */
+	bool stopping;		/* shutdown: shutdown_timeout applies */
+	int64_t stop_deadline;
+	int exit_status;
+};
+
+/* A report to the master: code byte, then optional text. */
+static void report(struct worker *w, char code, const char *text)
+{
+	char buf[600];
+	size_t n = 1;
+
+	buf[0] = code;
+	if (text != NULL) {
+		n += strlen(text) > sizeof(buf) - 1 ? sizeof(buf) - 1 :
+						      strlen(text);
+		memcpy(buf + 1, text, n - 1);
+	}
+	/* SEQPACKET: one record per send; a full buffer never blocks us */
+	(void)send(w->ctl, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Report why this worker cannot work and exit with that status. */
+static void __attribute__((noreturn))
+give_up(struct worker *w, int status, const char *why)
+{
+	char buf[600];
+
+	snprintf(buf, sizeof(buf), "%s", why);
+	report(w, REPORT_DOWN, buf);
+	log_debug("exiting: %s", buf);
+	if (w->h != NULL)
+		handler_free(w->h);
+	mq_close(w->mq);
+	exit(status);
+}
+
+static int setup_signals(void)
+{
+	sigset_t set;
+	int fd;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (fd == -1)
+		fatal("signalfd");
+	return fd;
+}
+
+static int attempt_of(const struct delivery *d)
+{
+	const struct header *h = delivery_header(d, "x-warren-attempt");
+	long n;
+
+	if (h == NULL)
+		return 1;
+	n = strtol(h->value, NULL, 10);
+	return n >= 1 && n < 1000000 ? (int)n : 1;
+}
+
+static void start_handler(struct worker *w)
+{
+	char **env, err[512];
+
+	w->attempt = attempt_of(w->d);
+	env = handler_env(w->q, w->number, w->attempt, w->d);
+	w->started = now_ms();
+	w->h = handler_start(w->q, env, w->d->body, w->d->body_len, err,
+			     sizeof(err));
+	env_free(env);
+	if (w->h != NULL) {
+		report(w, REPORT_BUSY, NULL);
+		return;
+	}
+	/* a configuration problem, not the message's fault */
+	log_fields(LOG_ERR, NULL,
+		   "%s: configuration problem: %s; message requeued",
+		   w->d->message_id ? w->d->message_id : "-", err);
+	mq_nack(w->mq, w->d->tag, true);
+	report(w, REPORT_REQUEUED, NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	give_up(w, WORKER_EXIT_HANDLER, err);
+}
+
+/* The handler has exited: settle its message. */
+static void settle(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+	struct handler_result r = { 0 };
+	struct outcome o;
+	bool requeue;
+	int rc;
+
+	lf.message_id = w->d->message_id;
+	handler_finish(w->h, &r, &lf);
+	o = outcome_of(&r, w->attempt, &w->q->retry);
+	/* retries and parking arrive with the outcome issue: for now every
+	 * failure goes back to the queue */
+	if (o.kind == OUTCOME_ACK) {
+		rc = mq_ack(w->mq, w->d->tag);
+	} else {
+		requeue = true;
+		rc = mq_nack(w->mq, w->d->tag, requeue);
+		o.kind = OUTCOME_REQUEUED;
+	}
+	lf.outcome = outcome_name(o.kind);
+	lf.duration_ms = (long)(now_ms() - w->started);
+	if (WIFEXITED(r.wait_status))
+		lf.exit_status = WEXITSTATUS(r.wait_status);
+	log_fields(o.kind == OUTCOME_ACK ? LOG_INFO : LOG_WARNING, &lf,
+		   "%s %s, %s, %ld ms", lf.message_id ? lf.message_id : "-",
+		   lf.outcome, o.reason, lf.duration_ms);
+	report(w, o.kind == OUTCOME_ACK ? REPORT_ACK : REPORT_REQUEUED, NULL);
+	report(w, REPORT_IDLE, NULL);
+	handler_free(w->h);
+	w->h = NULL;
+	delivery_free(w->d);
+	w->d = NULL;
+	if (rc != 0)
+		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+}
+
+/* Stop taking messages; the current one is finished first. */
+static void begin_stop(struct worker *w, bool shutdown)
+{
+	if (shutdown && !w->stopping) {
+		w->stopping = true;
+		w->stop_deadline =
+			now_ms() + (int64_t)w->cf->shutdown_timeout * 1000;
+	}
+	if (w->retiring)
+		return;
+	w->retiring = true;
+	log_debug("stopping: %s", shutdown ? "shutdown" : "retired");
+	if (mq_cancel(w->mq) != 0)
+		log_debug("basic.cancel: %s", mq_error(w->mq));
+}
+
+static void on_signals(struct worker *w)
+{
+	struct signalfd_siginfo si;
+
+	while (read(w->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			begin_stop(w, true);
+			break;
+		default:
+			break;	/* SIGCHLD: the loop reaps; SIGHUP: master's */
+		}
+	}
+}
+
+static void on_control(struct worker *w)
+{
+	char buf[64];
+	ssize_t n = recv(w->ctl, buf, sizeof(buf), MSG_DONTWAIT);
+
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* the master is gone: nothing may outlive it */
+		if (w->h != NULL)
+			handler_free(w->h);
+		w->h = NULL;
+		log_warnx("master went away; exiting");
+		mq_close(w->mq);
+		exit(WORKER_EXIT_MASTER);
+	}
+	if (buf[0] == COMMAND_RETIRE)
+		begin_stop(w, false);
+	else if (buf[0] == COMMAND_STOP)
+		begin_stop(w, true);
+}
+
+static int poll_timeout(struct worker *w)
+{
+	int t = -1, ht;
+
+	if (w->cf->broker.heartbeat > 0)
+		t = w->cf->broker.heartbeat * 1000 / 4;
+	if (w->h != NULL && (ht = handler_next_timer(w->h)) >= 0 &&
+	    (t < 0 || ht < t))
+		t = ht;
+	if (w->stopping && w->h != NULL) {
+		int64_t left = w->stop_deadline - now_ms();
+
+		if (left < 0)
+			left = 0;
+		if (t < 0 || left < t)
+			t = (int)left;
+	}
+	if (mq_buffered(w->mq))
+		t = 0;
+	return t;
+}
+
+/* Read the broker's side: deliveries are taken one at a time. */
+static void on_broker(struct worker *w)
+{
+	struct delivery *d;
+
+	for (;;) {
+		if (w->d != NULL) {
+			/* busy: frames are still read, for heartbeats and
+			 * closes, but deliveries wait in mq's queue */
+			enum mq_event e = mq_service(w->mq);
+
+			if (e == MQ_CLOSED)
+				give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+			if (e == MQ_CANCELLED) {
+				log_warnx("%s", mq_error(w->mq));
+				begin_stop(w, false);
+				w->exit_status = WORKER_EXIT_DECLARE;
+			}
+			return;
+		}
+		switch (mq_poll(w->mq, &d)) {
+		case MQ_NONE:
+			return;
+		case MQ_CLOSED:
+			give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+		case MQ_CANCELLED:
+			log_warnx("%s", mq_error(w->mq));
+			begin_stop(w, false);
+			w->exit_status = WORKER_EXIT_DECLARE;
+			continue;
+		case MQ_DELIVERY:
+			if (w->retiring) {
+				/* prefetched before the cancel: give back */
+				mq_nack(w->mq, d->tag, true);
+				delivery_free(d);
+				continue;
+			}
+			w->d = d;
+			start_handler(w);
+			continue;
+		}
+	}
+}
+
+static void loop(struct worker *w)
+{
+	struct pollfd pfd[6];
+	int n, nh, t;
+
+	for (;;) {
+		if (w->retiring && w->h == NULL && w->d == NULL) {
+			/* drain what was prefetched, then go */
+			on_broker(w);
+			mq_close(w->mq);
+			exit(w->exit_status);
+		}
+		pfd[0].fd = mq_fd(w->mq);
+		pfd[0].events = POLLIN;
+		pfd[1].fd = w->sigfd;
+		pfd[1].events = POLLIN;
+		pfd[2].fd = w->ctl;
+		pfd[2].events = POLLIN;
+		n = 3;
+		nh = w->h != NULL ? handler_pollfds(w->h, pfd + n) : 0;
+		t = poll_timeout(w);
+		if (poll(pfd, (nfds_t)(n + nh), t) == -1 && errno != EINTR)
+			fatal("poll");
+		if (pfd[1].revents)
+			on_signals(w);
+		if (pfd[2].revents)
+			on_control(w);
+		if (w->h != NULL) {
+			struct log_fields lf = LOG_FIELDS_INIT;
+
+			lf.message_id = w->d->message_id;
+			handler_io(w->h, pfd + n, nh, &lf);
+			handler_timers(w->h);
+			if (w->stopping && now_ms() >= w->stop_deadline)
+				handler_stop(w->h, w->q->kill_grace);
+			if (handler_reap(w->h))
+				settle(w);
+		}
+		/* every turn: keeps heartbeats going during long handlers */
+		on_broker(w);
+	}
+}
+
+void worker_main(const struct config *cf, const struct queue_conf *q,
+		 int number, int ctl)
+{
+	struct worker w = { 0 };
+	char name[300], err[512];
+	int status;
+
+	w.cf = cf;
+	w.q = q;
+	w.number = number;
+	w.ctl = ctl;
+	log_set_worker(q->name, number);
+	unsetenv("NOTIFY_SOCKET");
+	w.sigfd = setup_signals();
+	snprintf(name, sizeof(name), "warrend %s/%d", q->name, number);
+	w.mq = mq_connect(&cf->broker, name, &status, err, sizeof(err));
+	if (w.mq == NULL)
+		give_up(&w, status, err);
+	if (mq_declare(w.mq, q) != 0)
+		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
+	if (mq_consume(w.mq, q->name, q->prefetch) != 0)
+		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
+	/* from here the loop sees the master go (control socket EOF) and
+	 * stops the handler's whole group first */
+	prctl(PR_SET_PDEATHSIG, 0);
+	report(&w, REPORT_CONSUMING, NULL);
+	log_info("consuming %s", q->name);
+	loop(&w);
+	exit(0);
+}
+
+const char *worker_exit_reason(int status)
+{
+	switch (status) {
+	case WORKER_EXIT_CONNECT:
+		return "cannot reach the broker";
+	case WORKER_EXIT_LOGIN:
+		return "the broker refused the login";
+	case WORKER_EXIT_DECLARE:
+		return "cannot declare or consume the queue";
+	case WORKER_EXIT_HANDLER:
+		return "the handler cannot be started";
+	case WORKER_EXIT_MASTER:
+		return "the master went away";
+	default:
+		return "unexpected exit";
+	}
+}
