@@ -121,6 +121,24 @@ static int v_environment(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+static int v_command(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v;
+
+	if (cfg_opt_size(opt) == 0) {
+		cfg_error(cfg, "command is an empty list");
+		return -1;
+	}
+	v = cfg_opt_getnstr(opt, 0);
+	if (strchr(v, '/') == NULL) {
+		/* execve does not search PATH, and warren never guesses */
+		cfg_error(cfg, "command \"%s\" must be a path (like /usr/bin/%s)",
+			  v, v);
+		return -1;
+	}
+	return 0;
+}
+
 static int v_workdir(cfg_t *cfg, cfg_opt_t *opt)
 {
 	const char *v = cfg_opt_getnstr(opt, 0);
@@ -146,10 +164,7 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 		cfg_error(q, "queue \"%s\": command is required", name);
 		return -1;
 	}
-	if (cfg_getstr(q, "command")[0] == '\0') {
-		cfg_error(cfg, "queue \"%s\": command is empty", name);
-		return -1;
-	}
+
 	if (cfg_getint(q, "retry|max_delay") < cfg_getint(q, "retry|delay")) {
 		cfg_error(cfg, "queue \"%s\": retry max_delay is below delay",
 			  name);
@@ -228,6 +243,7 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "shutdown_timeout", v_seconds);
 	cfg_set_validate_func(cfg, "queue", v_queue);
 	cfg_set_validate_func(cfg, "queue|workers", v_workers);
+	cfg_set_validate_func(cfg, "queue|command", v_command);
 	cfg_set_validate_func(cfg, "queue|prefetch", v_prefetch);
 	cfg_set_validate_func(cfg, "queue|timeout", v_seconds);
 	cfg_set_validate_func(cfg, "queue|kill_grace", v_kill_grace);

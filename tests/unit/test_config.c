@@ -1,0 +1,171 @@
+/*
+ * test_config.c: the configuration schema: defaults, every key, and
+ * errors that name file and line.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../../src/warren.h"
+#include "unit.h"
+
+static char path[] = "/tmp/warren-unit-XXXXXX";
+
+static struct config *load(const char *text, char *err, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	fputs(text, f);
+	fclose(f);
+	return config_load(path, err, len);
+}
+
+/* The error names this file and this line. */
+static void check_error(const char *text, int line, const char *what)
+{
+	char err[1024], want[600];
+	struct config *cf = load(text, err, sizeof(err));
+
+	CHECK(cf == NULL);
+	config_free(cf);
+	snprintf(want, sizeof(want), "%s:%d: ", path, line);
+	CHECK(strncmp(err, want, strlen(want)) == 0);
+	CHECK(strstr(err, what) != NULL);
+	if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, what))
+		fprintf(stderr, "  got: %s\n  want: %s...%s\n", err, want, what);
+}
+
+#define BROKER "broker {\n url = \"amqp://u:p@localhost/\"\n}\n"
+
+int main(void)
+{
+	char err[1024];
+	struct config *cf;
+	const struct queue_conf *q;
+	int fd = mkstemp(path);
+
+	close(fd);
+
+	/* defaults */
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", err,
+		  sizeof(err));
+	CHECK(cf != NULL);
+	if (cf == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	CHECK(cf->broker.nurls == 1);
+	CHECK(cf->broker.heartbeat == 30);
+	CHECK(cf->broker.password_file == NULL);
+	CHECK(cf->broker.tls.verify_peer && cf->broker.tls.verify_hostname);
+	CHECK(cf->shutdown_timeout == 30);
+	CHECK(cf->nqueues == 1);
+	q = config_queue(cf, "a");
+	CHECK(q != NULL && q->workers == 1 && q->prefetch == 1);
+	CHECK(q->timeout == 0 && q->kill_grace == 5 && q->durable);
+	CHECK(q->type == QUEUE_CLASSIC && q->park);
+	CHECK(q->retry.attempts == 5 && q->retry.delay == 10);
+	CHECK(q->retry.backoff == 2.0 && q->retry.max_delay == 3600);
+	CHECK(q->nenvironment == 0 && q->environment[0] == NULL);
+	CHECK_STR(q->workdir, "/");
+	CHECK_STR(q->command[0], "/bin/cat");
+	CHECK(q->command[1] == NULL);
+	CHECK(config_queue(cf, "b") == NULL);
+	config_free(cf);
+
+	/* every key set */
+	cf = load("broker {\n"
+		  " url = {\"amqp://a/\", \"amqps://b:5671/v\"}\n"
+		  " heartbeat = 0\n password_file = \"/etc/pw\"\n"
+		  " tls {\n  ca_cert = \"/ca\"\n  verify_peer = false\n }\n"
+		  "}\nshutdown_timeout = 7\n"
+		  "queue \"a\" {\n workers = 4\n"
+		  " command = {\"/usr/bin/x\", \"--v\"}\n prefetch = 3\n"
+		  " timeout = 9\n kill_grace = 2\n durable = false\n"
+		  " type = \"quorum\"\n"
+		  " retry {\n  attempts = 3\n  delay = 1\n  backoff = 1.5\n"
+		  "  max_delay = 60\n }\n park = false\n"
+		  " environment = {\"A=1\", \"B=x=y\"}\n workdir = \"/srv\"\n"
+		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL);
+	if (cf == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+	CHECK(cf->broker.nurls == 2 && cf->broker.heartbeat == 0);
+	CHECK_STR(cf->broker.password_file, "/etc/pw");
+	CHECK_STR(cf->broker.tls.ca_cert, "/ca");
+	CHECK(!cf->broker.tls.verify_peer && cf->broker.tls.verify_hostname);
+	CHECK(cf->shutdown_timeout == 7 && cf->nqueues == 2);
+	q = config_queue(cf, "a");
+	CHECK(q->workers == 4 && q->ncommand == 2 && q->prefetch == 3);
+	CHECK(q->timeout == 9 && q->kill_grace == 2 && !q->durable);
+	CHECK(q->type == QUEUE_QUORUM && !q->park);
+	CHECK(q->retry.attempts == 3 && q->retry.delay == 1);
+	CHECK(q->retry.backoff == 1.5 && q->retry.max_delay == 60);
+	CHECK(q->nenvironment == 2);
+	CHECK_STR(q->environment[1], "B=x=y");
+	CHECK_STR(q->workdir, "/srv");
+	CHECK(!queue_conf_same_but_workers(q, config_queue(cf, "b")));
+	CHECK(queue_conf_same_but_workers(q, q));
+	config_free(cf);
+
+	/* a single string is a one-element list */
+	cf = load("broker {\n url = \"amqp://a/\"\n}\n"
+		  "queue \"a\" {\n command = \"/bin/cat\"\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL && cf->queues[0].ncommand == 1);
+	config_free(cf);
+
+	/* errors, each with its line */
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " bogus = 1\n}\n", 6, "bogus");
+	check_error(BROKER "queue \"a\" {\n workers = \"many\"\n"
+			   " command = {\"/bin/cat\"}\n}\n", 5, "workers");
+	check_error(BROKER "queue \"a\" {\n workers = 2\n}\n", 6,
+		    "command is required");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+			   "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
+		    7, "duplicate");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " workers = -1\n}\n", 6, "out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " prefetch = 0\n}\n", 6, "out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " type = \"stream\"\n}\n", 6, "quorum");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " retry {\n  backoff = 0.5\n }\n}\n", 7, "backoff");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " retry {\n  attempts = 0\n }\n}\n", 7, "attempts");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " environment = {\"NOEQUALS\"}\n}\n", 6, "NAME=value");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " environment = {\"WARREN_QUEUE=x\"}\n}\n", 6,
+		    "reserved");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " workdir = \"tmp\"\n}\n", 6, "absolute");
+	check_error(BROKER "queue \"a\" {\n command = {\"cat\"}\n}\n", 5,
+		    "path");
+	check_error("broker {\n url = \"http://x/\"\n}\n"
+		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 2, "url");
+	check_error("broker {\n heartbeat = 5\n}\n"
+		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 3,
+		    "url is required");
+	check_error(BROKER, 3, "queue");
+	check_error("queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 3,
+		    "broker");
+	check_error(BROKER "shutdown_timeout = 1.5\n"
+			   "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 4,
+		    "shutdown_timeout");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n}\n", 7,
+		    "brace");
+
+	/* a missing file */
+	cf = config_load("/nonexistent/warrend.conf", err, sizeof(err));
+	CHECK(cf == NULL);
+	CHECK(strstr(err, "/nonexistent/warrend.conf:") == err);
+	unlink(path);
+	return unit_done("test_config");
+}
