@@ -23,12 +23,15 @@
 
 #define LINE_MAX_BYTES 4096	/* longer lines are split */
 #define TAIL_BYTES 4096		/* stderr kept for parking */
+#define LOG_LINES_MAX 10000	/* per stream and message; the rest is
+				 * counted, so a flood cannot drown the log */
 
 struct stream {
 	int fd;
 	const char *name;
 	char line[LINE_MAX_BYTES];
 	size_t len;
+	unsigned long logged, dropped;
 };
 
 struct handler {
@@ -94,6 +97,7 @@ static void stream_init(struct stream *s, int fd, const char *name)
 	s->fd = fd;
 	s->name = name;
 	s->len = 0;
+	s->logged = s->dropped = 0;
 }
 
 struct handler *handler_start(const struct queue_conf *q, char **env,
@@ -221,6 +225,12 @@ static void emit_line(struct stream *s, const struct log_fields *base)
 	struct log_fields lf = *base;
 	size_t o = 0;
 
+	if (s->logged >= LOG_LINES_MAX) {
+		s->dropped++;
+		s->len = 0;
+		return;
+	}
+	s->logged++;
 	for (size_t i = 0; i < s->len; i++) {
 		unsigned char c = (unsigned char)s->line[i];
 
@@ -364,6 +374,18 @@ void handler_timers(struct handler *h)
 	}
 }
 
+static void dropped_note(struct stream *s, const struct log_fields *base)
+{
+	struct log_fields lf = *base;
+
+	if (s->dropped == 0)
+		return;
+	lf.stream = s->name;
+	log_fields(LOG_WARNING, &lf, "%s: %s: %lu more lines not logged",
+		   base->message_id ? base->message_id : "-", s->name,
+		   s->dropped);
+}
+
 void handler_finish(struct handler *h, struct handler_result *r,
 		    const struct log_fields *lf)
 {
@@ -380,6 +402,8 @@ void handler_finish(struct handler *h, struct handler_result *r,
 		emit_line(&h->out, lf);
 	if (h->err.len > 0)
 		emit_line(&h->err, lf);
+	dropped_note(&h->out, lf);
+	dropped_note(&h->err, lf);
 	close_fd(&h->in_fd);
 	close_fd(&h->out.fd);
 	close_fd(&h->err.fd);

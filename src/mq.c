@@ -389,6 +389,28 @@ int mq_declare_named(struct mq *m, const char *name, bool durable,
 	return check_reply(m, amqp_get_rpc_reply(m->conn), what);
 }
 
+int mq_declare_delay(struct mq *m, const char *name, const char *target,
+		     int ttl)
+{
+	amqp_table_entry_t e[3];
+	amqp_table_t t = { 3, e };
+	char what[300];
+
+	e[0].key = amqp_cstring_bytes("x-message-ttl");
+	e[0].value.kind = AMQP_FIELD_KIND_I64;
+	e[0].value.value.i64 = (int64_t)ttl * 1000;
+	e[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
+	e[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	e[1].value.value.bytes = amqp_cstring_bytes("");
+	e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+	e[2].value.kind = AMQP_FIELD_KIND_UTF8;
+	e[2].value.value.bytes = amqp_cstring_bytes(target);
+	snprintf(what, sizeof(what), "queue.declare %s", name);
+	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 0, 1, 0,
+			   0, t);
+	return check_reply(m, amqp_get_rpc_reply(m->conn), what);
+}
+
 int mq_declare(struct mq *m, const struct queue_conf *q)
 {
 	return mq_declare_named(m, q->name, q->durable, q->type);
@@ -484,6 +506,7 @@ static void copy_headers(struct delivery *d, const amqp_table_t *t)
 		if (h->value == NULL) {
 			h->value = xstrdup(num);
 			h->len = strlen(num);
+			h->integer = true;
 		}
 		h->name = xcalloc(e->key.len + 1, 1);
 		memcpy(h->name, e->key.bytes, e->key.len);
@@ -739,9 +762,14 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 		amqp_table_entry_t *n = &e[t.num_entries++];
 
 		n->key = amqp_cstring_bytes(p->headers[j].name);
-		n->value.kind = AMQP_FIELD_KIND_UTF8;
-		n->value.value.bytes.bytes = p->headers[j].value;
-		n->value.value.bytes.len = p->headers[j].len;
+		if (p->headers[j].integer) {
+			n->value.kind = AMQP_FIELD_KIND_I64;
+			n->value.value.i64 = strtoll(p->headers[j].value, NULL, 10);
+		} else {
+			n->value.kind = AMQP_FIELD_KIND_UTF8;
+			n->value.value.bytes.bytes = p->headers[j].value;
+			n->value.value.bytes.len = p->headers[j].len;
+		}
 	}
 	return t;
 }

@@ -116,6 +116,7 @@ struct header {
 	char *name;
 	char *value;		/* string or integer rendered as text */
 	size_t len;		/* value length; a value may hold NUL */
+	bool integer;		/* an AMQP integer, value in decimal */
 };
 
 struct delivery {
@@ -218,6 +219,12 @@ bool mq_buffered(struct mq *m);
 int mq_declare(struct mq *m, const struct queue_conf *q);
 int mq_declare_named(struct mq *m, const char *name, bool durable,
 		     enum queue_type type);
+/*
+ * Declare the durable queue NAME whose messages wait ttl seconds and are
+ * then dead-lettered back to target (the retry queues).
+ */
+int mq_declare_delay(struct mq *m, const char *name, const char *target,
+		     int ttl);
 int mq_consume(struct mq *m, const char *queue, int prefetch);
 int mq_cancel(struct mq *m);
 /*

@@ -16,10 +16,15 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "warren.h"
+
+#define CONFIRM_TIMEOUT_MS 30000
+#define MAX_DECLARED 64
 
 struct worker {
 	const struct config *cf;
@@ -36,7 +41,15 @@ struct worker {
 	bool stopping;		/* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
+	bool broken;		/* the connection failed us: reconnect */
+	char *declared[MAX_DECLARED];	/* retry and parking queues */
+	int ndeclared;
 };
+
+static void apply(struct worker *w, struct outcome *o, const char *tail);
+static void log_outcome(struct worker *w, const struct outcome *o,
+			const struct handler_result *r);
+static char report_of(enum outcome_kind k);
 
 /* A report to the master: code byte, then optional text. */
 static void report(struct worker *w, char code, const char *text)
@@ -87,24 +100,65 @@ static int setup_signals(void)
 	return fd;
 }
 
-static int attempt_of(const struct delivery *d)
+/*
+ * The attempt this delivery is: x-warren-attempt (1 when absent), plus, on
+ * a quorum queue, the deliveries of this copy that ended without an
+ * outcome (x-delivery-count), so a message that kills its worker every
+ * time still runs out of attempts.
+ */
+static int attempt_of(const struct worker *w, int *lost)
 {
-	const struct header *h = delivery_header(d, "x-warren-attempt");
-	long n;
+	const struct header *h = delivery_header(w->d, "x-warren-attempt");
+	long n = 1, c;
 
-	if (h == NULL)
-		return 1;
-	n = strtol(h->value, NULL, 10);
-	return n >= 1 && n < 1000000 ? (int)n : 1;
+	if (h != NULL) {
+		n = strtol(h->value, NULL, 10);
+		if (n < 1 || n > 1000000)
+			n = 1;
+	}
+	*lost = 0;
+	h = delivery_header(w->d, "x-delivery-count");
+	if (w->q->type == QUEUE_QUORUM && h != NULL) {
+		c = strtol(h->value, NULL, 10);
+		if (c > 0 && c < 1000000)
+			*lost = (int)c;
+	}
+	return (int)n + *lost;
+}
+
+/* The budget went on deliveries that died with their worker: park it. */
+static void spent(struct worker *w, int lost)
+{
+	struct handler_result r = { 0 };
+	struct outcome o = { OUTCOME_FAILED, "", 0 };
+
+	if (lost > 0)
+		snprintf(o.reason, sizeof(o.reason), "redelivered %d times",
+			 lost);
+	else
+		snprintf(o.reason, sizeof(o.reason), "out of attempts");
+	w->attempt--;	/* this delivery never ran */
+	apply(w, &o, "");
+	log_outcome(w, &o, &r);
+	report(w, report_of(o.kind), NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	if (w->broken)
+		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 }
 
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
+	int lost;
 
-	w->attempt = attempt_of(w->d);
-	env = handler_env(w->q, w->number, w->attempt, w->d);
+	w->attempt = attempt_of(w, &lost);
 	w->started = now_ms();
+	if (w->attempt > w->q->retry.attempts) {
+		spent(w, lost);
+		return;
+	}
+	env = handler_env(w->q, w->number, w->attempt, w->d);
 	w->h = handler_start(w->q, env, w->d->body, w->d->body_len, err,
 			     sizeof(err));
 	env_free(env);
@@ -123,41 +177,182 @@ static void start_handler(struct worker *w)
 	give_up(w, WORKER_EXIT_HANDLER, err);
 }
 
+/* Publish a copy of the current message to queue, confirmed. */
+static int publish_copy(struct worker *w, const char *queue,
+			struct header *hs, int nh)
+{
+	struct publish p = { 0 };
+
+	p.routing_key = queue;
+	p.body = w->d->body;
+	p.body_len = w->d->body_len;
+	p.like = w->d;
+	p.headers = hs;
+	p.nheaders = nh;
+	if (mq_publish(w->mq, &p) != 0 ||
+	    mq_wait_confirms(w->mq, CONFIRM_TIMEOUT_MS) != 0)
+		return -1;
+	return 0;
+}
+
+/* Declare a queue once per worker life. */
+static int declare_once(struct worker *w, const char *name, int ttl)
+{
+	for (int i = 0; i < w->ndeclared; i++)
+		if (strcmp(w->declared[i], name) == 0)
+			return 0;
+	if (ttl > 0 ? mq_declare_delay(w->mq, name, w->q->name, ttl) :
+		      mq_declare_named(w->mq, name, true, QUEUE_CLASSIC))
+		return -1;
+	if (w->ndeclared < MAX_DECLARED)
+		w->declared[w->ndeclared++] = xstrdup(name);
+	return 0;
+}
+
+static int num_header(struct header *h, const char *name, long long v,
+		      char *buf, size_t len)
+{
+	snprintf(buf, len, "%lld", v);
+	h->name = (char *)name;
+	h->value = buf;
+	h->len = strlen(buf);
+	h->integer = true;
+	return 0;
+}
+
+/* OUTCOME_RETRY: into NAME.retry.<delay>s, back to NAME after the TTL. */
+static int retry_later(struct worker *w, const struct outcome *o)
+{
+	char name[300], num[32];
+	struct header h;
+
+	snprintf(name, sizeof(name), "%s.retry.%ds", w->q->name, o->delay);
+	if (declare_once(w, name, o->delay) != 0)
+		return -1;
+	num_header(&h, "x-warren-attempt", w->attempt + 1, num, sizeof(num));
+	return publish_copy(w, name, &h, 1);
+}
+
+/* OUTCOME_FAILED with park: into NAME.failed with the reason. */
+static int park(struct worker *w, const struct outcome *o, const char *tail)
+{
+	char name[300], n1[32], n2[32];
+	struct header h[4];
+
+	snprintf(name, sizeof(name), "%s.failed", w->q->name);
+	if (declare_once(w, name, 0) != 0)
+		return -1;
+	num_header(&h[0], "x-warren-attempts", w->attempt, n1, sizeof(n1));
+	h[1].name = "x-warren-reason";
+	h[1].value = (char *)o->reason;
+	h[1].len = strlen(o->reason);
+	h[1].integer = false;
+	h[2].name = "x-warren-stderr";
+	h[2].value = (char *)tail;
+	h[2].len = strlen(tail);
+	h[2].integer = false;
+	num_header(&h[3], "x-warren-failed-at", (long long)time(NULL), n2,
+		   sizeof(n2));
+	return publish_copy(w, name, h, 4);
+}
+
+/*
+ * Apply an outcome to the current message. The original is acked only
+ * after its retry or parking copy is confirmed; if the copy cannot be
+ * made, the original goes back to the queue.
+ */
+static void apply(struct worker *w, struct outcome *o, const char *tail)
+{
+	int rc = 0;
+
+	switch (o->kind) {
+	case OUTCOME_ACK:
+		rc = mq_ack(w->mq, w->d->tag);
+		break;
+	case OUTCOME_RETRY:
+	case OUTCOME_FAILED:
+		if (o->kind == OUTCOME_FAILED && !w->q->park) {
+			/* the broker dead-letters it by policy, or drops it */
+			rc = mq_nack(w->mq, w->d->tag, false);
+			break;
+		}
+		if ((o->kind == OUTCOME_RETRY ? retry_later(w, o) :
+						park(w, o, tail)) == 0) {
+			rc = mq_ack(w->mq, w->d->tag);
+			break;
+		}
+		log_warnx("%s: cannot %s it: %s; requeued",
+			  w->d->message_id ? w->d->message_id : "-",
+			  o->kind == OUTCOME_RETRY ? "schedule a retry of" :
+						     "park",
+			  mq_error(w->mq));
+		o->kind = OUTCOME_REQUEUED;
+		mq_nack(w->mq, w->d->tag, true);
+		rc = -1;	/* the channel is suspect: start afresh */
+		break;
+	case OUTCOME_REQUEUED:
+		rc = mq_nack(w->mq, w->d->tag, true);
+		break;
+	}
+	if (rc != 0)
+		w->broken = true;
+}
+
+static char report_of(enum outcome_kind k)
+{
+	switch (k) {
+	case OUTCOME_ACK:
+		return REPORT_ACK;
+	case OUTCOME_RETRY:
+		return REPORT_RETRY;
+	case OUTCOME_FAILED:
+		return REPORT_FAILED;
+	default:
+		return REPORT_REQUEUED;
+	}
+}
+
+static void log_outcome(struct worker *w, const struct outcome *o,
+			const struct handler_result *r)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+	char delay[48] = "";
+
+	lf.message_id = w->d->message_id;
+	lf.outcome = outcome_name(o->kind);
+	lf.duration_ms = (long)(now_ms() - w->started);
+	if (r->started && WIFEXITED(r->wait_status))
+		lf.exit_status = WEXITSTATUS(r->wait_status);
+	if (o->kind == OUTCOME_RETRY)
+		snprintf(delay, sizeof(delay), ", attempt %d, again in %d s",
+			 w->attempt, o->delay);
+	else if (o->kind == OUTCOME_FAILED)
+		snprintf(delay, sizeof(delay), ", attempt %d, %s", w->attempt,
+			 w->q->park ? "parked" : "rejected");
+	log_fields(o->kind == OUTCOME_ACK ? LOG_INFO : LOG_WARNING, &lf,
+		   "%s %s, %s, %ld ms%s", lf.message_id ? lf.message_id : "-",
+		   lf.outcome, o->reason, lf.duration_ms, delay);
+}
+
 /* The handler has exited: settle its message. */
 static void settle(struct worker *w)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
 	struct handler_result r = { 0 };
 	struct outcome o;
-	bool requeue;
-	int rc;
 
 	lf.message_id = w->d->message_id;
 	handler_finish(w->h, &r, &lf);
 	o = outcome_of(&r, w->attempt, &w->q->retry);
-	/* retries and parking arrive with the outcome issue: for now every
-	 * failure goes back to the queue */
-	if (o.kind == OUTCOME_ACK) {
-		rc = mq_ack(w->mq, w->d->tag);
-	} else {
-		requeue = true;
-		rc = mq_nack(w->mq, w->d->tag, requeue);
-		o.kind = OUTCOME_REQUEUED;
-	}
-	lf.outcome = outcome_name(o.kind);
-	lf.duration_ms = (long)(now_ms() - w->started);
-	if (WIFEXITED(r.wait_status))
-		lf.exit_status = WEXITSTATUS(r.wait_status);
-	log_fields(o.kind == OUTCOME_ACK ? LOG_INFO : LOG_WARNING, &lf,
-		   "%s %s, %s, %ld ms", lf.message_id ? lf.message_id : "-",
-		   lf.outcome, o.reason, lf.duration_ms);
-	report(w, o.kind == OUTCOME_ACK ? REPORT_ACK : REPORT_REQUEUED, NULL);
+	apply(w, &o, handler_stderr_tail(w->h));
+	log_outcome(w, &o, &r);
+	report(w, report_of(o.kind), NULL);
 	report(w, REPORT_IDLE, NULL);
 	handler_free(w->h);
 	w->h = NULL;
 	delivery_free(w->d);
 	w->d = NULL;
-	if (rc != 0)
+	if (w->broken)
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 }
 
@@ -344,7 +539,8 @@ void worker_main(const struct config *cf, const struct queue_conf *q,
 		give_up(&w, status, err);
 	if (mq_declare(w.mq, q) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
-	if (mq_consume(w.mq, q->name, q->prefetch) != 0)
+	if (mq_confirm_select(w.mq) != 0 ||
+	    mq_consume(w.mq, q->name, q->prefetch) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
 	/* from here the loop sees the master go (control socket EOF) and
 	 * stops the handler's whole group first */
