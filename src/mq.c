@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <amqp.h>
 #include <amqp_ssl_socket.h>
@@ -21,6 +22,7 @@
 
 #define CHANNEL 1
 #define RPC_TIMEOUT_S 30
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"	/* Debian */
 
 struct pending {
 	struct delivery *d;
@@ -168,6 +170,7 @@ static amqp_socket_t *new_socket(amqp_connection_state_t conn, bool ssl,
 				 size_t errlen)
 {
 	amqp_socket_t *s;
+	const char *ca;
 
 	if (!ssl) {
 		s = amqp_tcp_socket_new(conn);
@@ -182,9 +185,11 @@ static amqp_socket_t *new_socket(amqp_connection_state_t conn, bool ssl,
 	}
 	amqp_ssl_socket_set_verify_peer(s, t->verify_peer);
 	amqp_ssl_socket_set_verify_hostname(s, t->verify_hostname);
-	if (t->ca_cert != NULL &&
-	    amqp_ssl_socket_set_cacert(s, t->ca_cert) != AMQP_STATUS_OK) {
-		snprintf(err, errlen, "tls ca_cert %s: cannot load", t->ca_cert);
+	/* rabbitmq-c 0.11 never reads the system's trust store itself */
+	ca = t->ca_cert != NULL ? t->ca_cert :
+	     access(SYSTEM_CA_BUNDLE, R_OK) == 0 ? SYSTEM_CA_BUNDLE : NULL;
+	if (ca != NULL && amqp_ssl_socket_set_cacert(s, ca) != AMQP_STATUS_OK) {
+		snprintf(err, errlen, "tls ca_cert %s: cannot load", ca);
 		return NULL;
 	}
 	if (t->cert != NULL && t->key != NULL &&
@@ -737,6 +742,11 @@ int mq_confirm_select(struct mq *m)
 	return 0;
 }
 
+static bool key_is(amqp_bytes_t key, const char *name)
+{
+	return key.len == strlen(name) && memcmp(key.bytes, name, key.len) == 0;
+}
+
 /* like's headers with p's added or replaced, in a table on the stack */
 static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 				  const struct publish *p,
@@ -750,10 +760,11 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 			bool replaced = false;
 
 			for (int j = 0; j < p->nheaders; j++)
-				if (o->key.len == strlen(p->headers[j].name) &&
-				    memcmp(o->key.bytes, p->headers[j].name,
-					   o->key.len) == 0)
+				if (key_is(o->key, p->headers[j].name))
 					replaced = true;
+			if (p->drop_header != NULL &&
+			    key_is(o->key, p->drop_header))
+				replaced = true;
 			if (!replaced)
 				e[t.num_entries++] = *o;
 		}

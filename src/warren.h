@@ -251,6 +251,7 @@ struct publish {
 	const char *message_id;		/* overrides like's */
 	struct header *headers;		/* added/replaced headers */
 	int nheaders;
+	const char *drop_header;	/* left out of like's, or NULL */
 	const char *expiration;		/* per-message TTL (ms), or NULL */
 };
 int mq_publish(struct mq *m, const struct publish *p);

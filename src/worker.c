@@ -42,6 +42,7 @@ struct worker {
 	int64_t stop_deadline;
 	int exit_status;
 	bool broken;		/* the connection failed us: reconnect */
+	bool stop_killed;	/* the handler was stopped by the shutdown */
 	char *declared[MAX_DECLARED];	/* retry and parking queues */
 	int ndeclared;
 };
@@ -179,10 +180,11 @@ static void start_handler(struct worker *w)
 
 /* Publish a copy of the current message to queue, confirmed. */
 static int publish_copy(struct worker *w, const char *queue,
-			struct header *hs, int nh)
+			struct header *hs, int nh, const char *drop)
 {
 	struct publish p = { 0 };
 
+	p.drop_header = drop;
 	p.routing_key = queue;
 	p.body = w->d->body;
 	p.body_len = w->d->body_len;
@@ -230,7 +232,7 @@ static int retry_later(struct worker *w, const struct outcome *o)
 	if (declare_once(w, name, o->delay) != 0)
 		return -1;
 	num_header(&h, "x-warren-attempt", w->attempt + 1, num, sizeof(num));
-	return publish_copy(w, name, &h, 1);
+	return publish_copy(w, name, &h, 1, NULL);
 }
 
 /* OUTCOME_FAILED with park: into NAME.failed with the reason. */
@@ -253,7 +255,8 @@ static int park(struct worker *w, const struct outcome *o, const char *tail)
 	h[2].integer = false;
 	num_header(&h[3], "x-warren-failed-at", (long long)time(NULL), n2,
 		   sizeof(n2));
-	return publish_copy(w, name, h, 4);
+	/* a replayed message starts counting its attempts afresh */
+	return publish_copy(w, name, h, 4, "x-warren-attempt");
 }
 
 /*
@@ -344,6 +347,12 @@ static void settle(struct worker *w)
 	lf.message_id = w->d->message_id;
 	handler_finish(w->h, &r, &lf);
 	o = outcome_of(&r, w->attempt, &w->q->retry);
+	if (w->stop_killed && o.kind != OUTCOME_ACK) {
+		/* stopped by the shutdown, not failed: another worker will
+		 * run it again from the start */
+		o.kind = OUTCOME_REQUEUED;
+		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
+	}
 	apply(w, &o, handler_stderr_tail(w->h));
 	log_outcome(w, &o, &r);
 	report(w, report_of(o.kind), NULL);
@@ -509,8 +518,12 @@ static void loop(struct worker *w)
 			lf.message_id = w->d->message_id;
 			handler_io(w->h, pfd + n, nh, &lf);
 			handler_timers(w->h);
-			if (w->stopping && now_ms() >= w->stop_deadline)
+			if (w->stopping && !w->stop_killed &&
+			    now_ms() >= w->stop_deadline) {
+				log_warnx("shutdown_timeout reached; stopping the handler");
 				handler_stop(w->h, w->q->kill_grace);
+				w->stop_killed = true;
+			}
 			if (handler_reap(w->h))
 				settle(w);
 		}
