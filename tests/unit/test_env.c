@@ -31,10 +31,10 @@ int main(void)
 	char *cmd[] = { "/bin/true", NULL };
 	struct queue_conf q = { 0 };
 	struct header h[] = {
-		{ "x-trace-id", "abc", 3 },
-		{ "Content-Length!", "12", 2 },
-		{ "evil", "$(touch /tmp/x); rm -rf /", 25 },
-		{ "nul", "a\0b", 3 },
+		{ "x-trace-id", "abc", 3, false },
+		{ "Content-Length!", "12", 2, true },
+		{ "evil", "$(touch /tmp/x); rm -rf /", 25, false },
+		{ "nul", "a\0b", 3, false },
 	};
 	struct delivery d = { 0 };
 	char **env, *n;
@@ -94,7 +94,7 @@ int main(void)
 	env_free(env);
 
 	/* a header cannot shadow warren's own variables */
-	struct header sneaky[] = { { "queue", "x", 1 } };
+	struct header sneaky[] = { { "queue", "x", 1, false } };
 	d.headers = sneaky;
 	d.nheaders = 1;
 	env = handler_env(&q, 1, 1, &d);
