@@ -17,6 +17,7 @@
 
 /* Where cfg_error() messages go while one file is parsed. */
 struct errbuf {
+	const char *path;
 	char *buf;
 	size_t len;
 	bool set;
@@ -30,11 +31,8 @@ static void on_error(cfg_t *cfg, const char *fmt, va_list ap)
 	if (cur_err == NULL || cur_err->set)
 		return;		/* keep the first error: later ones follow it */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (cfg != NULL && cfg->filename != NULL)
-		snprintf(cur_err->buf, cur_err->len, "%s:%d: %s", cfg->filename,
-			 cfg->line, msg);
-	else
-		snprintf(cur_err->buf, cur_err->len, "%s", msg);
+	snprintf(cur_err->buf, cur_err->len, "%s:%d: %s", cur_err->path,
+		 cfg != NULL ? cfg->line : 0, msg);
 	cur_err->set = true;
 }
 
@@ -329,26 +327,112 @@ static int count_lines(const char *path)
 	return n > 1 ? n - 1 : 1;
 }
 
+/*
+ * The file's text with its comments blanked out, newlines kept. libconfuse
+ * 3.3 miscounts lines after '#' comments and cannot parse comments inside
+ * lists, so it never sees one. Comments start with '#' anywhere outside a
+ * quoted string, or with '//' or '/' '*' where a token starts.
+ */
+static char *strip_comments(const char *in, size_t n)
+{
+	char *out = xcalloc(n + 1, 1), quote = 0;
+	bool token_start = true;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = in[i];
+
+		out[i] = c;
+		if (quote) {
+			if (c == '\\' && i + 1 < n) {
+				i++;
+				out[i] = in[i];
+			} else if (c == quote) {
+				quote = 0;
+			}
+			token_start = false;
+			continue;
+		}
+		if (c == '"' || c == '\'') {
+			quote = c;
+		} else if (c == '#' ||
+			   (token_start && c == '/' && i + 1 < n &&
+			    in[i + 1] == '/')) {
+			while (i < n && in[i] != '\n')
+				out[i++] = ' ';
+			if (i < n)
+				out[i] = '\n';
+		} else if (token_start && c == '/' && i + 1 < n &&
+			   in[i + 1] == '*') {
+			out[i++] = ' ';
+			out[i++] = ' ';
+			while (i < n && !(in[i] == '*' && i + 1 < n &&
+					  in[i + 1] == '/')) {
+				out[i] = in[i] == '\n' ? '\n' : ' ';
+				i++;
+			}
+			if (i < n) {
+				out[i++] = ' ';
+				out[i] = ' ';
+			}
+		}
+		token_start = strchr(" \t\r\n{}=,()", out[i]) != NULL;
+	}
+	out[n] = '\0';
+	return out;
+}
+
+/* The whole file, or NULL with errno set. */
+static char *read_file(const char *path, size_t *n)
+{
+	FILE *f = fopen(path, "re");
+	char *buf = NULL;
+	size_t cap = 0, r;
+
+	if (f == NULL)
+		return NULL;
+	*n = 0;
+	do {
+		if (*n + 4096 > cap) {
+			cap = cap ? cap * 2 : 65536;
+			buf = realloc(buf, cap + 1);
+			if (buf == NULL)
+				fatal("realloc");
+		}
+		r = fread(buf + *n, 1, cap - *n, f);
+		*n += r;
+	} while (r > 0);
+	fclose(f);
+	if (memchr(buf, '\0', *n) != NULL) {
+		free(buf);
+		errno = EINVAL;
+		return NULL;
+	}
+	buf[*n] = '\0';
+	return buf;
+}
+
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
-	struct errbuf eb = { err, errlen, false };
+	struct errbuf eb = { path, err, errlen, false };
 	struct config *cf = NULL;
+	char *text, *clean;
+	size_t n;
 	cfg_t *cfg;
-	FILE *f;
 	int r;
 
 	err[0] = '\0';
-	/* open it ourselves: libconfuse's message for this lacks errno */
-	f = fopen(path, "re");
-	if (f == NULL) {
-		snprintf(err, errlen, "%s:0: cannot open: %s", path,
+	text = read_file(path, &n);
+	if (text == NULL) {
+		snprintf(err, errlen, "%s:0: cannot read: %s", path,
 			 strerror(errno));
 		return NULL;
 	}
-	fclose(f);
+	clean = strip_comments(text, n);
+	free(text);
 	cur_err = &eb;
 	cfg = schema();
-	r = cfg_parse(cfg, path);
+	r = cfg_parse_buf(cfg, clean);
+	free(clean);
 	if (r == CFG_SUCCESS && cfg_size(cfg, "broker") == 0) {
 		snprintf(err, errlen, "%s:%d: a broker section is required",
 			 path, count_lines(path));

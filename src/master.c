@@ -38,6 +38,7 @@ struct slot {
 	int64_t respawn_at;	/* 0: none scheduled */
 	int failures;		/* quick deaths in a row */
 	char state;		/* 0, REPORT_CONSUMING, REPORT_BUSY */
+	pid_t handler;		/* its handler's process group, or 0 */
 	bool reported;		/* said it consumes, or why it cannot */
 	bool retiring;		/* told to finish and go; not respawned */
 	char why[700];		/* last REPORT_DOWN text */
@@ -374,6 +375,10 @@ static void on_exit_of(struct slot *s, int st)
 
 	s->pid = 0;
 	s->state = 0;
+	/* a worker that died mid-message leaves no part of its handler */
+	if (s->handler > 0)
+		kill(-s->handler, SIGKILL);
+	s->handler = 0;
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);
 		slot_remove(s);
@@ -440,9 +445,11 @@ static void on_report(struct slot *s)
 			break;
 		case REPORT_BUSY:
 			s->state = REPORT_BUSY;
+			s->handler = (pid_t)strtol(buf + 1, NULL, 10);
 			break;
 		case REPORT_IDLE:
 			s->state = REPORT_CONSUMING;
+			s->handler = 0;
 			break;
 		case REPORT_ACK:
 			p->done++;
@@ -722,6 +729,9 @@ int master_run(const char *path, struct config *cf)
 	if (m.sigfd == -1)
 		fatal("signalfd");
 	signal(SIGPIPE, SIG_IGN);
+	/* orphans of dead workers' handlers come to us, to be reaped */
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
+		log_warn("PR_SET_CHILD_SUBREAPER");
 	m.watchdog_ms = notify_watchdog_ms();
 	m.next_watchdog = now_ms();
 	log_info("starting with %s: %d queue%s", path, cf->nqueues,

@@ -164,7 +164,9 @@ static void start_handler(struct worker *w)
 			     sizeof(err));
 	env_free(env);
 	if (w->h != NULL) {
-		report(w, REPORT_BUSY, NULL);
+		/* the master kills this group should we die */
+		snprintf(err, sizeof(err), "%ld", (long)handler_pid(w->h));
+		report(w, REPORT_BUSY, err);
 		return;
 	}
 	/* a configuration problem, not the message's fault */

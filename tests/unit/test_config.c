@@ -162,6 +162,26 @@ int main(void)
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n}\n", 7,
 		    "brace");
 
+	/* comments of every kind, counted once each, also inside lists
+	 * (libconfuse 3.3 alone gets both wrong) */
+	check_error("# one\n// two\n/* three\n four */\n" BROKER
+		    "queue \"a\" { # q\n command = {\"/bin/cat\", # prog\n"
+		    "  \"-u\" // flag\n }\n workers = -1\n}\n",
+		    12, "out of range");
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/x#y\", # c\n"
+			 " \"a//b\", '/*c*/'}\n environment = {\"U=amqp://h/\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL);
+	if (cf != NULL) {
+		CHECK_STR(cf->queues[0].command[0], "/bin/x#y");
+		CHECK_STR(cf->queues[0].command[1], "a//b");
+		CHECK_STR(cf->queues[0].command[2], "/*c*/");
+		CHECK_STR(cf->queues[0].environment[0], "U=amqp://h/");
+	} else {
+		fprintf(stderr, "%s\n", err);
+	}
+	config_free(cf);
+
 	/* a missing file */
 	cf = config_load("/nonexistent/warrend.conf", err, sizeof(err));
 	CHECK(cf == NULL);
