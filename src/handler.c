@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -31,6 +33,7 @@ struct stream {
 	const char *name;
 	char line[LINE_MAX_BYTES];
 	size_t len;
+	bool split;		/* the last piece ended at the bound */
 	unsigned long logged, dropped;
 };
 
@@ -83,8 +86,11 @@ static void child(const struct queue_conf *q, char **env, pid_t parent,
 			if (fd != report)
 				close(fd);
 	}
-	if (chdir(q->workdir) == -1)
-		goto fail;
+	if (chdir(q->workdir) == -1) {
+		e = -errno;	/* negative: the workdir failed */
+		(void)!write(report, &e, sizeof(e));
+		_exit(127);
+	}
 	execve(q->command[0], q->command, env);
 fail:
 	e = errno;
@@ -97,7 +103,33 @@ static void stream_init(struct stream *s, int fd, const char *name)
 	s->fd = fd;
 	s->name = name;
 	s->len = 0;
+	s->split = false;
 	s->logged = s->dropped = 0;
+}
+
+int handler_check(const struct queue_conf *q, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	errno = 0;
+	if (stat(q->workdir, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "workdir %s: %s", q->workdir,
+			 errno ? strerror(errno) : "not a directory");
+		return -1;
+	}
+	if (q->command[0][0] == '/')
+		snprintf(path, sizeof(path), "%s", q->command[0]);
+	else
+		snprintf(path, sizeof(path), "%s/%s", q->workdir, q->command[0]);
+	errno = 0;
+	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    access(path, X_OK) == -1) {
+		snprintf(err, errlen, "cannot run %s: %s", q->command[0],
+			 errno ? strerror(errno) : "not a regular file");
+		return -1;
+	}
+	return 0;
 }
 
 struct handler *handler_start(const struct queue_conf *q, char **env,
@@ -138,8 +170,12 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	close_fd(&rep[0]);
 	if (n == sizeof(e)) {
 		waitpid(h->pid, NULL, 0);
-		snprintf(errbuf, errlen, "cannot run %s (workdir %s): %s",
-			 q->command[0], q->workdir, strerror(e));
+		if (e < 0)
+			snprintf(errbuf, errlen, "workdir %s: %s", q->workdir,
+				 strerror(-e));
+		else
+			snprintf(errbuf, errlen, "cannot run %s: %s",
+				 q->command[0], strerror(e));
 		free(h);
 		goto fail;
 	}
@@ -288,12 +324,18 @@ static bool drain(struct handler *h, struct stream *s,
 			keep_tail(h, buf, (size_t)n);
 		for (ssize_t i = 0; i < n; i++) {
 			if (buf[i] == '\n') {
-				emit_line(s, lf);
+				/* a line of exactly N pieces ends here */
+				if (s->len > 0 || !s->split)
+					emit_line(s, lf);
+				s->split = false;
 				continue;
 			}
 			s->line[s->len++] = buf[i];
-			if (s->len == LINE_MAX_BYTES)
+			s->split = false;
+			if (s->len == LINE_MAX_BYTES) {
 				emit_line(s, lf);
+				s->split = true;
+			}
 		}
 	}
 	return true;	/* more may wait: poll comes back for it */

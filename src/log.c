@@ -14,6 +14,9 @@
 
 #include "warren.h"
 
+/* a handler line of 4096 bytes, every byte escaped as \xNN, and more */
+#define LOG_MSG_MAX (4096 * 4 + 1024)
+
 static const char *log_ident = "warrend";
 static bool log_debug_on;
 static bool log_journal;
@@ -89,8 +92,9 @@ static void emit_journal(int prio, const struct log_fields *f,
 static void vlog(int prio, const struct log_fields *f, const char *fmt,
 		 va_list ap)
 {
-	char msg[8192];
+	char msg[LOG_MSG_MAX], line[LOG_MSG_MAX + 600];
 	char who[300] = "";
+	int n;
 
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
@@ -101,9 +105,18 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 	}
 	if (log_queue != NULL)
 		snprintf(who, sizeof(who), "%s/%d: ", log_queue, log_worker);
-	/* one write per line, so lines of several processes never mix */
-	dprintf(STDERR_FILENO, "%s[%ld]: %s: %s%s\n", log_ident,
-		(long)getpid(), prio_name(prio), who, msg);
+	/*
+	 * One write(2) per line, so that lines of several processes never
+	 * mix: dprintf would write in 4 KiB pieces. O_APPEND files and pipes
+	 * take a write whole (pipes up to PIPE_BUF; longer lines may still
+	 * interleave there, which is why handler lines are split at 4 KiB).
+	 */
+	n = snprintf(line, sizeof(line), "%s[%ld]: %s: %s%s\n", log_ident,
+		     (long)getpid(), prio_name(prio), who, msg);
+	if (n > (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 1;
+	while (write(STDERR_FILENO, line, (size_t)n) == -1 && errno == EINTR)
+		;
 }
 
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
@@ -117,7 +130,7 @@ void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
 
 static void vlog_errno(int prio, int saved, const char *fmt, va_list ap)
 {
-	char msg[4096];
+	char msg[LOG_MSG_MAX];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	log_fields(prio, NULL, "%s: %s", msg, strerror(saved));

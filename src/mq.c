@@ -762,8 +762,10 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 			for (int j = 0; j < p->nheaders; j++)
 				if (key_is(o->key, p->headers[j].name))
 					replaced = true;
-			if (p->drop_header != NULL &&
-			    key_is(o->key, p->drop_header))
+			/* the broker's count belongs to the original */
+			if (key_is(o->key, "x-delivery-count") ||
+			    (p->drop_header != NULL &&
+			     key_is(o->key, p->drop_header)))
 				replaced = true;
 			if (!replaced)
 				e[t.num_entries++] = *o;

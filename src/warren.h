@@ -251,7 +251,8 @@ struct publish {
 	const char *message_id;		/* overrides like's */
 	struct header *headers;		/* added/replaced headers */
 	int nheaders;
-	const char *drop_header;	/* left out of like's, or NULL */
+	const char *drop_header;	/* left out of like's, or NULL;
+					 * x-delivery-count always is */
 	const char *expiration;		/* per-message TTL (ms), or NULL */
 };
 int mq_publish(struct mq *m, const struct publish *p);
@@ -263,6 +264,8 @@ int mq_wait_confirms(struct mq *m, int timeout_ms);
 
 struct handler;
 
+/* 0 when q's command is an executable file and its workdir a directory */
+int handler_check(const struct queue_conf *q, char *err, size_t errlen);
 /* Start queue q's command with env, the body queued for its stdin. */
 struct handler *handler_start(const struct queue_conf *q, char **env,
 			      const void *body, size_t len, char *err,

@@ -169,10 +169,15 @@ static void start_handler(struct worker *w)
 		report(w, REPORT_BUSY, err);
 		return;
 	}
-	/* a configuration problem, not the message's fault */
+	/*
+	 * A configuration problem, not the message's fault. Stop consuming
+	 * first, so the message is not handed straight back to us: on a
+	 * quorum queue every return counts as a delivery.
+	 */
 	log_fields(LOG_ERR, NULL,
 		   "%s: configuration problem: %s; message requeued",
 		   w->d->message_id ? w->d->message_id : "-", err);
+	mq_cancel(w->mq);
 	mq_nack(w->mq, w->d->tag, true);
 	report(w, REPORT_REQUEUED, NULL);
 	delivery_free(w->d);
@@ -554,6 +559,9 @@ void worker_main(const struct config *cf, const struct queue_conf *q,
 		give_up(&w, status, err);
 	if (mq_declare(w.mq, q) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
+	/* take no message while the handler cannot run */
+	if (handler_check(q, err, sizeof(err)) != 0)
+		give_up(&w, WORKER_EXIT_HANDLER, err);
 	if (mq_confirm_select(w.mq) != 0 ||
 	    mq_consume(w.mq, q->name, q->prefetch) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
@@ -576,7 +584,7 @@ const char *worker_exit_reason(int status)
 	case WORKER_EXIT_DECLARE:
 		return "cannot declare or consume the queue";
 	case WORKER_EXIT_HANDLER:
-		return "the handler cannot be started";
+		return "configuration problem: the handler cannot be started";
 	case WORKER_EXIT_MASTER:
 		return "the master went away";
 	default:
