@@ -53,7 +53,7 @@ static const char *prio_name(int prio)
 }
 
 #define MAX_FIELDS 10
-#define FIELD_LEN 256
+#define FIELD_LEN 1024	/* names and ids are AMQP short strings: <= 255 */
 
 static void emit_journal(int prio, const struct log_fields *f,
 			 const char *msg)
