@@ -62,9 +62,29 @@ static void close_fd(int *fd)
 	}
 }
 
-/* In the child between fork and exec: only async-signal-safe calls. */
-static void child(const struct queue_conf *q, char **env, pid_t parent,
-		  int in, int out, int err, int report)
+/* Signals the worker ignores (SIGPIPE, and any it was born ignoring). */
+static int ignored[NSIG];
+static int nignored = -1;
+
+static void scan_ignored(void)
+{
+	struct sigaction sa;
+
+	nignored = 0;
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+			ignored[nignored++] = sig;
+}
+
+/*
+ * In the vfork child, until exec: it shares the worker's memory, so only
+ * raw system calls, no allocation and no stdio. Signals the worker ignores
+ * go back to default (an ignored signal survives exec), the mask is
+ * emptied (so is a blocked one), fds above 2 close at exec.
+ */
+static void __attribute__((noreturn))
+child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
+      int err, int report)
 {
 	sigset_t all;
 	int e;
@@ -73,8 +93,8 @@ static void child(const struct queue_conf *q, char **env, pid_t parent,
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(127);
-	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
+	for (int i = 0; i < nignored; i++)
+		signal(ignored[i], SIG_DFL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
 	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
@@ -96,6 +116,24 @@ fail:
 	e = errno;
 	(void)!write(report, &e, sizeof(e));
 	_exit(127);
+}
+
+static void feed(struct handler *h);
+
+/*
+ * vfork, not fork: copying the worker's address space for every message
+ * cost more CPU than the handler /bin/cat itself. We resume once the child
+ * has exec'd or exited, its process group set up either way. Kept apart
+ * so that no caller's variable lives across the vfork.
+ */
+static pid_t spawn(const struct queue_conf *q, char **env, pid_t parent,
+		   int in, int out, int err, int report)
+{
+	pid_t pid = vfork();
+
+	if (pid == 0)
+		child(q, env, parent, in, out, err, report);
+	return pid;
 }
 
 static void stream_init(struct stream *s, int fd, const char *name)
@@ -148,17 +186,15 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 		snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
+	if (nignored < 0)
+		scan_ignored();
 	h = xcalloc(1, sizeof(*h));
-	h->pid = fork();
+	h->pid = spawn(q, env, parent, in[0], out[1], err[1], rep[1]);
 	if (h->pid == -1) {
-		snprintf(errbuf, errlen, "fork: %s", strerror(errno));
+		snprintf(errbuf, errlen, "vfork: %s", strerror(errno));
 		free(h);
 		goto fail;
 	}
-	if (h->pid == 0)
-		child(q, env, parent, in[0], out[1], err[1], rep[1]);
-	/* also in the parent, so no race on who leads the group */
-	setpgid(h->pid, h->pid);
 	close_fd(&in[0]);
 	close_fd(&out[1]);
 	close_fd(&err[1]);
@@ -191,6 +227,7 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	h->grace = q->kill_grace;
 	if (q->timeout > 0)
 		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
+	feed(h);	/* a small body fits the pipe: no wait for POLLOUT */
 	return h;
 fail:
 	close_fd(&in[0]);

@@ -22,18 +22,21 @@ static bool log_debug_on;
 static bool log_journal;
 static const char *log_queue;
 static int log_worker;
+static long log_pid;	/* cached: set again in each worker */
 
 void log_init(const char *ident, bool debug)
 {
 	log_ident = ident;
 	log_debug_on = debug;
 	log_journal = journal_is_stderr();
+	log_pid = (long)getpid();
 }
 
 void log_set_worker(const char *queue, int number)
 {
 	log_queue = queue;
 	log_worker = number;
+	log_pid = (long)getpid();
 }
 
 static const char *prio_name(int prio)
@@ -112,7 +115,7 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 	 * interleave there, which is why handler lines are split at 4 KiB).
 	 */
 	n = snprintf(line, sizeof(line), "%s[%ld]: %s: %s%s\n", log_ident,
-		     (long)getpid(), prio_name(prio), who, msg);
+		     log_pid, prio_name(prio), who, msg);
 	if (n > (int)sizeof(line) - 1)
 		n = (int)sizeof(line) - 1;
 	while (write(STDERR_FILENO, line, (size_t)n) == -1 && errno == EINTR)

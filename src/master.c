@@ -451,17 +451,26 @@ static void on_report(struct slot *s)
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
 			break;
+		/* an outcome also means the worker is idle again */
 		case REPORT_ACK:
 			p->done++;
+			s->state = REPORT_CONSUMING;
+			s->handler = 0;
 			break;
 		case REPORT_RETRY:
 			p->retried++;
+			s->state = REPORT_CONSUMING;
+			s->handler = 0;
 			break;
 		case REPORT_FAILED:
 			p->failed++;
+			s->state = REPORT_CONSUMING;
+			s->handler = 0;
 			break;
 		case REPORT_REQUEUED:
 			p->requeued++;
+			s->state = REPORT_CONSUMING;
+			s->handler = 0;
 			break;
 		case REPORT_DOWN:
 			s->reported = true;

@@ -362,8 +362,7 @@ static void settle(struct worker *w)
 	}
 	apply(w, &o, handler_stderr_tail(w->h));
 	log_outcome(w, &o, &r);
-	report(w, report_of(o.kind), NULL);
-	report(w, REPORT_IDLE, NULL);
+	report(w, report_of(o.kind), NULL);	/* and idle again */
 	handler_free(w->h);
 	w->h = NULL;
 	delivery_free(w->d);
