@@ -145,6 +145,34 @@ static void stream_init(struct stream *s, int fd, const char *name)
 	s->logged = s->dropped = 0;
 }
 
+/* A script's "#!" interpreter must exist too, or execve fails. */
+static int check_interpreter(const char *name, const char *path, char *err,
+			     size_t errlen)
+{
+	char head[256], *p, *end;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd == -1)
+		return 0;	/* execute-only: execve will tell */
+	n = read(fd, head, sizeof(head) - 1);
+	close(fd);
+	if (n < 2 || head[0] != '#' || head[1] != '!')
+		return 0;
+	head[n] = '\0';
+	for (p = head + 2; *p == ' ' || *p == '\t'; p++)
+		;
+	end = p + strcspn(p, " \t\r\n");
+	if (*end == '\0' && n == sizeof(head) - 1)
+		return 0;	/* longer than we read: let execve judge */
+	*end = '\0';
+	if (*p != '/' || access(p, X_OK) == 0)
+		return 0;
+	snprintf(err, errlen, "cannot run %s: interpreter %s: %s", name, p,
+		 strerror(errno));
+	return -1;
+}
+
 int handler_check(const struct queue_conf *q, char *err, size_t errlen)
 {
 	char path[PATH_MAX];
@@ -167,7 +195,7 @@ int handler_check(const struct queue_conf *q, char *err, size_t errlen)
 			 errno ? strerror(errno) : "not a regular file");
 		return -1;
 	}
-	return 0;
+	return check_interpreter(q->command[0], path, err, errlen);
 }
 
 struct handler *handler_start(const struct queue_conf *q, char **env,

@@ -50,6 +50,7 @@ struct pool {
 	int nslots;
 	unsigned long done, retried, failed, requeued;
 	char last_error[800];	/* logged once per change */
+	bool recovery_told;	/* "consuming again" said for it */
 	bool removed;		/* dropped by a reload; goes when empty */
 	struct pool *next;
 };
@@ -243,7 +244,33 @@ static void pool_retire_all(struct pool *p)
 			retire(p->slots[i]);
 }
 
-/* Free removed pools whose last worker has gone. */
+static bool config_in_use(const struct config *cf)
+{
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		if (p->q >= cf->queues && p->q < cf->queues + cf->nqueues)
+			return true;
+	return false;
+}
+
+/* Free earlier configurations that no pool points into any more. */
+static void configs_gc(void)
+{
+	struct cf_gen **gp = &m.old;
+
+	while (*gp != NULL) {
+		struct cf_gen *g = *gp;
+
+		if (!config_in_use(g->cf)) {
+			*gp = g->next;
+			config_free(g->cf);
+			free(g);
+		} else {
+			gp = &g->next;
+		}
+	}
+}
+
+/* Free removed pools whose last worker has gone, and their configs. */
 static void pools_gc(void)
 {
 	struct pool **pp = &m.pools;
@@ -259,6 +286,7 @@ static void pools_gc(void)
 			pp = &p->next;
 		}
 	}
+	configs_gc();
 }
 
 static bool broker_same(const struct broker_conf *a,
@@ -385,11 +413,14 @@ static void on_exit_of(struct slot *s, int st)
 		return;
 	}
 	s->reported = true;
-	if (now_ms() - s->started >= STAYED_UP_MS)
+	if (now_ms() - s->started >= STAYED_UP_MS) {
 		s->failures = 0;
+		p->last_error[0] = '\0';	/* a new episode */
+	}
 	s->failures++;
 	exit_words(s, st, words, sizeof(words));
 	if (strcmp(words, p->last_error) != 0) {
+		p->recovery_told = false;
 		log_warnx("worker %s/%d %s; respawning with backoff",
 			  p->q->name, s->number, words);
 		snprintf(p->last_error, sizeof(p->last_error), "%s", words);
@@ -437,10 +468,12 @@ static void on_report(struct slot *s)
 		case REPORT_CONSUMING:
 			s->state = REPORT_CONSUMING;
 			s->reported = true;
-			if (p->last_error[0] != '\0') {
+			/* said once per episode; the cause stays until a
+			 * message is handled: consuming alone proves little */
+			if (p->last_error[0] != '\0' && !p->recovery_told) {
 				log_info("queue %s: worker %d consuming again",
 					 p->q->name, s->number);
-				p->last_error[0] = '\0';
+				p->recovery_told = true;
 			}
 			break;
 		case REPORT_BUSY:
@@ -454,6 +487,7 @@ static void on_report(struct slot *s)
 		/* an outcome also means the worker is idle again */
 		case REPORT_ACK:
 			p->done++;
+			p->last_error[0] = '\0';	/* working: episode over */
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
 			break;
