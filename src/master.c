@@ -757,20 +757,10 @@ static void cleanup(void)
 
 int master_run(const char *path, struct config *cf)
 {
-	sigset_t set;
-
 	m.path = path;
 	m.cf = cf;
 	srandom((unsigned)getpid() ^ (unsigned)now_ms());
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	m.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (m.sigfd == -1)
-		fatal("signalfd");
+	m.sigfd = signal_fd();
 	signal(SIGPIPE, SIG_IGN);
 	/* orphans of dead workers' handlers come to us, to be reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)

@@ -356,5 +356,7 @@ int64_t now_ms(void);
 void *xcalloc(size_t n, size_t size);
 char *xstrdup(const char *s);
 int set_nonblock(int fd);
+/* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
+int signal_fd(void);
 
 #endif

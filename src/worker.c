@@ -83,24 +83,6 @@ give_up(struct worker *w, int status, const char *why)
 	exit(status);
 }
 
-static int setup_signals(void)
-{
-	sigset_t set;
-	int fd;
-
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (fd == -1)
-		fatal("signalfd");
-	return fd;
-}
-
 /*
  * The attempt this delivery is: x-warren-attempt (1 when absent), plus, on
  * a quorum queue, the deliveries of this copy that ended without an
@@ -551,7 +533,8 @@ void worker_main(const struct config *cf, const struct queue_conf *q,
 	w.ctl = ctl;
 	log_set_worker(q->name, number);
 	unsetenv("NOTIFY_SOCKET");
-	w.sigfd = setup_signals();
+	signal(SIGPIPE, SIG_IGN);
+	w.sigfd = signal_fd();
 	snprintf(name, sizeof(name), "warrend %s/%d", q->name, number);
 	w.mq = mq_connect(&cf->broker, name, &status, err, sizeof(err));
 	if (w.mq == NULL)

@@ -59,7 +59,33 @@ def monotonic_usec():
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
 
 
-class NotifyListener:
+class _Collector:
+    """What a listener thread has received, for tests to wait on."""
+
+    def _items(self):
+        raise NotImplementedError
+
+    def snapshot(self):
+        with self._cond:
+            return list(self._items())
+
+    def wait(self, predicate, timeout, message):
+        """Wait until predicate(list received so far) is true; return it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                value = predicate(list(self._items()))
+                if value:
+                    return value
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {message}; "
+                        f"got {self._items()!r}")
+                self._cond.wait(min(left, 0.2))
+
+
+class NotifyListener(_Collector):
     """An AF_UNIX datagram socket bound at `path`, read by a thread.
 
     on_datagram(datagram) is called from that thread as each one arrives,
@@ -104,24 +130,8 @@ class NotifyListener:
                 self.datagrams.append(d)
                 self._cond.notify_all()
 
-    def snapshot(self):
-        with self._cond:
-            return list(self.datagrams)
-
-    def wait(self, predicate, timeout, message):
-        """Wait until predicate(list of datagrams) is true; return it."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate(list(self.datagrams))
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"timed out after {timeout}s waiting for {message}; "
-                        f"got {self.datagrams!r}")
-                self._cond.wait(min(left, 0.2))
+    def _items(self):
+        return self.datagrams
 
     def wait_word(self, word, timeout, after=0):
         """The first datagram at index >= after that has word; its index."""
@@ -190,7 +200,7 @@ class Record:
         return f"<pid {self.pid}: {self.f!r}>"
 
 
-class JournalCapture:
+class JournalCapture(_Collector):
     """Stands in for journald's native socket.
 
     It binds DIR/socket; wrap(argv) runs argv in a private mount namespace
@@ -261,23 +271,8 @@ class JournalCapture:
                 self.records.append(rec)
                 self._cond.notify_all()
 
-    def snapshot(self):
-        with self._cond:
-            return list(self.records)
-
-    def wait(self, predicate, timeout, message):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                value = predicate(list(self.records))
-                if value:
-                    return value
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"timed out after {timeout}s waiting for {message}; "
-                        f"records: {self.records!r}")
-                self._cond.wait(min(left, 0.2))
+    def _items(self):
+        return self.records
 
     def close(self):
         self._stop = True
