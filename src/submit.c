@@ -48,6 +48,7 @@ static int add_header(struct opts *o, const char *arg)
 	if (o->headers == NULL)
 		fatal("realloc");
 	h = &o->headers[o->nheaders++];
+	memset(h, 0, sizeof(*h));
 	h->name = strndup(arg, (size_t)(colon - arg));
 	colon++;
 	while (*colon == ' ' || *colon == '\t')
@@ -55,6 +56,26 @@ static int add_header(struct opts *o, const char *arg)
 	h->value = xstrdup(colon);
 	h->len = strlen(colon);
 	return 0;
+}
+
+/*
+ * Overwrite the password of a URL given on the command line, so that it
+ * does not stay readable in /proc/PID/cmdline (ps) while we run. Safer
+ * still: -c with broker.password_file.
+ */
+static void hide_password(char *url)
+{
+	char *p = strstr(url, "://"), *at, *colon;
+
+	if (p == NULL)
+		return;
+	p += 3;
+	at = strchr(p, '@');
+	if (at == NULL)
+		return;
+	colon = memchr(p, ':', (size_t)(at - p));
+	if (colon != NULL)
+		memset(colon + 1, 'x', (size_t)(at - colon - 1));
 }
 
 /* A random id, for messages that were given none. */
@@ -187,7 +208,8 @@ int main(int argc, char **argv)
 			o.conf = optarg;
 			break;
 		case 'u':
-			o.url = optarg;
+			o.url = xstrdup(optarg);
+			hide_password(optarg);
 			break;
 		case 'q':
 			o.queue = optarg;
@@ -259,6 +281,7 @@ int main(int argc, char **argv)
 		free(o.headers[i].value);
 	}
 	free(o.headers);
+	free((char *)o.url);
 	config_free(cf);
 	return rc;
 }

@@ -328,7 +328,7 @@ def queue_name_for(node_name):
 class Warrend:
     """One running warrend, started by the `warrend` fixture."""
 
-    def __init__(self, conf, log_path, queues, broker, env):
+    def __init__(self, conf, log_path, queues, broker, env, prefix=()):
         self.conf = conf
         self.log_path = log_path
         self.queues = queues
@@ -336,7 +336,7 @@ class Warrend:
         self.broker = broker
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(WARREND), "-c", str(conf)],
+            [*prefix, str(WARREND), "-c", str(conf)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
@@ -446,7 +446,7 @@ def warrend(broker, tmp_path, request):
 
     def start(command, workers=1, queue=None, environment=None, workdir=None,
               queue_extra="", extra="", env=None, heartbeat=None,
-              shutdown_timeout=10):
+              shutdown_timeout=10, prefix=()):
         counter[0] += 1
         if queue is None:
             queue = queue_name_for(request.node.name)
@@ -470,7 +470,7 @@ def warrend(broker, tmp_path, request):
             env = dict(os.environ)
             env["WARREN_TEST_LEAK"] = "1"
         w = Warrend(conf, tmp_path / f"warrend{counter[0]}.log", [queue],
-                    broker, env)
+                    broker, env, prefix)
         started.append(w)
         return w
 

@@ -84,3 +84,30 @@ def test_no_broker_fails(queue):
     r = submit("-u", url, "-q", queue, "lost")
     assert r.returncode != 0
     assert r.stderr.strip(), "failed without saying why"
+
+
+def test_password_of_u_is_hidden_from_ps(broker, queue):
+    """-u puts a password in argv; warren-submit overwrites it there, so ps
+    and /proc/PID/cmdline do not show it while it runs."""
+    from conftest import wait_for
+    assert "guest:guest@" in broker.url
+    p = subprocess.Popen([str(SUBMIT), "-u", broker.url, "-q", queue],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        # it is reading its body from stdin now; its argv is final
+        def cmdline():
+            text = open(f"/proc/{p.pid}/cmdline", "rb").read()
+            return text if b"guest:" in text and b"@127.0.0.1" in text else None
+        text = wait_for(cmdline, timeout=10, message="warren-submit's argv")
+        wait_for(lambda: b"guest:guest@" not in open(f"/proc/{p.pid}/cmdline", "rb").read(),
+                 timeout=10, message="the password overwritten")
+        assert b"guest:xxxxx@127.0.0.1" in open(f"/proc/{p.pid}/cmdline", "rb").read(), text
+        out, err = p.communicate(b"the body", timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    got = drain(broker, queue)
+    assert [body for _, body in got] == [b"the body"]
