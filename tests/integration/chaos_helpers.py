@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import (BROKER_SCRIPT, WARREND, Broker, Warrend, children_of,
+from conftest import (BROKER_SCRIPT, WARREND, start_process, Broker, Warrend, children_of,
                       conf_list, conf_string, free_port, proc_table)
 
 # ---------------------------------------------------------------------------
@@ -111,17 +111,10 @@ class Daemon(Warrend):
         self.queues = [q["name"] for q in queues]
         self.queue = self.queues[0]
         write_atomic(self.conf, self.text())
-        self._log = open(self.log_path, "ab")
         env = dict(os.environ)
         env["WARREN_TEST_LEAK"] = "1"
-        self.proc = subprocess.Popen(
-            [str(WARREND), "-c", str(self.conf), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            env=env,
-            start_new_session=True,
-        )
+        self._log, self.proc = start_process(
+            [WARREND, "-c", self.conf, *args], self.log_path, env)
         self.pid = self.proc.pid
         self.extra_pids = set()
 

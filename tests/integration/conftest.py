@@ -325,6 +325,33 @@ def queue_name_for(node_name):
     return "t." + re.sub(r"[^A-Za-z0-9_.-]+", "_", node_name).strip("_")[:120]
 
 
+def start_process(argv, log_path, env):
+    """Start a daemon in a session of its own, stdout and stderr appended to
+    log_path; returns (the open log file, the Popen)."""
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log, env=env,
+                            start_new_session=True)
+    return log, proc
+
+
+def finish_daemons(request, started, broker_of, queues_of, tail=20000):
+    """Fixture teardown: kill what each daemon left, show its log when the
+    test failed, and delete the queues it used."""
+    rep = getattr(request.node, "rep_call", None)
+    failed = rep is not None and rep.failed
+    for d in started:
+        leftovers = d.kill_everything()
+        if failed:
+            sys.stdout.write(f"--- {d.log_path} ---\n{d.log()[-tail:]}\n")
+            if leftovers:
+                sys.stdout.write(f"killed leftover processes: {leftovers}\n")
+        try:
+            broker_of(d).delete_queue(*queues_of(d))
+        except Exception:
+            pass
+
+
 class Warrend:
     """One running warrend, started by the `warrend` fixture."""
 
@@ -334,15 +361,8 @@ class Warrend:
         self.queues = queues
         self.queue = queues[0]
         self.broker = broker
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(
-            [*prefix, str(WARREND), "-c", str(conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            env=env,
-            start_new_session=True,
-        )
+        self._log, self.proc = start_process(
+            [*prefix, str(WARREND), "-c", str(conf)], log_path, env)
         self.pid = self.proc.pid
         self.extra_pids = set()
 
@@ -478,23 +498,13 @@ def warrend(broker, tmp_path, request):
         pytest.fail(f"{WARREND} is not built")
     yield start
 
-    failed = getattr(request.node, "rep_call", None)
-    failed = failed is not None and failed.failed
-    for w in started:
-        leftovers = w.kill_everything()
-        if failed:
-            sys.stdout.write(f"--- {w.log_path} ---\n{w.log()[-20000:]}\n")
-            if leftovers:
-                sys.stdout.write(f"killed leftover processes: {leftovers}\n")
-        for q in w.queues:
-            # The queue, its parking queue and the retry queues of the
-            # default retry schedule (10 s doubling, 5 attempts).
-            names = [q, q + ".failed"]
-            names += [f"{q}.retry.{d}s" for d in (10, 20, 40, 80)]
-            try:
-                broker.delete_queue(*names)
-            except Exception:
-                pass
+    def queues_of(w):
+        # the queue, its parking queue and the retry queues of the default
+        # retry schedule (10 s doubling, 5 attempts)
+        return [n for q in w.queues for n in
+                [q, q + ".failed"] + [f"{q}.retry.{d}s" for d in (10, 20, 40, 80)]]
+
+    finish_daemons(request, started, lambda w: broker, queues_of)
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 
-from conftest import HANDLER_PATH, read_lines, wait_for, write_script
+from conftest import HANDLER_PATH, wait_for, write_script
 
 
 def results_of(outdir, mid, timeout=30):

@@ -11,11 +11,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import pytest
 
-from conftest import (WARREND, Warrend, conf_list, conf_string,
+from conftest import (WARREND, Warrend, finish_daemons, start_process, conf_list, conf_string,
                       queue_name_for, write_script)
 from sd_helpers import (DelayProxy, JournalCapture, NotifyListener,
                         monotonic_usec)
@@ -68,11 +67,7 @@ class WrappedWarrend(Warrend):
         self.queues = queues
         self.queue = queues[0]
         self.broker = broker
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen([str(a) for a in argv],
-                                     stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=self._log,
-                                     env=env, start_new_session=True)
+        self._log, self.proc = start_process(argv, log_path, env)
         self.pid = self.proc.pid
         self.extra_pids = set()
 
@@ -114,19 +109,8 @@ def daemon(broker, tmp_path, request):
         pytest.fail(f"{WARREND} is not built")
     yield start
 
-    failed = getattr(request.node, "rep_call", None)
-    failed = failed is not None and failed.failed
-    for w in started:
-        leftovers = w.kill_everything()
-        if failed:
-            sys.stdout.write(f"--- {w.log_path} ---\n{w.log()[-20000:]}\n")
-            if leftovers:
-                sys.stdout.write(f"killed leftover processes: {leftovers}\n")
-        for q in w.queues:
-            try:
-                broker.delete_queue(q, q + ".failed")
-            except Exception:
-                pass
+    finish_daemons(request, started, lambda w: broker,
+                   lambda w: [n for q in w.queues for n in (q, q + ".failed")])
 
 
 def task(out=(), err=(), sleep=0, exit=0):

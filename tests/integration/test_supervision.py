@@ -13,7 +13,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -22,7 +21,7 @@ import pytest
 
 from chaos_helpers import (Daemon, LogFollower, PrivateBroker, handlers_of,
                            live_in_session, zombies_under)
-from conftest import (SUBMIT, pid_alive, queue_name_for, read_lines,
+from conftest import (SUBMIT, finish_daemons, pid_alive, queue_name_for, read_lines,
                       wait_for, write_script)
 
 # ---------------------------------------------------------------------------
@@ -193,21 +192,11 @@ def daemon(broker, tmp_path, request):
 
     yield start
 
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    for d in started:
-        leftovers = d.kill_everything()
-        if failed:
-            sys.stdout.write(f"--- {d.log_path} (tail) ---\n{d.log()[-30000:]}\n")
-            if leftovers:
-                sys.stdout.write(f"killed leftover processes: {leftovers}\n")
-        names = []
-        for q in d.queues:
-            names += [q, q + ".failed"] + [f"{q}.retry.{s}s" for s in (1, 10, 20, 40, 80)]
-        try:
-            d.broker.delete_queue(*names)
-        except Exception:
-            pass
+    finish_daemons(
+        request, started, lambda d: d.broker,
+        lambda d: [n for q in d.queues for n in
+                   [q, q + ".failed"] + [f"{q}.retry.{s}s" for s in (1, 10, 20, 40, 80)]],
+        tail=30000)
 
 
 @pytest.fixture(scope="module")
