@@ -29,7 +29,7 @@ static void on_error(cfg_t *cfg, const char *fmt, va_list ap)
 	char msg[1024];
 
 	if (cur_err == NULL || cur_err->set)
-		return;		/* keep the first error: later ones follow it */
+		return; /* keep the first error: later ones follow it */
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	snprintf(cur_err->buf, cur_err->len, "%s:%d: %s", cur_err->path,
 		 cfg != NULL ? cfg->line : 0, msg);
@@ -50,10 +50,10 @@ static int check_range(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
 	return 0;
 }
 
-#define RANGE_CHECK(fn, lo, hi)                                   \
-	static int fn(cfg_t *cfg, cfg_opt_t *opt)                 \
-	{                                                         \
-		return check_range(cfg, opt, lo, hi);             \
+#define RANGE_CHECK(fn, lo, hi)                                                \
+	static int fn(cfg_t *cfg, cfg_opt_t *opt)                              \
+	{                                                                      \
+		return check_range(cfg, opt, lo, hi);                          \
 	}
 RANGE_CHECK(v_seconds, 0, 86400 * 365)
 RANGE_CHECK(v_workers, 0, 1024)
@@ -79,8 +79,8 @@ static int v_type(cfg_t *cfg, cfg_opt_t *opt)
 	const char *v = cfg_opt_getnstr(opt, 0);
 
 	if (strcmp(v, "classic") != 0 && strcmp(v, "quorum") != 0) {
-		cfg_error(cfg, "type = \"%s\": must be \"classic\" or \"quorum\"",
-			  v);
+		cfg_error(
+		    cfg, "type = \"%s\": must be \"classic\" or \"quorum\"", v);
 		return -1;
 	}
 	return 0;
@@ -111,7 +111,8 @@ static int v_environment(cfg_t *cfg, cfg_opt_t *opt)
 			return -1;
 		}
 		if (strncmp(e, "WARREN_", 7) == 0) {
-			cfg_error(cfg, "environment: %.*s is reserved for warren",
+			cfg_error(cfg,
+				  "environment: %.*s is reserved for warren",
 				  (int)(eq - e), e);
 			return -1;
 		}
@@ -130,8 +131,9 @@ static int v_command(cfg_t *cfg, cfg_opt_t *opt)
 	v = cfg_opt_getnstr(opt, 0);
 	if (strchr(v, '/') == NULL) {
 		/* execve does not search PATH, and warren never guesses */
-		cfg_error(cfg, "command \"%s\" must be a path (like /usr/bin/%s)",
-			  v, v);
+		cfg_error(cfg,
+			  "command \"%s\" must be a path (like /usr/bin/%s)", v,
+			  v);
 		return -1;
 	}
 	return 0;
@@ -163,6 +165,21 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 		return -1;
 	}
 
+	if (strncmp(name, "amq.", 4) == 0) {
+		cfg_error(cfg,
+			  "queue \"%s\": names starting with amq. are "
+			  "reserved by RabbitMQ",
+			  name);
+		return -1;
+	}
+	if (strcmp(cfg_getstr(q, "type"), "quorum") == 0 &&
+	    !cfg_getbool(q, "durable")) {
+		cfg_error(cfg,
+			  "queue \"%s\": a quorum queue is always durable "
+			  "(remove durable = false)",
+			  name);
+		return -1;
+	}
 	if (cfg_getint(q, "retry|max_delay") < cfg_getint(q, "retry|delay")) {
 		cfg_error(cfg, "queue \"%s\": retry max_delay is below delay",
 			  name);
@@ -179,56 +196,50 @@ static int v_broker(cfg_t *cfg, cfg_opt_t *opt)
 		cfg_error(cfg, "broker: url is required");
 		return -1;
 	}
+	if ((cfg_getstr(b, "tls|cert") == NULL) !=
+	    (cfg_getstr(b, "tls|key") == NULL)) {
+		cfg_error(cfg, "broker: tls cert and key go together");
+		return -1;
+	}
 	return 0;
 }
 
-static cfg_opt_t tls_opts[] = {
-	CFG_STR("ca_cert", NULL, CFGF_NONE),
-	CFG_STR("cert", NULL, CFGF_NONE),
-	CFG_STR("key", NULL, CFGF_NONE),
-	CFG_BOOL("verify_peer", cfg_true, CFGF_NONE),
-	CFG_BOOL("verify_hostname", cfg_true, CFGF_NONE),
-	CFG_END()
-};
+static cfg_opt_t tls_opts[] = {CFG_STR("ca_cert", NULL, CFGF_NONE),
+			       CFG_STR("cert", NULL, CFGF_NONE),
+			       CFG_STR("key", NULL, CFGF_NONE),
+			       CFG_BOOL("verify_peer", cfg_true, CFGF_NONE),
+			       CFG_BOOL("verify_hostname", cfg_true, CFGF_NONE),
+			       CFG_END()};
 
-static cfg_opt_t broker_opts[] = {
-	CFG_STR_LIST("url", NULL, CFGF_NODEFAULT),
-	CFG_INT("heartbeat", 30, CFGF_NONE),
-	CFG_STR("password_file", NULL, CFGF_NONE),
-	CFG_SEC("tls", tls_opts, CFGF_NONE),
-	CFG_END()
-};
+static cfg_opt_t broker_opts[] = {CFG_STR_LIST("url", NULL, CFGF_NODEFAULT),
+				  CFG_INT("heartbeat", 30, CFGF_NONE),
+				  CFG_STR("password_file", NULL, CFGF_NONE),
+				  CFG_SEC("tls", tls_opts, CFGF_NONE),
+				  CFG_END()};
 
 static cfg_opt_t retry_opts[] = {
-	CFG_INT("attempts", 5, CFGF_NONE),
-	CFG_INT("delay", 10, CFGF_NONE),
-	CFG_FLOAT("backoff", 2.0, CFGF_NONE),
-	CFG_INT("max_delay", 3600, CFGF_NONE),
-	CFG_END()
-};
+    CFG_INT("attempts", 5, CFGF_NONE), CFG_INT("delay", 10, CFGF_NONE),
+    CFG_FLOAT("backoff", 2.0, CFGF_NONE), CFG_INT("max_delay", 3600, CFGF_NONE),
+    CFG_END()};
 
-static cfg_opt_t queue_opts[] = {
-	CFG_INT("workers", 1, CFGF_NONE),
-	CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
-	CFG_INT("prefetch", 1, CFGF_NONE),
-	CFG_INT("timeout", 0, CFGF_NONE),
-	CFG_INT("kill_grace", 5, CFGF_NONE),
-	CFG_BOOL("durable", cfg_true, CFGF_NONE),
-	CFG_STR("type", "classic", CFGF_NONE),
-	CFG_SEC("retry", retry_opts, CFGF_NONE),
-	CFG_BOOL("park", cfg_true, CFGF_NONE),
-	CFG_STR_LIST("environment", NULL, CFGF_NONE),
-	CFG_STR("workdir", "/", CFGF_NONE),
-	CFG_END()
-};
+static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
+				 CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
+				 CFG_INT("prefetch", 1, CFGF_NONE),
+				 CFG_INT("timeout", 0, CFGF_NONE),
+				 CFG_INT("kill_grace", 5, CFGF_NONE),
+				 CFG_BOOL("durable", cfg_true, CFGF_NONE),
+				 CFG_STR("type", "classic", CFGF_NONE),
+				 CFG_SEC("retry", retry_opts, CFGF_NONE),
+				 CFG_BOOL("park", cfg_true, CFGF_NONE),
+				 CFG_STR_LIST("environment", NULL, CFGF_NONE),
+				 CFG_STR("workdir", "/", CFGF_NONE),
+				 CFG_END()};
 
 static cfg_opt_t root_opts[] = {
-	CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
-	CFG_INT("shutdown_timeout", 30, CFGF_NONE),
-	CFG_SEC("queue", queue_opts,
-		CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
-	CFG_END()
-};
+    CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
+    CFG_INT("shutdown_timeout", 30, CFGF_NONE),
+    CFG_SEC("queue", queue_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+    CFG_END()};
 
 static cfg_t *schema(void)
 {
@@ -281,9 +292,9 @@ static void copy_queue(struct queue_conf *q, cfg_t *sec)
 	q->timeout = (int)cfg_getint(sec, "timeout");
 	q->kill_grace = (int)cfg_getint(sec, "kill_grace");
 	q->durable = cfg_getbool(sec, "durable");
-	q->type = strcmp(cfg_getstr(sec, "type"), "quorum") == 0 ?
-			  QUEUE_QUORUM :
-			  QUEUE_CLASSIC;
+	q->type = strcmp(cfg_getstr(sec, "type"), "quorum") == 0
+		      ? QUEUE_QUORUM
+		      : QUEUE_CLASSIC;
 	q->retry.attempts = (int)cfg_getint(sec, "retry|attempts");
 	q->retry.delay = (int)cfg_getint(sec, "retry|delay");
 	q->retry.backoff = cfg_getfloat(sec, "retry|backoff");
@@ -309,7 +320,8 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->nqueues = (int)cfg_size(cfg, "queue");
 	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
 	for (int i = 0; i < cf->nqueues; i++)
-		copy_queue(&cf->queues[i], cfg_getnsec(cfg, "queue", (unsigned)i));
+		copy_queue(&cf->queues[i],
+			   cfg_getnsec(cfg, "queue", (unsigned)i));
 }
 
 /* Lines in the file, for errors about the file as a whole. */
@@ -348,15 +360,16 @@ static char *strip_comments(const char *in, size_t n)
 				out[i] = in[i];
 			} else if (c == quote) {
 				quote = 0;
+				token_start = true; /* "x"// c */
+				continue;
 			}
 			token_start = false;
 			continue;
 		}
 		if (c == '"' || c == '\'') {
 			quote = c;
-		} else if (c == '#' ||
-			   (token_start && c == '/' && i + 1 < n &&
-			    in[i + 1] == '/')) {
+		} else if (c == '#' || (token_start && c == '/' && i + 1 < n &&
+					in[i + 1] == '/')) {
 			while (i < n && in[i] != '\n')
 				out[i++] = ' ';
 			if (i < n)
@@ -411,9 +424,43 @@ static char *read_file(const char *path, size_t *n)
 	return buf;
 }
 
+/* NAME.failed or NAME.retry.<N>s of one queue may not be another queue. */
+static bool is_side_queue(const char *name, const char *of)
+{
+	size_t n = strlen(of);
+	const char *rest = name + n;
+	char *end;
+
+	if (strncmp(name, of, n) != 0)
+		return false;
+	if (strcmp(rest, ".failed") == 0)
+		return true;
+	if (strncmp(rest, ".retry.", 7) != 0)
+		return false;
+	strtol(rest + 7, &end, 10);
+	return end != rest + 7 && strcmp(end, "s") == 0;
+}
+
+static int check_names(const struct config *cf, char *err, size_t errlen)
+{
+	for (int i = 0; i < cf->nqueues; i++)
+		for (int j = 0; j < cf->nqueues; j++)
+			if (i != j && is_side_queue(cf->queues[i].name,
+						    cf->queues[j].name)) {
+				snprintf(
+				    err, errlen,
+				    "%s:%d: queue \"%s\" is where warren puts "
+				    "messages of queue \"%s\"",
+				    cf->path, cf->queues[i].line,
+				    cf->queues[i].name, cf->queues[j].name);
+				return -1;
+			}
+	return 0;
+}
+
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
-	struct errbuf eb = { path, err, errlen, false };
+	struct errbuf eb = {path, err, errlen, false};
 	struct config *cf = NULL;
 	char *text, *clean;
 	size_t n;
@@ -438,8 +485,9 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 			 path, count_lines(path));
 		r = CFG_PARSE_ERROR;
 	} else if (r == CFG_SUCCESS && cfg_size(cfg, "queue") == 0) {
-		snprintf(err, errlen, "%s:%d: at least one queue section is required",
-			 path, count_lines(path));
+		snprintf(err, errlen,
+			 "%s:%d: at least one queue section is required", path,
+			 count_lines(path));
 		r = CFG_PARSE_ERROR;
 	} else if (r != CFG_SUCCESS && !eb.set) {
 		snprintf(err, errlen, "%s:0: cannot parse", path);
@@ -448,6 +496,10 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		cf = xcalloc(1, sizeof(*cf));
 		cf->path = xstrdup(path);
 		copy_config(cf, cfg);
+		if (check_names(cf, err, errlen) != 0) {
+			config_free(cf);
+			cf = NULL;
+		}
 	}
 	cfg_free(cfg);
 	cur_err = NULL;
@@ -485,8 +537,7 @@ void config_free(struct config *cf)
 	free(cf);
 }
 
-const struct queue_conf *config_queue(const struct config *cf,
-				      const char *name)
+const struct queue_conf *config_queue(const struct config *cf, const char *name)
 {
 	for (int i = 0; i < cf->nqueues; i++)
 		if (strcmp(cf->queues[i].name, name) == 0)
@@ -512,8 +563,7 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->type == b->type && a->retry.attempts == b->retry.attempts &&
 	       a->retry.delay == b->retry.delay &&
 	       a->retry.backoff == b->retry.backoff &&
-	       a->retry.max_delay == b->retry.max_delay &&
-	       a->park == b->park &&
+	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
 	       strcmp(a->workdir, b->workdir) == 0;
 }

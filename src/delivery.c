@@ -36,8 +36,7 @@ void delivery_free(struct delivery *d)
 	free(d);
 }
 
-const struct header *delivery_header(const struct delivery *d,
-				     const char *name)
+const struct header *delivery_header(const struct delivery *d, const char *name)
 {
 	for (int i = 0; i < d->nheaders; i++)
 		if (strcmp(d->headers[i].name, name) == 0)
@@ -101,7 +100,7 @@ static void env_set(struct envb *e, const char *name, const char *value,
 	size_t nlen;
 
 	if (value == NULL || memchr(value, '\0', len) != NULL)
-		return;		/* unset, or holds NUL: left out */
+		return; /* unset, or holds NUL: left out */
 	nlen = strlen(name);
 	entry = xcalloc(nlen + len + 2, 1);
 	memcpy(entry, name, nlen);
@@ -119,7 +118,7 @@ static void env_str(struct envb *e, const char *name, const char *value)
 char **handler_env(const struct queue_conf *q, int worker, int attempt,
 		   const struct delivery *d)
 {
-	struct envb e = { NULL, 0, 0 };
+	struct envb e = {NULL, 0, 0};
 	char num[32];
 
 	env_str(&e, "PATH", "/usr/local/bin:/usr/bin:/bin");

@@ -23,17 +23,18 @@
 
 #include "warren.h"
 
-#define LINE_MAX_BYTES 4096	/* longer lines are split */
-#define TAIL_BYTES 4096		/* stderr kept for parking */
-#define LOG_LINES_MAX 10000	/* per stream and message; the rest is
-				 * counted, so a flood cannot drown the log */
+#define LINE_MAX_BYTES 4096 /* longer lines are split */
+#define TAIL_BYTES 4096	    /* stderr kept for parking */
+#define LOG_LINES_MAX                                                          \
+	10000 /* per stream and message; the rest is                           \
+	       * counted, so a flood cannot drown the log */
 
 struct stream {
 	int fd;
 	const char *name;
 	char line[LINE_MAX_BYTES];
 	size_t len;
-	bool split;		/* the last piece ended at the bound */
+	bool split; /* the last piece ended at the bound */
 	unsigned long logged, dropped;
 };
 
@@ -45,8 +46,8 @@ struct handler {
 	struct stream out, err;
 	char tail[TAIL_BYTES + 1];
 	size_t tail_len;
-	int64_t deadline;	/* timeout, or 0 */
-	int64_t kill_at;	/* SIGKILL due, or 0 */
+	int64_t deadline; /* timeout, or 0 */
+	int64_t kill_at;  /* SIGKILL due, or 0 */
 	int grace;
 	int timeout;
 	bool timed_out;
@@ -107,7 +108,7 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
 				close(fd);
 	}
 	if (chdir(q->workdir) == -1) {
-		e = -errno;	/* negative: the workdir failed */
+		e = -errno; /* negative: the workdir failed */
 		(void)!write(report, &e, sizeof(e));
 		_exit(127);
 	}
@@ -126,8 +127,8 @@ static void feed(struct handler *h);
  * has exec'd or exited, its process group set up either way. Kept apart
  * so that no caller's variable lives across the vfork.
  */
-static pid_t spawn(const struct queue_conf *q, char **env, pid_t parent,
-		   int in, int out, int err, int report)
+static pid_t spawn(const struct queue_conf *q, char **env, pid_t parent, int in,
+		   int out, int err, int report)
 {
 	pid_t pid = vfork();
 
@@ -154,7 +155,7 @@ static int check_interpreter(const char *name, const char *path, char *err,
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd == -1)
-		return 0;	/* execute-only: execve will tell */
+		return 0; /* execute-only: execve will tell */
 	n = read(fd, head, sizeof(head) - 1);
 	close(fd);
 	if (n < 2 || head[0] != '#' || head[1] != '!')
@@ -164,7 +165,7 @@ static int check_interpreter(const char *name, const char *path, char *err,
 		;
 	end = p + strcspn(p, " \t\r\n");
 	if (*end == '\0' && n == sizeof(head) - 1)
-		return 0;	/* longer than we read: let execve judge */
+		return 0; /* longer than we read: let execve judge */
 	*end = '\0';
 	if (*p != '/' || access(p, X_OK) == 0)
 		return 0;
@@ -187,7 +188,8 @@ int handler_check(const struct queue_conf *q, char *err, size_t errlen)
 	if (q->command[0][0] == '/')
 		snprintf(path, sizeof(path), "%s", q->command[0]);
 	else
-		snprintf(path, sizeof(path), "%s/%s", q->workdir, q->command[0]);
+		snprintf(path, sizeof(path), "%s/%s", q->workdir,
+			 q->command[0]);
 	errno = 0;
 	if (stat(path, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    access(path, X_OK) == -1) {
@@ -202,8 +204,8 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 			      const void *body, size_t len, char *errbuf,
 			      size_t errlen)
 {
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
-	int rep[2] = { -1, -1 };
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+	int rep[2] = {-1, -1};
 	struct handler *h;
 	pid_t parent = getpid();
 	ssize_t n;
@@ -255,7 +257,7 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	h->grace = q->kill_grace;
 	if (q->timeout > 0)
 		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
-	feed(h);	/* a small body fits the pipe: no wait for POLLOUT */
+	feed(h); /* a small body fits the pipe: no wait for POLLOUT */
 	return h;
 fail:
 	close_fd(&in[0]);
@@ -355,9 +357,8 @@ static void keep_tail(struct handler *h, const char *buf, size_t n)
 		memcpy(h->tail, buf + n - TAIL_BYTES, TAIL_BYTES);
 		h->tail_len = TAIL_BYTES;
 	} else {
-		size_t keep = h->tail_len + n > TAIL_BYTES ?
-				      TAIL_BYTES - n :
-				      h->tail_len;
+		size_t keep =
+		    h->tail_len + n > TAIL_BYTES ? TAIL_BYTES - n : h->tail_len;
 
 		memmove(h->tail, h->tail + h->tail_len - keep, keep);
 		memcpy(h->tail + keep, buf, n);
@@ -403,7 +404,7 @@ static bool drain(struct handler *h, struct stream *s,
 			}
 		}
 	}
-	return true;	/* more may wait: poll comes back for it */
+	return true; /* more may wait: poll comes back for it */
 }
 
 void handler_io(struct handler *h, const struct pollfd *pfd, int n,
@@ -430,7 +431,7 @@ bool handler_reap(struct handler *h)
 	/* look without reaping, so the group id stays ours while we kill */
 	si.si_pid = 0;
 	if (waitid(P_PID, (id_t)h->pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
-		    -1 ||
+		-1 ||
 	    si.si_pid == 0)
 		return false;
 	/* whatever the handler left running in its group goes with it */
@@ -461,6 +462,8 @@ int handler_next_timer(struct handler *h)
 		next = h->kill_at;
 	if (next == 0)
 		return -1;
+	if (next - now > INT_MAX)
+		return INT_MAX;
 	return next <= now ? 0 : (int)(next - now);
 }
 

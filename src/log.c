@@ -22,7 +22,7 @@ static bool log_debug_on;
 static bool log_journal;
 static const char *log_queue;
 static int log_worker;
-static long log_pid;	/* cached: set again in each worker */
+static long log_pid; /* cached: set again in each worker */
 
 void log_init(const char *ident, bool debug)
 {
@@ -56,20 +56,19 @@ static const char *prio_name(int prio)
 }
 
 #define MAX_FIELDS 10
-#define FIELD_LEN 1024	/* names and ids are AMQP short strings: <= 255 */
+#define FIELD_LEN 1024 /* names and ids are AMQP short strings: <= 255 */
 
-static void emit_journal(int prio, const struct log_fields *f,
-			 const char *msg)
+static void emit_journal(int prio, const struct log_fields *f, const char *msg)
 {
 	char buf[MAX_FIELDS][FIELD_LEN];
 	const char *fields[MAX_FIELDS];
 	int n = 0;
 
-#define ADD(...)                                                          \
-	do {                                                              \
-		snprintf(buf[n], FIELD_LEN, __VA_ARGS__);                 \
-		fields[n] = buf[n];                                       \
-		n++;                                                      \
+#define ADD(...)                                                               \
+	do {                                                                   \
+		snprintf(buf[n], FIELD_LEN, __VA_ARGS__);                      \
+		fields[n] = buf[n];                                            \
+		n++;                                                           \
 	} while (0)
 	ADD("SYSLOG_IDENTIFIER=%s", log_ident);
 	if (log_queue != NULL) {
@@ -90,6 +89,33 @@ static void emit_journal(int prio, const struct log_fields *f,
 	}
 #undef ADD
 	journal_send(prio, msg, fields, n);
+}
+
+/*
+ * A newline or other control byte in a message id or the like would forge
+ * a record on a line-based log: shown as \xNN instead, in place.
+ */
+static void escape_controls(char *msg, size_t cap)
+{
+	char out[LOG_MSG_MAX];
+	size_t o = 0, i;
+
+	for (i = 0; msg[i] != '\0'; i++)
+		if (((unsigned char)msg[i] < 0x20 && msg[i] != '\t') ||
+		    msg[i] == 0x7f)
+			break;
+	if (msg[i] == '\0')
+		return; /* the usual case: nothing to do */
+	for (i = 0; msg[i] != '\0' && o + 5 < sizeof(out); i++) {
+		unsigned char c = (unsigned char)msg[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	snprintf(msg, cap, "%s", out);
 }
 
 static void vlog(int prio, const struct log_fields *f, const char *fmt,
@@ -114,6 +140,7 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 	 * take a write whole (pipes up to PIPE_BUF; longer lines may still
 	 * interleave there, which is why handler lines are split at 4 KiB).
 	 */
+	escape_controls(msg, sizeof(msg));
 	n = snprintf(line, sizeof(line), "%s[%ld]: %s: %s%s\n", log_ident,
 		     log_pid, prio_name(prio), who, msg);
 	if (n > (int)sizeof(line) - 1)

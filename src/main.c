@@ -13,13 +13,15 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: warrend [-c FILE] [-t] [-d] [-V] [-h]\n"
-		   "  -c FILE  configuration file (default %s/warren/warrend.conf)\n"
-		   "  -t       check the configuration and exit\n"
-		   "  -d       debug logging\n"
-		   "  -V       print the version and exit\n"
-		   "  -h       this help\n",
-		SYSCONFDIR);
+	fprintf(
+	    f,
+	    "usage: warrend [-c FILE] [-t] [-d] [-V] [-h]\n"
+	    "  -c FILE  configuration file (default %s/warren/warrend.conf)\n"
+	    "  -t       check the configuration and exit\n"
+	    "  -d       debug logging\n"
+	    "  -V       print the version and exit\n"
+	    "  -h       this help\n",
+	    SYSCONFDIR);
 }
 
 /* fds 0-2 must be open, or pipes made later could land on them */

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,24 +25,24 @@
 
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000
-#define STAYED_UP_MS 30000	/* a worker up this long resets backoff */
-#define STOP_MARGIN_MS 5000	/* past shutdown_timeout + kill_grace */
+#define STAYED_UP_MS 30000  /* a worker up this long resets backoff */
+#define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
 
 struct pool;
 
 struct slot {
 	struct pool *pool;
-	int number;		/* WARREN_WORKER, from 1 */
-	pid_t pid;		/* 0: not running */
-	int ctl;		/* master's end of the control socket */
+	int number; /* WARREN_WORKER, from 1 */
+	pid_t pid;  /* 0: not running */
+	int ctl;    /* master's end of the control socket */
 	int64_t started;
-	int64_t respawn_at;	/* 0: none scheduled */
-	int failures;		/* quick deaths in a row */
-	char state;		/* 0, REPORT_CONSUMING, REPORT_BUSY */
-	pid_t handler;		/* its handler's process group, or 0 */
-	bool reported;		/* said it consumes, or why it cannot */
-	bool retiring;		/* told to finish and go; not respawned */
-	char why[700];		/* last REPORT_DOWN text */
+	int64_t respawn_at; /* 0: none scheduled */
+	int failures;	    /* quick deaths in a row */
+	char state;	    /* 0, REPORT_CONSUMING, REPORT_BUSY */
+	pid_t handler;	    /* its handler's process group, or 0 */
+	bool reported;	    /* said it consumes, or why it cannot */
+	bool retiring;	    /* told to finish and go; not respawned */
+	char why[700];	    /* last REPORT_DOWN text */
 };
 
 struct pool {
@@ -49,11 +50,13 @@ struct pool {
 	struct slot **slots;
 	int nslots;
 	unsigned long done, retried, failed, requeued;
-	char last_error[800];	/* logged once per change */
-	bool recovery_told;	/* "consuming again" said for it */
-	bool removed;		/* dropped by a reload; goes when empty */
+	char last_error[800]; /* logged once per change */
+	bool recovery_told;   /* "consuming again" said for it */
+	bool removed;	      /* dropped by a reload; goes when empty */
 	struct pool *next;
 };
+
+static void on_report(struct slot *s);
 
 struct cf_gen {
 	struct config *cf;
@@ -62,12 +65,12 @@ struct cf_gen {
 
 static struct {
 	const char *path;
-	struct config *cf;	/* the running configuration */
-	struct cf_gen *old;	/* earlier ones, kept for their pools */
+	struct config *cf;  /* the running configuration */
+	struct cf_gen *old; /* earlier ones, kept for their pools */
 	struct pool *pools;
 	int sigfd;
 	bool stopping;
-	int64_t kill_at;	/* stop: SIGKILL what is left */
+	int64_t kill_at; /* stop: SIGKILL what is left */
 	bool ready_sent;
 	bool reload_pending;
 	long watchdog_ms;
@@ -136,6 +139,8 @@ static void spawn(struct slot *s)
 		s->respawn_at = now_ms() + BACKOFF_FIRST_MS;
 		return;
 	}
+	/* reports are sent without waiting: room for a stalled master */
+	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &(int){1 << 20}, sizeof(int));
 	pid = fork();
 	if (pid == -1) {
 		log_warn("fork");
@@ -162,8 +167,8 @@ static void spawn(struct slot *s)
 	s->started = now_ms();
 	s->state = 0;
 	s->why[0] = '\0';
-	log_debug("started worker %s/%d, pid %ld", s->pool->q->name,
-		  s->number, (long)pid);
+	log_debug("started worker %s/%d, pid %ld", s->pool->q->name, s->number,
+		  (long)pid);
 }
 
 /* Lowest worker number no live, non-retiring slot of p holds. */
@@ -219,7 +224,8 @@ static void pool_resize(struct pool *p)
 		     i--) {
 			struct slot *s = p->slots[i];
 
-			if (s->retiring || (pass == 0 && s->state == REPORT_BUSY))
+			if (s->retiring ||
+			    (pass == 0 && s->state == REPORT_BUSY))
 				continue;
 			retire(s);
 		}
@@ -297,7 +303,8 @@ static bool broker_same(const struct broker_conf *a,
 	for (int i = 0; i < a->nurls; i++)
 		if (strcmp(a->urls[i], b->urls[i]) != 0)
 			return false;
-#define SAME_STR(x, y) ((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
+#define SAME_STR(x, y)                                                         \
+	((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
 	return SAME_STR(a->password_file, b->password_file) &&
 	       SAME_STR(a->tls.ca_cert, b->tls.ca_cert) &&
 	       SAME_STR(a->tls.cert, b->tls.cert) &&
@@ -367,7 +374,7 @@ static void reload(void)
 		if (!p->removed)
 			pool_resize(p);
 	pools_gc();
-	m.ready_sent = false;	/* READY=1 again once all report */
+	m.ready_sent = false; /* READY=1 again once all report */
 }
 
 /* Why a worker ended, in words, from its status and last report. */
@@ -376,8 +383,8 @@ static void exit_words(const struct slot *s, int st, char *buf, size_t len)
 	if (WIFSIGNALED(st))
 		snprintf(buf, len, "killed by signal %d", WTERMSIG(st));
 	else if (s->why[0] != '\0')
-		snprintf(buf, len, "%s: %s", worker_exit_reason(WEXITSTATUS(st)),
-			 s->why);
+		snprintf(buf, len, "%s: %s",
+			 worker_exit_reason(WEXITSTATUS(st)), s->why);
 	else
 		snprintf(buf, len, "%s (exit %d)",
 			 worker_exit_reason(WEXITSTATUS(st)), WEXITSTATUS(st));
@@ -389,7 +396,8 @@ static int backoff_ms(int failures)
 
 	if (failures <= 1)
 		return failures == 1 ? 100 : 0;
-	d = (int64_t)BACKOFF_FIRST_MS << (failures - 2 > 16 ? 16 : failures - 2);
+	d = (int64_t)BACKOFF_FIRST_MS
+	    << (failures - 2 > 16 ? 16 : failures - 2);
 	if (d > BACKOFF_MAX_MS)
 		d = BACKOFF_MAX_MS;
 	/* jitter: between half and all of it, so pools do not march */
@@ -401,9 +409,14 @@ static void on_exit_of(struct slot *s, int st)
 	struct pool *p = s->pool;
 	char words[800];
 
+	/* its last words first: outcome counts, handler group, reason */
+	if (s->ctl >= 0)
+		on_report(s);
 	s->pid = 0;
-	s->state = 0;
 	/* a worker that died mid-message leaves no part of its handler */
+	if (s->state != REPORT_BUSY)
+		s->handler = 0;
+	s->state = 0;
 	if (s->handler > 0)
 		kill(-s->handler, SIGKILL);
 	s->handler = 0;
@@ -415,7 +428,7 @@ static void on_exit_of(struct slot *s, int st)
 	s->reported = true;
 	if (now_ms() - s->started >= STAYED_UP_MS) {
 		s->failures = 0;
-		p->last_error[0] = '\0';	/* a new episode */
+		p->last_error[0] = '\0'; /* a new episode */
 	}
 	s->failures++;
 	exit_words(s, st, words, sizeof(words));
@@ -462,7 +475,14 @@ static void on_report(struct slot *s)
 	char buf[700];
 	ssize_t n;
 
-	while ((n = recv(s->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+	for (;;) {
+		n = recv(s->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+		/* a worker that exited with our command unread resets the
+		 * socket; what it sent before is still there to read */
+		if (n == -1 && errno == ECONNRESET)
+			continue;
+		if (n <= 0)
+			break;
 		buf[n] = '\0';
 		switch (buf[0]) {
 		case REPORT_CONSUMING:
@@ -487,7 +507,7 @@ static void on_report(struct slot *s)
 		/* an outcome also means the worker is idle again */
 		case REPORT_ACK:
 			p->done++;
-			p->last_error[0] = '\0';	/* working: episode over */
+			p->last_error[0] = '\0'; /* working: episode over */
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
 			break;
@@ -512,7 +532,7 @@ static void on_report(struct slot *s)
 			break;
 		}
 	}
-	if (n == 0) {		/* worker closed it: it is exiting */
+	if (n == 0) { /* worker closed it: it is exiting */
 		close(s->ctl);
 		s->ctl = -1;
 	}
@@ -539,8 +559,9 @@ static void begin_stop(void)
 				slot_remove(s);
 		}
 	}
-	m.kill_at = now_ms() + (int64_t)(m.cf->shutdown_timeout + grace) *
-					 1000 + STOP_MARGIN_MS;
+	m.kill_at = now_ms() +
+		    (int64_t)(m.cf->shutdown_timeout + grace) * 1000 +
+		    STOP_MARGIN_MS;
 }
 
 static int children(void)
@@ -576,7 +597,7 @@ static void on_signals(void)
 			m.reload_pending = true;
 			break;
 		default:
-			break;	/* SIGCHLD: reaped every turn */
+			break; /* SIGCHLD: reaped every turn */
 		}
 	}
 }
@@ -602,7 +623,8 @@ static void update_status(void)
 	size_t o = 0;
 
 	buf[0] = '\0';
-	for (struct pool *p = m.pools; p != NULL && o < sizeof(buf); p = p->next) {
+	for (struct pool *p = m.pools; p != NULL && o < sizeof(buf);
+	     p = p->next) {
 		int cons = 0, busy = 0;
 
 		if (p->removed)
@@ -615,11 +637,13 @@ static void update_status(void)
 			if (p->slots[i]->state == REPORT_BUSY)
 				busy++;
 		}
-		o += (size_t)snprintf(buf + o, sizeof(buf) - o,
-			"%s%s %d/%d consuming, %d busy; %lu done, %lu retried, %lu failed%s",
-			o ? " | " : "", p->q->name, cons, p->q->workers, busy,
-			p->done, p->retried, p->failed,
-			p->last_error[0] ? " (workers failing)" : "");
+		o += (size_t)snprintf(
+		    buf + o, sizeof(buf) - o,
+		    "%s%s %d/%d consuming, %d busy; %lu done, %lu retried, %lu "
+		    "failed%s",
+		    o ? " | " : "", p->q->name, cons, p->q->workers, busy,
+		    p->done, p->retried, p->failed,
+		    p->last_error[0] ? " (workers failing)" : "");
 	}
 	if (strcmp(buf, m.status) != 0) {
 		memcpy(m.status, buf, sizeof(buf));
@@ -665,6 +689,8 @@ static int next_timeout(void)
 		next = m.next_watchdog;
 	if (next == 0)
 		return -1;
+	if (next - now > INT_MAX)
+		return INT_MAX;
 	return next <= now ? 0 : (int)(next - now);
 }
 
@@ -712,7 +738,8 @@ static void loop(void)
 			if (children() == 0)
 				break;
 			if (now_ms() >= m.kill_at) {
-				log_warnx("workers still running past the stop deadline; killing them");
+				log_warnx("workers still running past the stop "
+					  "deadline; killing them");
 				kill_all(SIGKILL);
 				m.kill_at = 0;
 			}

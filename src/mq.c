@@ -22,7 +22,7 @@
 
 #define CHANNEL 1
 #define RPC_TIMEOUT_S 30
-#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"	/* Debian */
+#define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt" /* Debian */
 
 struct pending {
 	struct delivery *d;
@@ -35,17 +35,20 @@ struct mq {
 	int reply_code;
 	bool closed;
 	bool confirming;
-	uint64_t published;	/* publish sequence numbers handed out */
-	uint64_t confirmed;	/* highest sequence number acked (in order) */
-	uint64_t *acked;	/* out-of-order confirms, kept tiny */
+	uint64_t published;	 /* publish sequence numbers handed out */
+	uint64_t confirmed;	 /* how many of them the broker answered */
+	unsigned char *answered; /* [tag - 1]: answered yet */
+	size_t answered_cap;
+	uint64_t low; /* every tag below it is answered */
 	bool nacked;
-	bool cancelled;		/* seen while waiting for confirms */
+	bool returned;	/* a mandatory publish came back unrouted */
+	bool cancelled; /* seen while waiting for confirms */
 	char *consumer_tag;
-	struct pending *head, *tail;	/* deliveries read while waiting */
+	struct pending *head, *tail; /* deliveries read while waiting */
 };
 
 static void set_error(struct mq *m, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void set_error(struct mq *m, const char *fmt, ...)
 {
@@ -79,7 +82,8 @@ static int check_reply(struct mq *m, amqp_rpc_reply_t r, const char *what)
 			amqp_connection_close_t *c = r.reply.decoded;
 
 			m->reply_code = c->reply_code;
-			set_error(m, "%s: broker closed the connection: %u %.*s",
+			set_error(m,
+				  "%s: broker closed the connection: %u %.*s",
 				  what, c->reply_code, (int)c->reply_text.len,
 				  (char *)c->reply_text.bytes);
 			m->closed = true;
@@ -186,8 +190,9 @@ static amqp_socket_t *new_socket(amqp_connection_state_t conn, bool ssl,
 	amqp_ssl_socket_set_verify_peer(s, t->verify_peer);
 	amqp_ssl_socket_set_verify_hostname(s, t->verify_hostname);
 	/* rabbitmq-c 0.11 never reads the system's trust store itself */
-	ca = t->ca_cert != NULL ? t->ca_cert :
-	     access(SYSTEM_CA_BUNDLE, R_OK) == 0 ? SYSTEM_CA_BUNDLE : NULL;
+	ca = t->ca_cert != NULL			   ? t->ca_cert
+	     : access(SYSTEM_CA_BUNDLE, R_OK) == 0 ? SYSTEM_CA_BUNDLE
+						   : NULL;
 	if (ca != NULL && amqp_ssl_socket_set_cacert(s, ca) != AMQP_STATUS_OK) {
 		snprintf(err, errlen, "tls ca_cert %s: cannot load", ca);
 		return NULL;
@@ -205,14 +210,14 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 		    int heartbeat, const char *name)
 {
 	amqp_table_entry_t caps[] = {
-		{ amqp_cstring_bytes("consumer_cancel_notify"),
-		  { AMQP_FIELD_KIND_BOOLEAN, { .boolean = 1 } } },
-		{ amqp_cstring_bytes("publisher_confirms"),
-		  { AMQP_FIELD_KIND_BOOLEAN, { .boolean = 1 } } },
-		{ amqp_cstring_bytes("basic.nack"),
-		  { AMQP_FIELD_KIND_BOOLEAN, { .boolean = 1 } } },
-		{ amqp_cstring_bytes("authentication_failure_close"),
-		  { AMQP_FIELD_KIND_BOOLEAN, { .boolean = 1 } } },
+	    {amqp_cstring_bytes("consumer_cancel_notify"),
+	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+	    {amqp_cstring_bytes("publisher_confirms"),
+	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+	    {amqp_cstring_bytes("basic.nack"),
+	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+	    {amqp_cstring_bytes("authentication_failure_close"),
+	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
 	};
 	amqp_table_entry_t props[2];
 	amqp_table_t t;
@@ -227,10 +232,9 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 	props[1].value.value.bytes = amqp_cstring_bytes(name);
 	t.num_entries = 2;
 	t.entries = props;
-	r = amqp_login_with_properties(m->conn, ci->vhost, 0,
-				       AMQP_DEFAULT_FRAME_SIZE, heartbeat, &t,
-				       AMQP_SASL_METHOD_PLAIN, ci->user,
-				       ci->password);
+	r = amqp_login_with_properties(
+	    m->conn, ci->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat, &t,
+	    AMQP_SASL_METHOD_PLAIN, ci->user, ci->password);
 	if (check_reply(m, r, "login") == 0)
 		return 0;
 	if (m->reply_code == 0 && !m->closed)
@@ -239,11 +243,11 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 }
 
 /* One node: connect, log in, open the channel. */
-static int try_url(struct mq *m, const struct broker_conf *b,
-		   const char *url, const char *name, int *status)
+static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
+		   const char *name, int *status)
 {
 	struct amqp_connection_info ci;
-	struct timeval tv = { RPC_TIMEOUT_S, 0 };
+	struct timeval tv = {RPC_TIMEOUT_S, 0};
 	char *copy = xstrdup(url), *pw = NULL, *safe = mq_url_redacted(url);
 	char err[256];
 	amqp_socket_t *s;
@@ -255,7 +259,7 @@ static int try_url(struct mq *m, const struct broker_conf *b,
 		goto out;
 	}
 	if (ci.vhost[0] == '\0')
-		ci.vhost = "/";	/* "amqp://host/": no vhost is named "" */
+		ci.vhost = "/"; /* "amqp://host/": no vhost is named "" */
 	if (b->password_file != NULL) {
 		pw = read_password(b->password_file, err, sizeof(err));
 		if (pw == NULL) {
@@ -334,7 +338,8 @@ void mq_close(struct mq *m)
 		return;
 	if (m->conn != NULL) {
 		if (!m->closed) {
-			amqp_channel_close(m->conn, CHANNEL, AMQP_REPLY_SUCCESS);
+			amqp_channel_close(m->conn, CHANNEL,
+					   AMQP_REPLY_SUCCESS);
 			amqp_connection_close(m->conn, AMQP_REPLY_SUCCESS);
 		}
 		amqp_destroy_connection(m->conn);
@@ -345,7 +350,7 @@ void mq_close(struct mq *m)
 		free(p);
 	}
 	free(m->consumer_tag);
-	free(m->acked);
+	free(m->answered);
 	free(m);
 }
 
@@ -371,7 +376,7 @@ bool mq_buffered(struct mq *m)
 
 static amqp_table_t queue_args(enum queue_type type, amqp_table_entry_t *e)
 {
-	amqp_table_t t = { 0, e };
+	amqp_table_t t = {0, e};
 
 	if (type == QUEUE_QUORUM) {
 		e[0].key = amqp_cstring_bytes("x-queue-type");
@@ -398,7 +403,7 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 		     int ttl)
 {
 	amqp_table_entry_t e[3];
-	amqp_table_t t = { 3, e };
+	amqp_table_t t = {3, e};
 	char what[300];
 
 	e[0].key = amqp_cstring_bytes("x-message-ttl");
@@ -433,8 +438,7 @@ int mq_consume(struct mq *m, const char *queue, int prefetch)
 	if (check_reply(m, amqp_get_rpc_reply(m->conn), "basic.consume"))
 		return -1;
 	free(m->consumer_tag);
-	m->consumer_tag = strndup(ok->consumer_tag.bytes,
-				  ok->consumer_tag.len);
+	m->consumer_tag = strndup(ok->consumer_tag.bytes, ok->consumer_tag.len);
 	return 0;
 }
 
@@ -442,10 +446,19 @@ int mq_cancel(struct mq *m)
 {
 	if (m->consumer_tag == NULL)
 		return 0;
-	amqp_basic_cancel(m->conn, CHANNEL, amqp_cstring_bytes(m->consumer_tag));
+	amqp_basic_cancel_t req = {amqp_cstring_bytes(m->consumer_tag), 0};
+	int r;
+
+	/*
+	 * Not amqp_basic_cancel(): that waits for cancel-ok, and the worker
+	 * must not stop serving its handler for a round trip. The cancel-ok
+	 * arrives later as a frame mq_poll ignores; deliveries sent before
+	 * it are settled by the caller (nack, or the connection's close).
+	 */
+	r = amqp_send_method(m->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &req);
 	free(m->consumer_tag);
 	m->consumer_tag = NULL;
-	return check_reply(m, amqp_get_rpc_reply(m->conn), "basic.cancel");
+	return check_status(m, r, "basic.cancel");
 }
 
 /* Bytes as a C string, or NULL when unset or holding a NUL. */
@@ -460,8 +473,7 @@ static char *bytes_str(amqp_bytes_t b)
 	return s;
 }
 
-#define PROP(flag, field) \
-	((p->_flags & (flag)) ? bytes_str(p->field) : NULL)
+#define PROP(flag, field) ((p->_flags & (flag)) ? bytes_str(p->field) : NULL)
 
 static void copy_headers(struct delivery *d, const amqp_table_t *t)
 {
@@ -506,7 +518,7 @@ static void copy_headers(struct delivery *d, const amqp_table_t *t)
 			snprintf(num, sizeof(num), "%" PRIu64, v->value.u64);
 			break;
 		default:
-			continue;	/* neither string nor integer */
+			continue; /* neither string nor integer */
 		}
 		if (h->value == NULL) {
 			h->value = xstrdup(num);
@@ -537,11 +549,12 @@ static struct delivery *to_delivery(amqp_envelope_t *env)
 	d->exchange = bytes_str(env->exchange);
 	d->routing_key = bytes_str(env->routing_key);
 	d->message_id = PROP(AMQP_BASIC_MESSAGE_ID_FLAG, message_id);
-	d->correlation_id = PROP(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id);
+	d->correlation_id =
+	    PROP(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id);
 	d->reply_to = PROP(AMQP_BASIC_REPLY_TO_FLAG, reply_to);
 	d->content_type = PROP(AMQP_BASIC_CONTENT_TYPE_FLAG, content_type);
 	d->content_encoding =
-		PROP(AMQP_BASIC_CONTENT_ENCODING_FLAG, content_encoding);
+	    PROP(AMQP_BASIC_CONTENT_ENCODING_FLAG, content_encoding);
 	d->type = PROP(AMQP_BASIC_TYPE_FLAG, type);
 	d->app_id = PROP(AMQP_BASIC_APP_ID_FLAG, app_id);
 	if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
@@ -572,18 +585,42 @@ static void push_pending(struct mq *m, struct delivery *d)
 	m->tail = p;
 }
 
+static void mark_answered(struct mq *m, uint64_t tag)
+{
+	if (tag == 0 || tag > m->published || m->answered[tag - 1])
+		return;
+	m->answered[tag - 1] = 1;
+	m->confirmed++;
+}
+
+/*
+ * basic.ack / basic.nack from the broker. Confirms may come out of order;
+ * "multiple" answers every tag up to and including this one.
+ */
 static void on_confirm(struct mq *m, uint64_t tag, bool multiple, bool ack)
 {
 	if (!ack)
 		m->nacked = true;
-	/* RabbitMQ confirms in order on one channel; multiple covers <= tag */
-	if (multiple || tag == m->confirmed + 1) {
-		if (tag > m->confirmed)
-			m->confirmed = tag;
-	} else if (tag > m->confirmed) {
-		m->confirmed = tag;	/* a gap means earlier ones are pending;
-					 * RabbitMQ does not do this */
+	if (multiple) {
+		for (uint64_t t = m->low + 1; t <= tag && t <= m->published;
+		     t++)
+			mark_answered(m, t);
+	} else {
+		mark_answered(m, tag);
 	}
+	while (m->low < m->published && m->answered[m->low])
+		m->low++;
+}
+
+/* Read and drop the content of a basic.return: the copy was unroutable. */
+static void on_return(struct mq *m, amqp_channel_t channel)
+{
+	amqp_message_t msg;
+	amqp_rpc_reply_t r = amqp_read_message(m->conn, channel, &msg, 0);
+
+	if (r.reply_type == AMQP_RESPONSE_NORMAL)
+		amqp_destroy_message(&msg);
+	m->returned = true;
 }
 
 /* A frame that is not a delivery: returns the event it means. */
@@ -604,14 +641,18 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 		on_confirm(m, a->delivery_tag, a->multiple, false);
 		return MQ_NONE;
 	}
+	case AMQP_BASIC_RETURN_METHOD:
+		on_return(m, f->channel);
+		return MQ_NONE;
 	case AMQP_BASIC_CANCEL_METHOD:
-		set_error(m, "the broker cancelled the consumer (queue deleted?)");
+		set_error(m,
+			  "the broker cancelled the consumer (queue deleted?)");
 		free(m->consumer_tag);
 		m->consumer_tag = NULL;
 		return MQ_CANCELLED;
 	case AMQP_CHANNEL_CLOSE_METHOD: {
 		amqp_channel_close_t *c = f->payload.method.decoded;
-		amqp_channel_close_ok_t ok = { 0 };
+		amqp_channel_close_ok_t ok = {0};
 
 		m->reply_code = c->reply_code;
 		set_error(m, "broker closed the channel: %u %.*s",
@@ -624,7 +665,7 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 	}
 	case AMQP_CONNECTION_CLOSE_METHOD: {
 		amqp_connection_close_t *c = f->payload.method.decoded;
-		amqp_connection_close_ok_t ok = { 0 };
+		amqp_connection_close_ok_t ok = {0};
 
 		m->reply_code = c->reply_code;
 		set_error(m, "broker closed the connection: %u %.*s",
@@ -694,7 +735,7 @@ enum mq_event mq_poll(struct mq *m, struct delivery **out)
 			m->cancelled = false;
 			return MQ_CANCELLED;
 		}
-		struct timeval tv0 = { 0, 0 };
+		struct timeval tv0 = {0, 0};
 
 		e = read_one(m, &tv0);
 		if (e != MQ_DELIVERY)
@@ -707,7 +748,7 @@ enum mq_event mq_service(struct mq *m)
 	enum mq_event e;
 
 	do {
-		struct timeval tv0 = { 0, 0 };
+		struct timeval tv0 = {0, 0};
 
 		e = read_one(m, &tv0);
 	} while (e == MQ_DELIVERY);
@@ -752,10 +793,12 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 				  const struct publish *p,
 				  amqp_table_entry_t *e, int cap)
 {
-	amqp_table_t t = { 0, e };
+	amqp_table_t t = {0, e};
 
 	if (like != NULL && (like->_flags & AMQP_BASIC_HEADERS_FLAG)) {
-		for (int i = 0; i < like->headers.num_entries && t.num_entries < cap; i++) {
+		for (int i = 0;
+		     i < like->headers.num_entries && t.num_entries < cap;
+		     i++) {
 			const amqp_table_entry_t *o = &like->headers.entries[i];
 			bool replaced = false;
 
@@ -777,7 +820,8 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 		n->key = amqp_cstring_bytes(p->headers[j].name);
 		if (p->headers[j].integer) {
 			n->value.kind = AMQP_FIELD_KIND_I64;
-			n->value.value.i64 = strtoll(p->headers[j].value, NULL, 10);
+			n->value.value.i64 =
+			    strtoll(p->headers[j].value, NULL, 10);
 		} else {
 			n->value.kind = AMQP_FIELD_KIND_UTF8;
 			n->value.value.bytes.bytes = p->headers[j].value;
@@ -791,9 +835,9 @@ int mq_publish(struct mq *m, const struct publish *p)
 {
 	const amqp_basic_properties_t *like = NULL;
 	amqp_basic_properties_t props;
-	amqp_table_entry_t e[128];
-	amqp_bytes_t body = { p->body_len, (void *)p->body };
-	int r;
+	amqp_table_entry_t *props_table = NULL;
+	amqp_bytes_t body = {p->body_len, (void *)p->body};
+	int r, cap;
 
 	if (p->like != NULL && p->like->amqp != NULL)
 		like = &((amqp_envelope_t *)p->like->amqp)->message.properties;
@@ -815,17 +859,33 @@ int mq_publish(struct mq *m, const struct publish *p)
 	}
 	if (p->nheaders > 0 ||
 	    (like != NULL && (like->_flags & AMQP_BASIC_HEADERS_FLAG))) {
+		cap = p->nheaders;
+		if (like != NULL && (like->_flags & AMQP_BASIC_HEADERS_FLAG))
+			cap += like->headers.num_entries;
+		props_table = xcalloc((size_t)cap, sizeof(*props_table));
 		props._flags |= AMQP_BASIC_HEADERS_FLAG;
-		props.headers = merge_headers(like, p, e, 128);
+		props.headers = merge_headers(like, p, props_table, cap);
 	}
-	r = amqp_basic_publish(m->conn, CHANNEL,
-			       amqp_cstring_bytes(p->exchange ? p->exchange : ""),
-			       amqp_cstring_bytes(p->routing_key), 0, 0, &props,
-			       body);
+	/* the broker checks user_id against our login: not ours to copy */
+	props._flags &= ~AMQP_BASIC_USER_ID_FLAG;
+	/* mandatory: a copy to a queue deleted meanwhile comes back */
+	r = amqp_basic_publish(
+	    m->conn, CHANNEL,
+	    amqp_cstring_bytes(p->exchange ? p->exchange : ""),
+	    amqp_cstring_bytes(p->routing_key), 1, 0, &props, body);
+	free(props_table);
 	if (check_status(m, r, "basic.publish"))
 		return -1;
-	if (m->confirming)
-		m->published++;
+	if (m->confirming) {
+		if (m->published == m->answered_cap) {
+			m->answered_cap =
+			    m->answered_cap ? m->answered_cap * 2 : 64;
+			m->answered = realloc(m->answered, m->answered_cap);
+			if (m->answered == NULL)
+				fatal("realloc");
+		}
+		m->answered[m->published++] = 0;
+	}
 	return 0;
 }
 
@@ -854,6 +914,12 @@ int mq_wait_confirms(struct mq *m, int timeout_ms)
 	if (m->nacked) {
 		set_error(m, "the broker refused (nacked) a message");
 		m->nacked = false;
+		return -1;
+	}
+	if (m->returned) {
+		set_error(m, "the broker could not route a message "
+			     "(its queue was deleted?)");
+		m->returned = false;
 		return -1;
 	}
 	return 0;

@@ -32,7 +32,7 @@ void notify_reloading(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
 		 (unsigned long long)ts.tv_sec * 1000000ULL +
-			 (unsigned long long)ts.tv_nsec / 1000ULL);
+		     (unsigned long long)ts.tv_nsec / 1000ULL);
 	sd_notify(0, buf);
 }
 

@@ -20,14 +20,14 @@ int retry_delay(const struct retry_conf *rc, int n)
 	if (d > rc->max_delay || !isfinite(d))
 		d = rc->max_delay;
 	if (d < 1)
-		d = 1;		/* a TTL of 0 would not delay at all */
+		d = 1; /* a TTL of 0 would not delay at all */
 	return (int)d;
 }
 
 struct outcome outcome_of(const struct handler_result *r, int attempt,
 			  const struct retry_conf *rc)
 {
-	struct outcome o = { OUTCOME_FAILED, "", 0 };
+	struct outcome o = {OUTCOME_FAILED, "", 0};
 
 	if (!r->started) {
 		o.kind = OUTCOME_REQUEUED;
@@ -45,7 +45,7 @@ struct outcome outcome_of(const struct handler_result *r, int attempt,
 			return o;
 		}
 		if (st == EX_DATAERR_STATUS)
-			return o;	/* the message itself is bad */
+			return o; /* the message itself is bad */
 	} else if (WIFSIGNALED(r->wait_status)) {
 		snprintf(o.reason, sizeof(o.reason), "signal %d",
 			 WTERMSIG(r->wait_status));

@@ -18,7 +18,7 @@
 
 #define EX_USAGE_STATUS 64
 #define CONFIRM_TIMEOUT_MS 30000
-#define BATCH 1000		/* messages between confirm waits with -l */
+#define BATCH 1000 /* messages between confirm waits with -l */
 
 static void usage(FILE *f)
 {
@@ -39,7 +39,8 @@ static int add_header(struct opts *o, const char *arg)
 	struct header *h;
 
 	if (colon == NULL || colon == arg) {
-		fprintf(stderr, "warren-submit: -H '%s': expected 'Name: value'\n",
+		fprintf(stderr,
+			"warren-submit: -H '%s': expected 'Name: value'\n",
 			arg);
 		return -1;
 	}
@@ -92,7 +93,7 @@ static void random_id(char *buf, size_t len)
 static int publish_one(struct mq *mq, const struct opts *o, const void *body,
 		       size_t len, const char *id)
 {
-	struct publish p = { 0 };
+	struct publish p = {0};
 
 	p.routing_key = o->queue;
 	p.body = body;
@@ -191,12 +192,12 @@ static int submit_one(struct mq *mq, const struct opts *o, int argc,
 
 int main(int argc, char **argv)
 {
-	struct opts o = { 0 };
+	struct opts o = {0};
 	struct config *cf = NULL;
-	struct broker_conf adhoc = { 0 };
+	struct broker_conf adhoc = {0};
 	const struct broker_conf *b;
 	const struct queue_conf *q;
-	struct queue_conf dflt = { 0 };
+	struct queue_conf dflt = {0};
 	struct mq *mq;
 	char err[1024];
 	int c, status, rc;
@@ -273,7 +274,8 @@ int main(int argc, char **argv)
 	} else if (o.lines) {
 		rc = submit_lines(mq, &o) == 0 ? 0 : 1;
 	} else {
-		rc = submit_one(mq, &o, argc - optind, argv + optind) == 0 ? 0 : 1;
+		rc = submit_one(mq, &o, argc - optind, argv + optind) == 0 ? 0
+									   : 1;
 	}
 	mq_close(mq);
 	for (int i = 0; i < o.nheaders; i++) {

@@ -12,8 +12,8 @@
 #include <poll.h>
 #include <sys/types.h>
 
-#define EX_CONFIG_STATUS 78	/* sysexits.h EX_CONFIG */
-#define EX_DATAERR_STATUS 65	/* sysexits.h EX_DATAERR */
+#define EX_CONFIG_STATUS 78  /* sysexits.h EX_CONFIG */
+#define EX_DATAERR_STATUS 65 /* sysexits.h EX_DATAERR */
 
 /* ------------------------------------------------------------------ */
 /* config.c: the configuration file, parsed into plain structs */
@@ -29,34 +29,34 @@ struct tls_conf {
 };
 
 struct broker_conf {
-	char **urls;		/* at least one */
+	char **urls; /* at least one */
 	int nurls;
-	int heartbeat;		/* seconds, 0 = off */
-	char *password_file;	/* NULL if unset */
+	int heartbeat;	     /* seconds, 0 = off */
+	char *password_file; /* NULL if unset */
 	struct tls_conf tls;
 };
 
 struct retry_conf {
-	int attempts;		/* attempts in all, >= 1 */
-	int delay;		/* seconds before the first retry */
-	double backoff;		/* multiplier per further retry */
-	int max_delay;		/* cap, seconds */
+	int attempts;	/* attempts in all, >= 1 */
+	int delay;	/* seconds before the first retry */
+	double backoff; /* multiplier per further retry */
+	int max_delay;	/* cap, seconds */
 };
 
 struct queue_conf {
 	char *name;
-	int line;		/* where the section starts, for messages */
+	int line; /* where the section starts, for messages */
 	int workers;
-	char **command;		/* NULL-terminated argv */
+	char **command; /* NULL-terminated argv */
 	int ncommand;
 	int prefetch;
-	int timeout;		/* seconds, 0 = none */
+	int timeout; /* seconds, 0 = none */
 	int kill_grace;
 	bool durable;
 	enum queue_type type;
 	struct retry_conf retry;
 	bool park;
-	char **environment;	/* NULL-terminated "NAME=value" */
+	char **environment; /* NULL-terminated "NAME=value" */
 	int nenvironment;
 	char *workdir;
 };
@@ -93,30 +93,33 @@ struct log_fields {
 	long duration_ms;
 	const char *stream;
 };
-#define LOG_FIELDS_INIT { NULL, NULL, -1, -1, NULL }
+#define LOG_FIELDS_INIT                                                        \
+	{                                                                      \
+		NULL, NULL, -1, -1, NULL                                       \
+	}
 
 void log_init(const char *ident, bool debug);
 /* Identify this process as worker NUMBER of QUEUE in every record. */
 void log_set_worker(const char *queue, int number);
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2), noreturn));
+    __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2), noreturn));
+    __attribute__((format(printf, 1, 2), noreturn));
 
 /* ------------------------------------------------------------------ */
 /* delivery.c: a received message, independent of the AMQP library */
 
 struct header {
 	char *name;
-	char *value;		/* string or integer rendered as text */
-	size_t len;		/* value length; a value may hold NUL */
-	bool integer;		/* an AMQP integer, value in decimal */
+	char *value;  /* string or integer rendered as text */
+	size_t len;   /* value length; a value may hold NUL */
+	bool integer; /* an AMQP integer, value in decimal */
 };
 
 struct delivery {
@@ -132,13 +135,13 @@ struct delivery {
 	char *content_encoding;
 	char *type;
 	char *app_id;
-	char *timestamp;	/* decimal Unix seconds */
+	char *timestamp; /* decimal Unix seconds */
 	struct header *headers;
 	int nheaders;
 	void *body;
 	size_t body_len;
-	void *amqp;		/* mq.c's own copy of the message */
-	void (*amqp_free)(void *);	/* frees amqp, which owns body */
+	void *amqp;		   /* mq.c's own copy of the message */
+	void (*amqp_free)(void *); /* frees amqp, which owns body */
 };
 
 void delivery_free(struct delivery *d);
@@ -160,23 +163,23 @@ void env_free(char **env);
 /* outcome.c: what a handler's result means for its message (pure) */
 
 enum outcome_kind {
-	OUTCOME_ACK,		/* handled: ack */
-	OUTCOME_RETRY,		/* failed, attempts left: retry later */
-	OUTCOME_FAILED,		/* failed for good: park or reject */
-	OUTCOME_REQUEUED,	/* never ran: requeue, back off */
+	OUTCOME_ACK,	  /* handled: ack */
+	OUTCOME_RETRY,	  /* failed, attempts left: retry later */
+	OUTCOME_FAILED,	  /* failed for good: park or reject */
+	OUTCOME_REQUEUED, /* never ran: requeue, back off */
 };
 
 struct handler_result {
-	int wait_status;	/* from waitpid(), valid when started */
-	bool started;		/* false: exec failed */
+	int wait_status; /* from waitpid(), valid when started */
+	bool started;	 /* false: exec failed */
 	bool timed_out;
-	int timeout;		/* seconds, for the reason text */
+	int timeout; /* seconds, for the reason text */
 };
 
 struct outcome {
 	enum outcome_kind kind;
-	char reason[64];	/* "exit 3", "signal 9", "timeout 30s" */
-	int delay;		/* OUTCOME_RETRY: seconds to wait */
+	char reason[64]; /* "exit 3", "signal 9", "timeout 30s" */
+	int delay;	 /* OUTCOME_RETRY: seconds to wait */
 };
 
 struct outcome outcome_of(const struct handler_result *r, int attempt,
@@ -191,10 +194,10 @@ const char *outcome_name(enum outcome_kind k);
 struct mq;
 
 enum mq_event {
-	MQ_NONE,		/* nothing more to read now */
-	MQ_DELIVERY,		/* *out holds a message */
-	MQ_CANCELLED,		/* the broker cancelled our consumer */
-	MQ_CLOSED,		/* connection or channel gone; see mq_error */
+	MQ_NONE,      /* nothing more to read now */
+	MQ_DELIVERY,  /* *out holds a message */
+	MQ_CANCELLED, /* the broker cancelled our consumer */
+	MQ_CLOSED,    /* connection or channel gone; see mq_error */
 };
 
 /*
@@ -247,13 +250,13 @@ struct publish {
 	const char *routing_key;
 	const void *body;
 	size_t body_len;
-	const struct delivery *like;	/* copy properties from, or NULL */
-	const char *message_id;		/* overrides like's */
-	struct header *headers;		/* added/replaced headers */
+	const struct delivery *like; /* copy properties from, or NULL */
+	const char *message_id;	     /* overrides like's */
+	struct header *headers;	     /* added/replaced headers */
 	int nheaders;
-	const char *drop_header;	/* left out of like's, or NULL;
-					 * x-delivery-count always is */
-	const char *expiration;		/* per-message TTL (ms), or NULL */
+	const char *drop_header; /* left out of like's, or NULL;
+				  * x-delivery-count always is */
+	const char *expiration;	 /* per-message TTL (ms), or NULL */
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* Wait for confirms of every publish so far; 0 when all acked. */
@@ -303,24 +306,24 @@ enum report {
 	REPORT_RETRY = 'r',
 	REPORT_FAILED = 'f',
 	REPORT_REQUEUED = 'q',
-	REPORT_DOWN = 'D',	/* lost or could not get its connection */
+	REPORT_DOWN = 'D', /* lost or could not get its connection */
 };
 
 /* Master -> worker commands on the control socket. */
 enum command {
-	COMMAND_RETIRE = 'R',	/* finish the current message, exit */
-	COMMAND_STOP = 'S',	/* shutdown: shutdown_timeout applies */
+	COMMAND_RETIRE = 'R', /* finish the current message, exit */
+	COMMAND_STOP = 'S',   /* shutdown: shutdown_timeout applies */
 };
 
 /* Worker exit statuses, telling the master why. */
 enum worker_exit {
-	WORKER_EXIT_OK = 0,		/* retired or stopped */
-	WORKER_EXIT_FATAL = 1,		/* unexpected error */
-	WORKER_EXIT_CONNECT = 10,	/* could not connect / lost it */
-	WORKER_EXIT_LOGIN = 11,		/* refused login */
-	WORKER_EXIT_DECLARE = 12,	/* could not declare or consume */
-	WORKER_EXIT_HANDLER = 13,	/* handler could not start */
-	WORKER_EXIT_MASTER = 14,	/* master went away */
+	WORKER_EXIT_OK = 0,	  /* retired or stopped */
+	WORKER_EXIT_FATAL = 1,	  /* unexpected error */
+	WORKER_EXIT_CONNECT = 10, /* could not connect / lost it */
+	WORKER_EXIT_LOGIN = 11,	  /* refused login */
+	WORKER_EXIT_DECLARE = 12, /* could not declare or consume */
+	WORKER_EXIT_HANDLER = 13, /* handler could not start */
+	WORKER_EXIT_MASTER = 14,  /* master went away */
 };
 
 /* Runs in the forked child; never returns. */

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,20 +31,20 @@ struct worker {
 	const struct config *cf;
 	const struct queue_conf *q;
 	int number;
-	int ctl;		/* control socket to the master */
+	int ctl; /* control socket to the master */
 	int sigfd;
 	struct mq *mq;
-	struct delivery *d;	/* the message being handled */
+	struct delivery *d; /* the message being handled */
 	struct handler *h;
 	int attempt;
 	int64_t started;
-	bool retiring;		/* finish the current message, then exit */
-	bool stopping;		/* shutdown: shutdown_timeout applies */
+	bool retiring; /* finish the current message, then exit */
+	bool stopping; /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
-	bool broken;		/* the connection failed us: reconnect */
-	bool stop_killed;	/* the handler was stopped by the shutdown */
-	char *declared[MAX_DECLARED];	/* retry and parking queues */
+	bool broken;	  /* the connection failed us: reconnect */
+	bool stop_killed; /* the handler was stopped by the shutdown */
+	char *declared[MAX_DECLARED]; /* retry and parking queues */
 	int ndeclared;
 };
 
@@ -60,8 +61,8 @@ static void report(struct worker *w, char code, const char *text)
 
 	buf[0] = code;
 	if (text != NULL) {
-		n += strlen(text) > sizeof(buf) - 1 ? sizeof(buf) - 1 :
-						      strlen(text);
+		n += strlen(text) > sizeof(buf) - 1 ? sizeof(buf) - 1
+						    : strlen(text);
 		memcpy(buf + 1, text, n - 1);
 	}
 	/* SEQPACKET: one record per send; a full buffer never blocks us */
@@ -112,15 +113,15 @@ static int attempt_of(const struct worker *w, int *lost)
 /* The budget went on deliveries that died with their worker: park it. */
 static void spent(struct worker *w, int lost)
 {
-	struct handler_result r = { 0 };
-	struct outcome o = { OUTCOME_FAILED, "", 0 };
+	struct handler_result r = {0};
+	struct outcome o = {OUTCOME_FAILED, "", 0};
 
 	if (lost > 0)
 		snprintf(o.reason, sizeof(o.reason), "redelivered %d times",
 			 lost);
 	else
 		snprintf(o.reason, sizeof(o.reason), "out of attempts");
-	w->attempt--;	/* this delivery never ran */
+	w->attempt--; /* this delivery never ran */
 	apply(w, &o, "");
 	log_outcome(w, &o, &r);
 	report(w, report_of(o.kind), NULL);
@@ -168,10 +169,10 @@ static void start_handler(struct worker *w)
 }
 
 /* Publish a copy of the current message to queue, confirmed. */
-static int publish_copy(struct worker *w, const char *queue,
-			struct header *hs, int nh, const char *drop)
+static int publish_copy(struct worker *w, const char *queue, struct header *hs,
+			int nh, const char *drop)
 {
-	struct publish p = { 0 };
+	struct publish p = {0};
 
 	p.drop_header = drop;
 	p.routing_key = queue;
@@ -192,8 +193,8 @@ static int declare_once(struct worker *w, const char *name, int ttl)
 	for (int i = 0; i < w->ndeclared; i++)
 		if (strcmp(w->declared[i], name) == 0)
 			return 0;
-	if (ttl > 0 ? mq_declare_delay(w->mq, name, w->q->name, ttl) :
-		      mq_declare_named(w->mq, name, true, QUEUE_CLASSIC))
+	if (ttl > 0 ? mq_declare_delay(w->mq, name, w->q->name, ttl)
+		    : mq_declare_named(w->mq, name, true, QUEUE_CLASSIC))
 		return -1;
 	if (w->ndeclared < MAX_DECLARED)
 		w->declared[w->ndeclared++] = xstrdup(name);
@@ -268,19 +269,19 @@ static void apply(struct worker *w, struct outcome *o, const char *tail)
 			rc = mq_nack(w->mq, w->d->tag, false);
 			break;
 		}
-		if ((o->kind == OUTCOME_RETRY ? retry_later(w, o) :
-						park(w, o, tail)) == 0) {
+		if ((o->kind == OUTCOME_RETRY ? retry_later(w, o)
+					      : park(w, o, tail)) == 0) {
 			rc = mq_ack(w->mq, w->d->tag);
 			break;
 		}
 		log_warnx("%s: cannot %s it: %s; requeued",
 			  w->d->message_id ? w->d->message_id : "-",
-			  o->kind == OUTCOME_RETRY ? "schedule a retry of" :
-						     "park",
+			  o->kind == OUTCOME_RETRY ? "schedule a retry of"
+						   : "park",
 			  mq_error(w->mq));
 		o->kind = OUTCOME_REQUEUED;
 		mq_nack(w->mq, w->d->tag, true);
-		rc = -1;	/* the channel is suspect: start afresh */
+		rc = -1; /* the channel is suspect: start afresh */
 		break;
 	case OUTCOME_REQUEUED:
 		rc = mq_nack(w->mq, w->d->tag, true);
@@ -330,7 +331,7 @@ static void log_outcome(struct worker *w, const struct outcome *o,
 static void settle(struct worker *w)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
-	struct handler_result r = { 0 };
+	struct handler_result r = {0};
 	struct outcome o;
 
 	lf.message_id = w->d->message_id;
@@ -344,7 +345,7 @@ static void settle(struct worker *w)
 	}
 	apply(w, &o, handler_stderr_tail(w->h));
 	log_outcome(w, &o, &r);
-	report(w, report_of(o.kind), NULL);	/* and idle again */
+	report(w, report_of(o.kind), NULL); /* and idle again */
 	handler_free(w->h);
 	w->h = NULL;
 	delivery_free(w->d);
@@ -359,7 +360,7 @@ static void begin_stop(struct worker *w, bool shutdown)
 	if (shutdown && !w->stopping) {
 		w->stopping = true;
 		w->stop_deadline =
-			now_ms() + (int64_t)w->cf->shutdown_timeout * 1000;
+		    now_ms() + (int64_t)w->cf->shutdown_timeout * 1000;
 	}
 	if (w->retiring)
 		return;
@@ -380,7 +381,7 @@ static void on_signals(struct worker *w)
 			begin_stop(w, true);
 			break;
 		default:
-			break;	/* SIGCHLD: the loop reaps; SIGHUP: master's */
+			break; /* SIGCHLD: the loop reaps; SIGHUP: master's */
 		}
 	}
 }
@@ -416,11 +417,13 @@ static int poll_timeout(struct worker *w)
 	if (w->h != NULL && (ht = handler_next_timer(w->h)) >= 0 &&
 	    (t < 0 || ht < t))
 		t = ht;
-	if (w->stopping && w->h != NULL) {
+	if (w->stopping && w->h != NULL && !w->stop_killed) {
 		int64_t left = w->stop_deadline - now_ms();
 
 		if (left < 0)
 			left = 0;
+		if (left > INT_MAX)
+			left = INT_MAX;
 		if (t < 0 || left < t)
 			t = (int)left;
 	}
@@ -441,7 +444,8 @@ static void on_broker(struct worker *w)
 			enum mq_event e = mq_service(w->mq);
 
 			if (e == MQ_CLOSED)
-				give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+				give_up(w, WORKER_EXIT_CONNECT,
+					mq_error(w->mq));
 			if (e == MQ_CANCELLED) {
 				log_warnx("%s", mq_error(w->mq));
 				begin_stop(w, false);
@@ -508,7 +512,8 @@ static void loop(struct worker *w)
 			handler_timers(w->h);
 			if (w->stopping && !w->stop_killed &&
 			    now_ms() >= w->stop_deadline) {
-				log_warnx("shutdown_timeout reached; stopping the handler");
+				log_warnx("shutdown_timeout reached; stopping "
+					  "the handler");
 				handler_stop(w->h, w->q->kill_grace);
 				w->stop_killed = true;
 			}
@@ -523,7 +528,7 @@ static void loop(struct worker *w)
 void worker_main(const struct config *cf, const struct queue_conf *q,
 		 int number, int ctl)
 {
-	struct worker w = { 0 };
+	struct worker w = {0};
 	char name[300], err[512];
 	int status;
 

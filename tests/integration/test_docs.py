@@ -83,3 +83,15 @@ def test_readme_quick_start_is_two_commands():
         ["bash scripts/demo", "bash scripts/test"], block
     ci = (ROOT / ".ci" / "run").read_text()
     assert "scripts/test" in ci
+
+
+def test_c_sources_follow_clang_format():
+    """STYLE: one C style, enforced by the repository's .clang-format."""
+    tool = shutil.which("clang-format")
+    if tool is None:
+        pytest.skip("clang-format is not installed")
+    files = sorted(str(p) for d in ("src", "tests/unit")
+                   for p in (ROOT / d).glob("*.[ch]"))
+    r = subprocess.run([tool, "--style=file", "--dry-run", "-Werror", *files],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]

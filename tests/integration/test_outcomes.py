@@ -830,3 +830,77 @@ def test_control_bytes_are_escaped_in_full(broker, cleanup, warrend, tmp_path):
     assert out[0] == "\\x01" * 4096, \
         f"{len(out[0])} characters logged for the first 4096 bytes, not 16384"
     w.stop()
+
+
+# ---------------------------------------------------------------------------
+# copies that the broker would refuse or drop (found in review)
+
+EXIT_3 = r"""
+sys.exit(3)
+"""
+
+
+def test_user_id_of_another_user_does_not_block_retry_and_park(broker, cleanup, warrend, tmp_path):
+    """RabbitMQ refuses a publish whose user_id is not the publisher's login:
+    copies must not carry the producer's user_id, or the message loops."""
+    runs = tmp_path / "runs"
+    h = handler(tmp_path / "fail.py", EXIT_3)
+    broker.ctl("add_user", "warren-producer", "pw")
+    try:
+        broker.ctl("set_permissions", "-p", "/", "warren-producer", ".*", ".*", ".*")
+        w = warrend([h, str(runs)], queue_extra=retry_conf(attempts=2, delay=1))
+        w.wait_consuming(1)
+        creds = pika.PlainCredentials("warren-producer", "pw")
+        conn = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", broker.port, "/", creds))
+        try:
+            ch = conn.channel()
+            ch.confirm_delivery()
+            ch.basic_publish("", w.queue, b"from another user",
+                             pika.BasicProperties(delivery_mode=2, message_id="uid-1",
+                                                  user_id="warren-producer"))
+        finally:
+            conn.close()
+        props, body = wait_parked(broker, w.queue)
+        assert body == b"from another user"
+        assert props.headers["x-warren-attempts"] == 2
+        assert props.user_id is None
+        assert [r["attempt"] for r in runs_of(runs)] == [1, 2]
+        stop_and_assert_empty(broker, w)
+    finally:
+        broker.ctl("delete_user", "warren-producer")
+
+
+def test_many_headers_keep_the_attempt_count(broker, cleanup, warrend, tmp_path):
+    """warren's own headers are never crowded out by the message's."""
+    runs = tmp_path / "runs"
+    h = handler(tmp_path / "fail.py", EXIT_3)
+    w = warrend([h, str(runs)], queue_extra=retry_conf(attempts=2, delay=1))
+    w.wait_consuming(1)
+    headers = {f"x-h{i:03d}": f"v{i}" for i in range(140)}
+    broker.publish(w.queue, b"crowded", headers=headers, message_id="many-1")
+    props, body = wait_parked(broker, w.queue)
+    assert props.headers["x-warren-attempts"] == 2
+    assert props.headers["x-warren-reason"] == "exit 3"
+    assert all(props.headers[k] == v for k, v in headers.items())
+    assert [r["attempt"] for r in runs_of(runs)] == [1, 2]
+    stop_and_assert_empty(broker, w)
+
+
+def test_parking_queue_deleted_meanwhile_loses_nothing(broker, cleanup, warrend, tmp_path):
+    """A copy to a queue deleted since the worker declared it comes back
+    (mandatory); the original is requeued, and parked once re-declared."""
+    runs = tmp_path / "runs"
+    h = handler(tmp_path / "bad.py", "sys.exit(65)\n")
+    w = warrend([h, str(runs)])
+    w.wait_consuming(1)
+    broker.publish(w.queue, b"first", message_id="del-1")
+    props, body = wait_parked(broker, w.queue)
+    assert body == b"first"
+    broker.delete_queue(w.queue + ".failed")
+    assert not exists(broker, w.queue + ".failed")
+    broker.publish(w.queue, b"second", message_id="del-2")
+    props, body = wait_parked(broker, w.queue, timeout=60)
+    assert body == b"second" and props.message_id == "del-2"
+    assert "could not route" in w.log()
+    stop_and_assert_empty(broker, w)

@@ -33,7 +33,8 @@ static void check_error(const char *text, int line, const char *what)
 	CHECK(strncmp(err, want, strlen(want)) == 0);
 	CHECK(strstr(err, what) != NULL);
 	if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, what))
-		fprintf(stderr, "  got: %s\n  want: %s...%s\n", err, want, what);
+		fprintf(stderr, "  got: %s\n  want: %s...%s\n", err, want,
+			what);
 }
 
 #define BROKER "broker {\n url = \"amqp://u:p@localhost/\"\n}\n"
@@ -82,12 +83,13 @@ int main(void)
 		  "}\nshutdown_timeout = 7\n"
 		  "queue \"a\" {\n workers = 4\n"
 		  " command = {\"/usr/bin/x\", \"--v\"}\n prefetch = 3\n"
-		  " timeout = 9\n kill_grace = 2\n durable = false\n"
+		  " timeout = 9\n kill_grace = 2\n durable = true\n"
 		  " type = \"quorum\"\n"
 		  " retry {\n  attempts = 3\n  delay = 1\n  backoff = 1.5\n"
 		  "  max_delay = 60\n }\n park = false\n"
 		  " environment = {\"A=1\", \"B=x=y\"}\n workdir = \"/srv\"\n"
-		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n}\n",
+		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n"
+		  " durable = false\n}\n",
 		  err, sizeof(err));
 	CHECK(cf != NULL);
 	if (cf == NULL) {
@@ -101,7 +103,8 @@ int main(void)
 	CHECK(cf->shutdown_timeout == 7 && cf->nqueues == 2);
 	q = config_queue(cf, "a");
 	CHECK(q->workers == 4 && q->ncommand == 2 && q->prefetch == 3);
-	CHECK(q->timeout == 9 && q->kill_grace == 2 && !q->durable);
+	CHECK(q->timeout == 9 && q->kill_grace == 2 && q->durable);
+	CHECK(!config_queue(cf, "b")->durable);
 	CHECK(q->type == QUEUE_QUORUM && !q->park);
 	CHECK(q->retry.attempts == 3 && q->retry.delay == 1);
 	CHECK(q->retry.backoff == 1.5 && q->retry.max_delay == 60);
@@ -121,46 +124,56 @@ int main(void)
 
 	/* errors, each with its line */
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " bogus = 1\n}\n", 6, "bogus");
+			   " bogus = 1\n}\n",
+		    6, "bogus");
 	check_error(BROKER "queue \"a\" {\n workers = \"many\"\n"
-			   " command = {\"/bin/cat\"}\n}\n", 5, "workers");
+			   " command = {\"/bin/cat\"}\n}\n",
+		    5, "workers");
 	check_error(BROKER "queue \"a\" {\n workers = 2\n}\n", 6,
 		    "command is required");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
 			   "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
 		    7, "duplicate");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " workers = -1\n}\n", 6, "out of range");
+			   " workers = -1\n}\n",
+		    6, "out of range");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " prefetch = 0\n}\n", 6, "out of range");
+			   " prefetch = 0\n}\n",
+		    6, "out of range");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " type = \"stream\"\n}\n", 6, "quorum");
+			   " type = \"stream\"\n}\n",
+		    6, "quorum");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " retry {\n  backoff = 0.5\n }\n}\n", 7, "backoff");
+			   " retry {\n  backoff = 0.5\n }\n}\n",
+		    7, "backoff");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " retry {\n  attempts = 0\n }\n}\n", 7, "attempts");
+			   " retry {\n  attempts = 0\n }\n}\n",
+		    7, "attempts");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " environment = {\"NOEQUALS\"}\n}\n", 6, "NAME=value");
+			   " environment = {\"NOEQUALS\"}\n}\n",
+		    6, "NAME=value");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " environment = {\"WARREN_QUEUE=x\"}\n}\n", 6,
-		    "reserved");
+			   " environment = {\"WARREN_QUEUE=x\"}\n}\n",
+		    6, "reserved");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
-			   " workdir = \"tmp\"\n}\n", 6, "absolute");
+			   " workdir = \"tmp\"\n}\n",
+		    6, "absolute");
 	check_error(BROKER "queue \"a\" {\n command = {\"cat\"}\n}\n", 5,
 		    "path");
 	check_error("broker {\n url = \"http://x/\"\n}\n"
-		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 2, "url");
+		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
+		    2, "url");
 	check_error("broker {\n heartbeat = 5\n}\n"
-		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 3,
-		    "url is required");
+		    "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
+		    3, "url is required");
 	check_error(BROKER, 3, "queue");
 	check_error("queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 3,
 		    "broker");
 	check_error(BROKER "shutdown_timeout = 1.5\n"
-			   "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n", 4,
-		    "shutdown_timeout");
-	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n}\n", 7,
-		    "brace");
+			   "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
+		    4, "shutdown_timeout");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n}\n",
+		    7, "brace");
 
 	/* comments of every kind, counted once each, also inside lists
 	 * (libconfuse 3.3 alone gets both wrong) */
@@ -168,8 +181,9 @@ int main(void)
 		    "queue \"a\" { # q\n command = {\"/bin/cat\", # prog\n"
 		    "  \"-u\" // flag\n }\n workers = -1\n}\n",
 		    12, "out of range");
-	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/x#y\", # c\n"
-			 " \"a//b\", '/*c*/'}\n environment = {\"U=amqp://h/\"}\n}\n",
+	cf = load(BROKER
+		  "queue \"a\" {\n command = {\"/bin/x#y\", # c\n"
+		  " \"a//b\", '/*c*/'}\n environment = {\"U=amqp://h/\"}\n}\n",
 		  err, sizeof(err));
 	CHECK(cf != NULL);
 	if (cf != NULL) {
@@ -180,6 +194,40 @@ int main(void)
 	} else {
 		fprintf(stderr, "%s\n", err);
 	}
+	config_free(cf);
+
+	/* values the broker would refuse at every declare */
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " type = \"quorum\"\n durable = false\n}\n",
+		    8, "always durable");
+	check_error(BROKER "queue \"amq.x\" {\n command = {\"/bin/cat\"}\n}\n",
+		    6, "reserved");
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+			 "queue \"a.failed\" {\n command = {\"/bin/cat\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf == NULL && strstr(err, "where warren puts") != NULL);
+	config_free(cf);
+	cf = load(BROKER
+		  "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+		  "queue \"a.retry.10s\" {\n command = {\"/bin/cat\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf == NULL && strstr(err, "where warren puts") != NULL);
+	config_free(cf);
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+			 "queue \"a.retry\" {\n command = {\"/bin/cat\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL); /* not a name warren uses */
+	config_free(cf);
+	check_error("broker {\n url = \"amqps://h/\"\n tls {\n  cert = \"/c\"\n"
+		    " }\n}\nqueue \"a\" {\n command = {\"/bin/cat\"}\n}\n",
+		    6, "cert and key");
+	/* a comment right after a closing quote */
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"// c\n"
+			 " , \"-u\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL && cf->queues[0].ncommand == 2);
+	if (cf == NULL)
+		fprintf(stderr, "%s\n", err);
 	config_free(cf);
 
 	/* a missing file */

@@ -27,23 +27,23 @@ static int count(char **env)
 
 int main(void)
 {
-	char *qenv[] = { "LANG=C.UTF-8", "PATH=/opt/bin:/usr/bin", NULL };
-	char *cmd[] = { "/bin/true", NULL };
-	struct queue_conf q = { 0 };
+	char *qenv[] = {"LANG=C.UTF-8", "PATH=/opt/bin:/usr/bin", NULL};
+	char *cmd[] = {"/bin/true", NULL};
+	struct queue_conf q = {0};
 	struct header h[] = {
-		{ "x-trace-id", "abc", 3, false },
-		{ "Content-Length!", "12", 2, true },
-		{ "evil", "$(touch /tmp/x); rm -rf /", 25, false },
-		{ "nul", "a\0b", 3, false },
+	    {"x-trace-id", "abc", 3, false},
+	    {"Content-Length!", "12", 2, true},
+	    {"evil", "$(touch /tmp/x); rm -rf /", 25, false},
+	    {"nul", "a\0b", 3, false},
 	};
-	struct delivery d = { 0 };
+	struct delivery d = {0};
 	char **env, *n;
 
 	n = env_name_of_header("x-trace-id");
 	CHECK_STR(n, "WARREN_HEADER_X_TRACE_ID");
 	free(n);
 	n = env_name_of_header("a.b c/9é");
-	CHECK_STR(n, "WARREN_HEADER_A_B_C_9__");	/* é is two bytes */
+	CHECK_STR(n, "WARREN_HEADER_A_B_C_9__"); /* é is two bytes */
 	free(n);
 	n = env_name_of_header("");
 	CHECK_STR(n, "WARREN_HEADER_");
@@ -62,7 +62,7 @@ int main(void)
 	d.nheaders = 4;
 
 	env = handler_env(&q, 3, 2, &d);
-	CHECK_STR(get(env, "PATH"), "/opt/bin:/usr/bin");	/* configured */
+	CHECK_STR(get(env, "PATH"), "/opt/bin:/usr/bin"); /* configured */
 	CHECK_STR(get(env, "LANG"), "C.UTF-8");
 	CHECK_STR(get(env, "WARREN_QUEUE"), "task_queue");
 	CHECK_STR(get(env, "WARREN_WORKER"), "3");
@@ -75,8 +75,8 @@ int main(void)
 	CHECK_STR(get(env, "WARREN_HEADER_X_TRACE_ID"), "abc");
 	CHECK_STR(get(env, "WARREN_HEADER_CONTENT_LENGTH_"), "12");
 	CHECK_STR(get(env, "WARREN_HEADER_EVIL"), "$(touch /tmp/x); rm -rf /");
-	CHECK(get(env, "WARREN_HEADER_NUL") == NULL);	/* NUL: left out */
-	CHECK(get(env, "WARREN_CORRELATION_ID") == NULL);	/* unset */
+	CHECK(get(env, "WARREN_HEADER_NUL") == NULL);	  /* NUL: left out */
+	CHECK(get(env, "WARREN_CORRELATION_ID") == NULL); /* unset */
 	CHECK(get(env, "HOME") == NULL);
 	/* PATH, LANG, 6 WARREN_ basics (queue, worker, attempt, redelivered,
 	 * message id, routing key), exchange, timestamp, 3 headers */
@@ -84,7 +84,7 @@ int main(void)
 	env_free(env);
 
 	/* without configured PATH, the default one */
-	q.environment = (char *[]){ NULL };
+	q.environment = (char *[]){NULL};
 	q.nenvironment = 0;
 	d.nheaders = 0;
 	d.redelivered = false;
@@ -94,7 +94,7 @@ int main(void)
 	env_free(env);
 
 	/* a header cannot shadow warren's own variables */
-	struct header sneaky[] = { { "queue", "x", 1, false } };
+	struct header sneaky[] = {{"queue", "x", 1, false}};
 	d.headers = sneaky;
 	d.nheaders = 1;
 	env = handler_env(&q, 1, 1, &d);

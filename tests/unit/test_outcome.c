@@ -9,17 +9,17 @@
 
 static struct handler_result exited(int code)
 {
-	struct handler_result r = { 0 };
+	struct handler_result r = {0};
 
 	r.started = true;
-	r.wait_status = (code & 0xff) << 8;	/* as waitpid() builds it */
+	r.wait_status = (code & 0xff) << 8; /* as waitpid() builds it */
 	CHECK(WIFEXITED(r.wait_status) && WEXITSTATUS(r.wait_status) == code);
 	return r;
 }
 
 static struct handler_result signalled(int sig)
 {
-	struct handler_result r = { 0 };
+	struct handler_result r = {0};
 
 	r.started = true;
 	r.wait_status = sig;
@@ -29,9 +29,9 @@ static struct handler_result signalled(int sig)
 
 int main(void)
 {
-	struct retry_conf rc = { 3, 1, 2.0, 3600 };
-	struct retry_conf dflt = { 5, 10, 2.0, 3600 };
-	struct retry_conf once = { 1, 10, 2.0, 3600 };
+	struct retry_conf rc = {3, 1, 2.0, 3600};
+	struct retry_conf dflt = {5, 10, 2.0, 3600};
+	struct retry_conf once = {1, 10, 2.0, 3600};
 	struct handler_result r;
 	struct outcome o;
 
@@ -86,10 +86,10 @@ int main(void)
 	r.timed_out = true;
 	r.timeout = 5;
 	o = outcome_of(&r, 1, &rc);
-	CHECK(o.kind == OUTCOME_RETRY);	/* a late exit 0 still timed out */
+	CHECK(o.kind == OUTCOME_RETRY); /* a late exit 0 still timed out */
 
 	/* could not start: requeued, never parked */
-	r = (struct handler_result){ 0 };
+	r = (struct handler_result){0};
 	o = outcome_of(&r, 1, &rc);
 	CHECK(o.kind == OUTCOME_REQUEUED);
 	o = outcome_of(&r, 99, &rc);
@@ -102,9 +102,9 @@ int main(void)
 	CHECK(retry_delay(&dflt, 9) == 2560);
 	CHECK(retry_delay(&dflt, 10) == 3600);
 	CHECK(retry_delay(&dflt, 1000) == 3600);
-	struct retry_conf zero = { 5, 0, 2.0, 0 };
+	struct retry_conf zero = {5, 0, 2.0, 0};
 	CHECK(retry_delay(&zero, 1) == 1);
-	struct retry_conf flat = { 5, 7, 1.0, 3600 };
+	struct retry_conf flat = {5, 7, 1.0, 3600};
 	CHECK(retry_delay(&flat, 4) == 7);
 
 	CHECK_STR(outcome_name(OUTCOME_ACK), "ack");

@@ -10,26 +10,26 @@
 
 static int unit_failed, unit_checks;
 
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		unit_checks++;                                             \
-		if (!(cond)) {                                             \
-			unit_failed++;                                     \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-		}                                                          \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		unit_checks++;                                                 \
+		if (!(cond)) {                                                 \
+			unit_failed++;                                         \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
+				__LINE__, #cond);                              \
+		}                                                              \
 	} while (0)
 
-#define CHECK_STR(a, b)                                                    \
-	do {                                                               \
-		const char *a_ = (a), *b_ = (b);                           \
-		unit_checks++;                                             \
-		if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0) {     \
-			unit_failed++;                                     \
-			fprintf(stderr, "%s:%d: \"%s\" != \"%s\"\n",       \
-				__FILE__, __LINE__, a_ ? a_ : "(null)",    \
-				b_ ? b_ : "(null)");                       \
-		}                                                          \
+#define CHECK_STR(a, b)                                                        \
+	do {                                                                   \
+		const char *a_ = (a), *b_ = (b);                               \
+		unit_checks++;                                                 \
+		if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0) {         \
+			unit_failed++;                                         \
+			fprintf(stderr, "%s:%d: \"%s\" != \"%s\"\n", __FILE__, \
+				__LINE__, a_ ? a_ : "(null)",                  \
+				b_ ? b_ : "(null)");                           \
+		}                                                              \
 	} while (0)
 
 static inline int unit_done(const char *name)
