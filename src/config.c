@@ -324,21 +324,6 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 			   cfg_getnsec(cfg, "queue", (unsigned)i));
 }
 
-/* Lines in the file, for errors about the file as a whole. */
-static int count_lines(const char *path)
-{
-	FILE *f = fopen(path, "re");
-	int c, n = 1;
-
-	if (f == NULL)
-		return 1;
-	while ((c = getc(f)) != EOF)
-		if (c == '\n')
-			n++;
-	fclose(f);
-	return n > 1 ? n - 1 : 1;
-}
-
 /*
  * The file's text with its comments blanked out, newlines kept. libconfuse
  * 3.3 miscounts lines after '#' comments and cannot parse comments inside
@@ -398,29 +383,17 @@ static char *strip_comments(const char *in, size_t n)
 static char *read_file(const char *path, size_t *n)
 {
 	FILE *f = fopen(path, "re");
-	char *buf = NULL;
-	size_t cap = 0, r;
+	char *buf;
 
 	if (f == NULL)
 		return NULL;
-	*n = 0;
-	do {
-		if (*n + 4096 > cap) {
-			cap = cap ? cap * 2 : 65536;
-			buf = realloc(buf, cap + 1);
-			if (buf == NULL)
-				fatal("realloc");
-		}
-		r = fread(buf + *n, 1, cap - *n, f);
-		*n += r;
-	} while (r > 0);
+	buf = read_all(f, n);
 	fclose(f);
 	if (memchr(buf, '\0', *n) != NULL) {
 		free(buf);
 		errno = EINVAL;
 		return NULL;
 	}
-	buf[*n] = '\0';
 	return buf;
 }
 
@@ -465,7 +438,7 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	char *text, *clean;
 	size_t n;
 	cfg_t *cfg;
-	int r;
+	int r, last = 0;
 
 	err[0] = '\0';
 	text = read_file(path, &n);
@@ -476,18 +449,24 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	}
 	clean = strip_comments(text, n);
 	free(text);
+	/* for errors about the file as a whole: its last line */
+	for (size_t i = 0; i < n; i++)
+		if (clean[i] == '\n')
+			last++;
+	if (last == 0)
+		last = 1;
 	cur_err = &eb;
 	cfg = schema();
 	r = cfg_parse_buf(cfg, clean);
 	free(clean);
 	if (r == CFG_SUCCESS && cfg_size(cfg, "broker") == 0) {
 		snprintf(err, errlen, "%s:%d: a broker section is required",
-			 path, count_lines(path));
+			 path, last);
 		r = CFG_PARSE_ERROR;
 	} else if (r == CFG_SUCCESS && cfg_size(cfg, "queue") == 0) {
 		snprintf(err, errlen,
 			 "%s:%d: at least one queue section is required", path,
-			 count_lines(path));
+			 last);
 		r = CFG_PARSE_ERROR;
 	} else if (r != CFG_SUCCESS && !eb.set) {
 		snprintf(err, errlen, "%s:0: cannot parse", path);

@@ -49,7 +49,7 @@ struct pool {
 	const struct queue_conf *q;
 	struct slot **slots;
 	int nslots;
-	unsigned long done, retried, failed, requeued;
+	unsigned long done, retried, failed;
 	char last_error[800]; /* logged once per change */
 	bool recovery_told;   /* "consuming again" said for it */
 	bool removed;	      /* dropped by a reload; goes when empty */
@@ -469,6 +469,23 @@ static void reap(void)
 	pools_gc();
 }
 
+/* The STATUS= counts; a handled message also ends a failure episode. */
+static void count_outcome(struct pool *p, char report)
+{
+	switch (report) {
+	case REPORT_ACK:
+		p->done++;
+		p->last_error[0] = '\0';
+		break;
+	case REPORT_RETRY:
+		p->retried++;
+		break;
+	case REPORT_FAILED:
+		p->failed++;
+		break;
+	}
+}
+
 static void on_report(struct slot *s)
 {
 	struct pool *p = s->pool;
@@ -500,29 +517,12 @@ static void on_report(struct slot *s)
 			s->state = REPORT_BUSY;
 			s->handler = (pid_t)strtol(buf + 1, NULL, 10);
 			break;
-		case REPORT_IDLE:
-			s->state = REPORT_CONSUMING;
-			s->handler = 0;
-			break;
 		/* an outcome also means the worker is idle again */
 		case REPORT_ACK:
-			p->done++;
-			p->last_error[0] = '\0'; /* working: episode over */
-			s->state = REPORT_CONSUMING;
-			s->handler = 0;
-			break;
 		case REPORT_RETRY:
-			p->retried++;
-			s->state = REPORT_CONSUMING;
-			s->handler = 0;
-			break;
 		case REPORT_FAILED:
-			p->failed++;
-			s->state = REPORT_CONSUMING;
-			s->handler = 0;
-			break;
 		case REPORT_REQUEUED:
-			p->requeued++;
+			count_outcome(p, buf[0]);
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
 			break;

@@ -364,11 +364,6 @@ const char *mq_error(struct mq *m)
 	return m->error;
 }
 
-int mq_reply_code(struct mq *m)
-{
-	return m->reply_code;
-}
-
 bool mq_buffered(struct mq *m)
 {
 	return amqp_frames_enqueued(m->conn) || amqp_data_in_buffer(m->conn);
@@ -387,16 +382,24 @@ static amqp_table_t queue_args(enum queue_type type, amqp_table_entry_t *e)
 	return t;
 }
 
-int mq_declare_named(struct mq *m, const char *name, bool durable,
-		     enum queue_type type)
+/* queue.declare with these arguments, its reply in words. */
+static int declare(struct mq *m, const char *name, bool durable,
+		   amqp_table_t args)
 {
-	amqp_table_entry_t e[1];
 	char what[300];
 
 	snprintf(what, sizeof(what), "queue.declare %s", name);
 	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 0,
-			   durable, 0, 0, queue_args(type, e));
+			   durable, 0, 0, args);
 	return check_reply(m, amqp_get_rpc_reply(m->conn), what);
+}
+
+int mq_declare_named(struct mq *m, const char *name, bool durable,
+		     enum queue_type type)
+{
+	amqp_table_entry_t e[1];
+
+	return declare(m, name, durable, queue_args(type, e));
 }
 
 int mq_declare_delay(struct mq *m, const char *name, const char *target,
@@ -404,7 +407,6 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 {
 	amqp_table_entry_t e[3];
 	amqp_table_t t = {3, e};
-	char what[300];
 
 	e[0].key = amqp_cstring_bytes("x-message-ttl");
 	e[0].value.kind = AMQP_FIELD_KIND_I64;
@@ -415,10 +417,7 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 	e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
 	e[2].value.kind = AMQP_FIELD_KIND_UTF8;
 	e[2].value.value.bytes = amqp_cstring_bytes(target);
-	snprintf(what, sizeof(what), "queue.declare %s", name);
-	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 0, 1, 0,
-			   0, t);
-	return check_reply(m, amqp_get_rpc_reply(m->conn), what);
+	return declare(m, name, true, t);
 }
 
 int mq_declare(struct mq *m, const struct queue_conf *q)

@@ -117,26 +117,6 @@ static int wait_confirms(struct mq *mq)
 	return 0;
 }
 
-static char *read_all(FILE *f, size_t *len)
-{
-	size_t cap = 65536, n = 0, r;
-	char *buf = malloc(cap);
-
-	if (buf == NULL)
-		fatal("malloc");
-	while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
-		n += r;
-		if (n == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-			if (buf == NULL)
-				fatal("realloc");
-		}
-	}
-	*len = n;
-	return buf;
-}
-
 static int submit_lines(struct mq *mq, const struct opts *o)
 {
 	char *line = NULL, id[300];

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
@@ -61,4 +62,25 @@ int signal_fd(void)
 	if (fd == -1)
 		fatal("signalfd");
 	return fd;
+}
+
+char *read_all(FILE *f, size_t *len)
+{
+	size_t cap = 65536, n = 0, r;
+	char *buf = malloc(cap + 1);
+
+	if (buf == NULL)
+		fatal("malloc");
+	while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
+		n += r;
+		if (n == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap + 1);
+			if (buf == NULL)
+				fatal("realloc");
+		}
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
 }

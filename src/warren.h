@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <poll.h>
 #include <sys/types.h>
 
@@ -215,8 +216,6 @@ int mq_url_check(const char *url, char *err, size_t errlen);
 char *mq_url_redacted(const char *url);
 int mq_fd(struct mq *m);
 const char *mq_error(struct mq *m);
-/* broker's AMQP reply code of the last failure, 0 if none */
-int mq_reply_code(struct mq *m);
 /* true when the library holds unread frames or bytes (poll would miss) */
 bool mq_buffered(struct mq *m);
 int mq_declare(struct mq *m, const struct queue_conf *q);
@@ -301,7 +300,6 @@ void handler_free(struct handler *h);
 enum report {
 	REPORT_CONSUMING = 'C',
 	REPORT_BUSY = 'B',
-	REPORT_IDLE = 'I',
 	REPORT_ACK = 'a',
 	REPORT_RETRY = 'r',
 	REPORT_FAILED = 'f',
@@ -359,6 +357,8 @@ int64_t now_ms(void);
 void *xcalloc(size_t n, size_t size);
 char *xstrdup(const char *s);
 int set_nonblock(int fd);
+/* All of f, NUL-terminated (it may hold NULs of its own); caller frees. */
+char *read_all(FILE *f, size_t *len);
 /* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
 int signal_fd(void);
 

@@ -48,10 +48,8 @@ struct worker {
 	int ndeclared;
 };
 
-static void apply(struct worker *w, struct outcome *o, const char *tail);
-static void log_outcome(struct worker *w, const struct outcome *o,
-			const struct handler_result *r);
-static char report_of(enum outcome_kind k);
+static void conclude(struct worker *w, struct outcome *o,
+		     const struct handler_result *r, const char *tail);
 
 /* A report to the master: code byte, then optional text. */
 static void report(struct worker *w, char code, const char *text)
@@ -122,13 +120,7 @@ static void spent(struct worker *w, int lost)
 	else
 		snprintf(o.reason, sizeof(o.reason), "out of attempts");
 	w->attempt--; /* this delivery never ran */
-	apply(w, &o, "");
-	log_outcome(w, &o, &r);
-	report(w, report_of(o.kind), NULL);
-	delivery_free(w->d);
-	w->d = NULL;
-	if (w->broken)
-		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+	conclude(w, &o, &r, "");
 }
 
 static void start_handler(struct worker *w)
@@ -201,15 +193,21 @@ static int declare_once(struct worker *w, const char *name, int ttl)
 	return 0;
 }
 
-static int num_header(struct header *h, const char *name, long long v,
-		      char *buf, size_t len)
+static void str_header(struct header *h, const char *name, const char *v)
+{
+	h->name = (char *)name;
+	h->value = (char *)v;
+	h->len = strlen(v);
+	h->integer = false;
+}
+
+/* An integer header; its text lives in buf. */
+static void num_header(struct header *h, const char *name, long long v,
+		       char *buf, size_t len)
 {
 	snprintf(buf, len, "%lld", v);
-	h->name = (char *)name;
-	h->value = buf;
-	h->len = strlen(buf);
+	str_header(h, name, buf);
 	h->integer = true;
-	return 0;
 }
 
 /* OUTCOME_RETRY: into NAME.retry.<delay>s, back to NAME after the TTL. */
@@ -235,14 +233,8 @@ static int park(struct worker *w, const struct outcome *o, const char *tail)
 	if (declare_once(w, name, 0) != 0)
 		return -1;
 	num_header(&h[0], "x-warren-attempts", w->attempt, n1, sizeof(n1));
-	h[1].name = "x-warren-reason";
-	h[1].value = (char *)o->reason;
-	h[1].len = strlen(o->reason);
-	h[1].integer = false;
-	h[2].name = "x-warren-stderr";
-	h[2].value = (char *)tail;
-	h[2].len = strlen(tail);
-	h[2].integer = false;
+	str_header(&h[1], "x-warren-reason", o->reason);
+	str_header(&h[2], "x-warren-stderr", tail);
 	num_header(&h[3], "x-warren-failed-at", (long long)time(NULL), n2,
 		   sizeof(n2));
 	/* a replayed message starts counting its attempts afresh */
@@ -327,6 +319,23 @@ static void log_outcome(struct worker *w, const struct outcome *o,
 		   lf.outcome, o->reason, lf.duration_ms, delay);
 }
 
+/*
+ * Settle the current message by o, log it, tell the master (which also
+ * takes it as "idle again"), and let go of it; a connection that failed
+ * on the way is given up.
+ */
+static void conclude(struct worker *w, struct outcome *o,
+		     const struct handler_result *r, const char *tail)
+{
+	apply(w, o, tail);
+	log_outcome(w, o, r);
+	report(w, report_of(o->kind), NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	if (w->broken)
+		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+}
+
 /* The handler has exited: settle its message. */
 static void settle(struct worker *w)
 {
@@ -343,15 +352,9 @@ static void settle(struct worker *w)
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
 	}
-	apply(w, &o, handler_stderr_tail(w->h));
-	log_outcome(w, &o, &r);
-	report(w, report_of(o.kind), NULL); /* and idle again */
+	conclude(w, &o, &r, handler_stderr_tail(w->h));
 	handler_free(w->h);
 	w->h = NULL;
-	delivery_free(w->d);
-	w->d = NULL;
-	if (w->broken)
-		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 }
 
 /* Stop taking messages; the current one is finished first. */
