@@ -62,6 +62,25 @@ def monotonic_usec():
 class _Collector:
     """What a listener thread has received, for tests to wait on."""
 
+    def _listen(self, path, rcvbuf=None):
+        """Bind an AF_UNIX datagram socket at path (sender credentials on)
+        and start self._run reading it."""
+        self.errors = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        if rcvbuf:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET,
+                                     getattr(socket, "SO_RCVBUFFORCE", 33), rcvbuf)
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
     def _items(self):
         raise NotImplementedError
 
@@ -96,15 +115,7 @@ class NotifyListener(_Collector):
         self.path = str(path)
         self.on_datagram = on_datagram
         self.datagrams = []
-        self.errors = []
-        self._cond = threading.Condition()
-        self._stop = False
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._listen(self.path)
 
     def _run(self):
         creds = socket.CMSG_SPACE(struct.calcsize("iII"))
@@ -219,21 +230,8 @@ class JournalCapture(_Collector):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.records = []
-        self.errors = []
-        self._cond = threading.Condition()
-        self._stop = False
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET,
-                                 getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(str(self.dir / "socket"))
+        self._listen(self.dir / "socket", rcvbuf=8 << 20)
         os.chmod(self.dir / "socket", 0o666)
-        self.sock.settimeout(0.1)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
     def wrap(self, argv):
         return ["unshare", "--mount", "--propagation", "private",

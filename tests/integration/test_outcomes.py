@@ -93,6 +93,17 @@ def wait_result(w, mid, n=1, timeout=30):
                     message=f"{n} result line(s) for {mid}")
 
 
+def handle_one(broker, warrend, tmp_path, code, mid):
+    """One worker running handler code; publish one message (body = its
+    id) and wait for its result. Returns the warrend."""
+    h = handler(tmp_path / f"{mid}.py", code)
+    w = warrend([h, str(tmp_path / "runs")])
+    w.wait_consuming(1)
+    broker.publish(w.queue, mid, message_id=mid)
+    wait_result(w, mid)
+    return w
+
+
 def output_lines(w, mid, stream="stdout"):
     """The handler's logged output lines for message mid, in order (info
     level: warrend's own notes about the stream are warnings)."""
@@ -749,12 +760,7 @@ def test_split_line_logs_exactly_its_pieces(broker, cleanup, warrend, tmp_path):
     """A line over 4096 bytes is logged as its 4096-byte pieces and nothing
     else: a line of exactly 2 x 4096 bytes is two log lines, not two and an
     empty one."""
-    runs = tmp_path / "runs"
-    h = handler(tmp_path / "split.py", SPLIT)
-    w = warrend([h, str(runs)])
-    w.wait_consuming(1)
-    broker.publish(w.queue, "split", message_id="split")
-    wait_result(w, "split")
+    w = handle_one(broker, warrend, tmp_path, SPLIT, "split")
     # (length, characters) of each logged line, to keep a failure readable
     got = [(len(l), "".join(sorted(set(l)))) for l in output_lines(w, "split")]
     assert got == [(4096, "x"), (4096, "x"), (4096, "y"), (904, "y"), (3, "den")]
@@ -816,12 +822,7 @@ sys.stdout.buffer.write(b"\x01" * 4106 + b"\n" + b"tab\there\x7f\x1b[0m\r\n" + b
 def test_control_bytes_are_escaped_in_full(broker, cleanup, warrend, tmp_path):
     """Control bytes are logged as \\xNN, all of them: a 4096-byte piece of
     them is 16384 characters in the log, not cut short."""
-    runs = tmp_path / "runs"
-    h = handler(tmp_path / "control.py", CONTROL)
-    w = warrend([h, str(runs)])
-    w.wait_consuming(1)
-    broker.publish(w.queue, "ctl", message_id="ctl")
-    wait_result(w, "ctl")
+    w = handle_one(broker, warrend, tmp_path, CONTROL, "ctl")
     out = output_lines(w, "ctl")
     assert len(out) == 4, [l[:60] for l in out]
     assert out[2] == "tab\there\\x7f\\x1b[0m\\x0d", out[2]

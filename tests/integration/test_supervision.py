@@ -656,6 +656,17 @@ CHAOS_SECONDS = 30
 FIGURES = "/tmp/warren-chaos-figures.txt"
 
 
+def kill_one(rng, pids):
+    """SIGKILL one of pids at random: 1 if it was still there to kill."""
+    if not pids:
+        return 0
+    try:
+        os.kill(rng.choice(pids), signal.SIGKILL)
+        return 1
+    except ProcessLookupError:
+        return 0
+
+
 def test_chaos(own_broker, daemon, tmp_path):
     b = own_broker
     ensure_running(b)
@@ -700,22 +711,10 @@ def test_chaos(own_broker, daemon, tmp_path):
             restarter.start()
         if now >= next_worker_kill:
             next_worker_kill += 0.2
-            workers = d.children()
-            if workers:
-                try:
-                    os.kill(rng.choice(workers), signal.SIGKILL)
-                    fig["worker kills"] += 1
-                except ProcessLookupError:
-                    pass
+            fig["worker kills"] += kill_one(rng, d.children())
         if now >= next_handler_kill:
             next_handler_kill += 0.3
-            victims = handlers_of(d.children())
-            if victims:
-                try:
-                    os.kill(rng.choice(victims), signal.SIGKILL)
-                    fig["handler kills"] += 1
-                except ProcessLookupError:
-                    pass
+            fig["handler kills"] += kill_one(rng, handlers_of(d.children()))
         if now >= next_reload and fig["reloads"] < 20:
             next_reload += reload_every
             n = rng.choice([k for k in range(4, 11) if k != sizes[-1]])
