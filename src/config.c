@@ -61,6 +61,8 @@ RANGE_CHECK(v_prefetch, 1, 65535)
 RANGE_CHECK(v_attempts, 1, 1000)
 RANGE_CHECK(v_heartbeat, 0, 65535)
 RANGE_CHECK(v_kill_grace, 0, 3600)
+RANGE_CHECK(v_connect_timeout, 1, 3600)
+RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
 
 static int v_backoff(cfg_t *cfg, cfg_opt_t *opt)
 {
@@ -214,6 +216,8 @@ static cfg_opt_t tls_opts[] = {CFG_STR("ca_cert", NULL, CFGF_NONE),
 static cfg_opt_t broker_opts[] = {CFG_STR_LIST("url", NULL, CFGF_NODEFAULT),
 				  CFG_INT("heartbeat", 30, CFGF_NONE),
 				  CFG_STR("password_file", NULL, CFGF_NONE),
+				  CFG_INT("connect_timeout", 10, CFGF_NONE),
+				  CFG_INT("consumer_timeout", 1800, CFGF_NONE),
 				  CFG_SEC("tls", tls_opts, CFGF_NONE),
 				  CFG_END()};
 
@@ -249,6 +253,9 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "broker", v_broker);
 	cfg_set_validate_func(cfg, "broker|url", v_url);
 	cfg_set_validate_func(cfg, "broker|heartbeat", v_heartbeat);
+	cfg_set_validate_func(cfg, "broker|connect_timeout", v_connect_timeout);
+	cfg_set_validate_func(cfg, "broker|consumer_timeout",
+			      v_consumer_timeout);
 	cfg_set_validate_func(cfg, "shutdown_timeout", v_seconds);
 	cfg_set_validate_func(cfg, "queue", v_queue);
 	cfg_set_validate_func(cfg, "queue|workers", v_workers);
@@ -311,6 +318,8 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->broker.urls = copy_list(b, "url", &cf->broker.nurls);
 	cf->broker.heartbeat = (int)cfg_getint(b, "heartbeat");
 	cf->broker.password_file = dup_or_null(cfg_getstr(b, "password_file"));
+	cf->broker.connect_timeout = (int)cfg_getint(b, "connect_timeout");
+	cf->broker.consumer_timeout = (int)cfg_getint(b, "consumer_timeout");
 	cf->broker.tls.ca_cert = dup_or_null(cfg_getstr(b, "tls|ca_cert"));
 	cf->broker.tls.cert = dup_or_null(cfg_getstr(b, "tls|cert"));
 	cf->broker.tls.key = dup_or_null(cfg_getstr(b, "tls|key"));
@@ -328,12 +337,16 @@ static void copy_config(struct config *cf, cfg_t *cfg)
  * The file's text with its comments blanked out, newlines kept. libconfuse
  * 3.3 miscounts lines after '#' comments and cannot parse comments inside
  * lists, so it never sees one. Comments start with '#' anywhere outside a
- * quoted string, or with '//' or '/' '*' where a token starts.
+ * quoted string, or with '//' or '/' '*' where a token starts. A string
+ * left open at the end (which libconfuse 3.3 takes silently, with all
+ * that follows it, when it opened with '"') is pointed at by *unclosed.
  */
-static char *strip_comments(const char *in, size_t n)
+static char *strip_comments(const char *in, size_t n, const char **unclosed)
 {
 	char *out = xcalloc(n + 1, 1), quote = 0;
 	bool token_start = true;
+
+	*unclosed = NULL;
 
 	for (size_t i = 0; i < n; i++) {
 		char c = in[i];
@@ -353,6 +366,7 @@ static char *strip_comments(const char *in, size_t n)
 		}
 		if (c == '"' || c == '\'') {
 			quote = c;
+			*unclosed = in + i;
 		} else if (c == '#' || (token_start && c == '/' && i + 1 < n &&
 					in[i + 1] == '/')) {
 			while (i < n && in[i] != '\n')
@@ -373,25 +387,47 @@ static char *strip_comments(const char *in, size_t n)
 				out[i] = ' ';
 			}
 		}
-		token_start = strchr(" \t\r\n{}=,()", out[i]) != NULL;
+		/* libconfuse ends a word at these; '*' it skips */
+		token_start = strchr(" \t\r\n{}=,()+*", out[i]) != NULL;
 	}
+	if (!quote)
+		*unclosed = NULL;
 	out[n] = '\0';
 	return out;
 }
 
-/* The whole file, or NULL with errno set. */
-static char *read_file(const char *path, size_t *n)
+/* The line of p within text. */
+static int line_at(const char *text, const char *p)
+{
+	int line = 1;
+
+	for (; text < p; text++)
+		line += *text == '\n';
+	return line;
+}
+
+/* The whole file, or NULL with the reason in err. */
+static char *read_file(const char *path, size_t *n, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "re");
-	char *buf;
+	char *buf, *nul;
+	int line = 1;
 
-	if (f == NULL)
+	if (f == NULL) {
+		snprintf(err, errlen, "%s:0: cannot read: %s", path,
+			 strerror(errno));
 		return NULL;
+	}
 	buf = read_all(f, n);
 	fclose(f);
-	if (memchr(buf, '\0', *n) != NULL) {
+	nul = memchr(buf, '\0', *n);
+	if (nul != NULL) {
+		/* libconfuse would stop reading there, silently */
+		for (const char *p = buf; p < nul; p++)
+			line += *p == '\n';
+		snprintf(err, errlen, "%s:%d: a NUL byte: not a text file",
+			 path, line);
 		free(buf);
-		errno = EINVAL;
 		return NULL;
 	}
 	return buf;
@@ -436,25 +472,30 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	struct errbuf eb = {path, err, errlen, false};
 	struct config *cf = NULL;
 	char *text, *clean;
+	const char *unclosed;
 	size_t n;
 	cfg_t *cfg;
 	int r, last = 0;
 
 	err[0] = '\0';
-	text = read_file(path, &n);
-	if (text == NULL) {
-		snprintf(err, errlen, "%s:0: cannot read: %s", path,
-			 strerror(errno));
+	text = read_file(path, &n, err, errlen);
+	if (text == NULL)
+		return NULL;
+	clean = strip_comments(text, n, &unclosed);
+	if (unclosed != NULL) {
+		snprintf(err, errlen, "%s:%d: unterminated string", path,
+			 line_at(text, unclosed));
+		free(text);
+		free(clean);
 		return NULL;
 	}
-	clean = strip_comments(text, n);
 	free(text);
 	/* for errors about the file as a whole: its last line */
 	for (size_t i = 0; i < n; i++)
 		if (clean[i] == '\n')
 			last++;
-	if (last == 0)
-		last = 1;
+	if (last == 0 || clean[n - 1] != '\n')
+		last++;
 	cur_err = &eb;
 	cfg = schema();
 	r = cfg_parse_buf(cfg, clean);
@@ -469,7 +510,9 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 			 last);
 		r = CFG_PARSE_ERROR;
 	} else if (r != CFG_SUCCESS && !eb.set) {
-		snprintf(err, errlen, "%s:0: cannot parse", path);
+		/* libconfuse failed without a word (an option named "") */
+		snprintf(err, errlen, "%s:%d: cannot parse", path,
+			 cfg->line > 0 ? cfg->line : 1);
 	}
 	if (r == CFG_SUCCESS) {
 		cf = xcalloc(1, sizeof(*cf));
@@ -545,4 +588,31 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
 	       strcmp(a->workdir, b->workdir) == 0;
+}
+
+int config_warnings(const struct config *cf, FILE *out)
+{
+	int n = 0;
+
+	for (int i = 0; i < cf->nqueues; i++) {
+		const struct queue_conf *q = &cf->queues[i];
+
+		if (q->timeout == 0) {
+			fprintf(out,
+				"%s:%d: warning: queue \"%s\": timeout = 0 "
+				"(none): a handler is stopped only before "
+				"broker.consumer_timeout (%d s)\n",
+				cf->path, q->line, q->name,
+				cf->broker.consumer_timeout);
+			n++;
+		} else if (q->timeout >= cf->broker.consumer_timeout) {
+			fprintf(out,
+				"%s:%d: warning: queue \"%s\": timeout = %d is "
+				"not below broker.consumer_timeout = %d\n",
+				cf->path, q->line, q->name, q->timeout,
+				cf->broker.consumer_timeout);
+			n++;
+		}
+	}
+	return n;
 }

@@ -24,6 +24,11 @@ void delivery_free(struct delivery *d)
 	free(d->type);
 	free(d->app_id);
 	free(d->timestamp);
+	free(d->priority);
+	free(d->expiration);
+	free(d->user_id);
+	free(d->key);
+	free(d->undecodable);
 	for (int i = 0; i < d->nheaders; i++) {
 		free(d->headers[i].name);
 		free(d->headers[i].value);
@@ -34,6 +39,37 @@ void delivery_free(struct delivery *d)
 	else
 		free(d->body);
 	free(d);
+}
+
+/* FNV-1a, 64 bits: a stable name for a body, not a security measure */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+char *delivery_key(const struct delivery *d)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	char *k;
+
+	if (d->message_id != NULL && d->message_id[0] != '\0') {
+		k = xcalloc(strlen(d->message_id) + 4, 1);
+		memcpy(k, "id:", 3);
+		strcpy(k + 3, d->message_id);
+		return k;
+	}
+	if (d->routing_key != NULL)
+		h = fnv1a(h, d->routing_key, strlen(d->routing_key) + 1);
+	h = fnv1a(h, d->body, d->body_len);
+	k = xcalloc(24, 1);
+	snprintf(k, 24, "sum:%016llx", (unsigned long long)h);
+	return k;
 }
 
 const struct header *delivery_header(const struct delivery *d, const char *name)
@@ -93,6 +129,16 @@ static void env_put(struct envb *e, char *entry)
 	e->v[e->n] = NULL;
 }
 
+static bool env_has(const struct envb *e, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (int i = 0; i < e->n; i++)
+		if (strncmp(e->v[i], name, n) == 0 && e->v[i][n] == '=')
+			return true;
+	return false;
+}
+
 static void env_set(struct envb *e, const char *name, const char *value,
 		    size_t len)
 {
@@ -124,11 +170,17 @@ char **handler_env(const struct queue_conf *q, int worker, int attempt,
 	env_str(&e, "PATH", "/usr/local/bin:/usr/bin:/bin");
 	for (int i = 0; i < q->nenvironment; i++)
 		env_put(&e, xstrdup(q->environment[i]));
-	/* headers first, so a header can never shadow a WARREN_ variable */
+	/* headers first, so a header can never shadow a WARREN_ variable;
+	 * of two that map to one name, the first in the table wins */
 	for (int i = 0; i < d->nheaders; i++) {
-		char *name = env_name_of_header(d->headers[i].name);
+		char *name;
 
-		env_set(&e, name, d->headers[i].value, d->headers[i].len);
+		if (d->headers[i].name[0] == '\0')
+			continue;
+		name = env_name_of_header(d->headers[i].name);
+		if (!env_has(&e, name))
+			env_set(&e, name, d->headers[i].value,
+				d->headers[i].len);
 		free(name);
 	}
 	env_str(&e, "WARREN_QUEUE", q->name);
@@ -145,6 +197,9 @@ char **handler_env(const struct queue_conf *q, int worker, int attempt,
 	env_str(&e, "WARREN_TYPE", d->type);
 	env_str(&e, "WARREN_APP_ID", d->app_id);
 	env_str(&e, "WARREN_TIMESTAMP", d->timestamp);
+	env_str(&e, "WARREN_PRIORITY", d->priority);
+	env_str(&e, "WARREN_EXPIRATION", d->expiration);
+	env_str(&e, "WARREN_USER_ID", d->user_id);
 	env_str(&e, "WARREN_ROUTING_KEY", d->routing_key);
 	env_str(&e, "WARREN_EXCHANGE", d->exchange);
 	return e.v;

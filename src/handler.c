@@ -50,7 +50,11 @@ struct handler {
 	int64_t kill_at;  /* SIGKILL due, or 0 */
 	int grace;
 	int timeout;
+	int64_t ct_deadline; /* stop before the broker's consumer_timeout */
+	int ct_grace_ms;
+	int ct_seconds;
 	bool timed_out;
+	bool ct_timed_out; /* the consumer_timeout deadline stopped it */
 	bool exited;
 	int status;
 };
@@ -441,13 +445,25 @@ bool handler_reap(struct handler *h)
 	return h->exited;
 }
 
-void handler_stop(struct handler *h, int grace)
+static void stop_ms(struct handler *h, int grace_ms)
 {
 	if (h->exited || h->kill_at != 0)
 		return;
 	kill(-h->pid, SIGTERM);
 	kill(-h->pid, SIGCONT);
-	h->kill_at = now_ms() + (int64_t)grace * 1000;
+	h->kill_at = now_ms() + grace_ms;
+}
+
+void handler_stop(struct handler *h, int grace)
+{
+	stop_ms(h, grace * 1000);
+}
+
+void handler_limit(struct handler *h, int64_t at, int grace_ms, int seconds)
+{
+	h->ct_deadline = at;
+	h->ct_grace_ms = grace_ms;
+	h->ct_seconds = seconds;
 }
 
 int handler_next_timer(struct handler *h)
@@ -458,6 +474,9 @@ int handler_next_timer(struct handler *h)
 		return -1;
 	if (h->deadline != 0 && !h->timed_out)
 		next = h->deadline;
+	if (h->ct_deadline != 0 && !h->timed_out &&
+	    (next == 0 || h->ct_deadline < next))
+		next = h->ct_deadline;
 	if (h->kill_at != 0 && (next == 0 || h->kill_at < next))
 		next = h->kill_at;
 	if (next == 0)
@@ -476,6 +495,11 @@ void handler_timers(struct handler *h)
 	if (h->deadline != 0 && !h->timed_out && now >= h->deadline) {
 		h->timed_out = true;
 		handler_stop(h, h->grace);
+	}
+	if (h->ct_deadline != 0 && !h->timed_out && now >= h->ct_deadline) {
+		h->timed_out = true;
+		h->ct_timed_out = true;
+		stop_ms(h, h->ct_grace_ms);
 	}
 	if (h->kill_at != 0 && now >= h->kill_at) {
 		kill(-h->pid, SIGKILL);
@@ -521,6 +545,10 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	r->wait_status = h->status;
 	r->timed_out = h->timed_out;
 	r->timeout = h->timeout;
+	if (h->ct_timed_out) {
+		r->consumer_timeout = true;
+		r->timeout = h->ct_seconds;
+	}
 }
 
 const char *handler_stderr_tail(const struct handler *h)

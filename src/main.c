@@ -79,6 +79,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s\n", err);
 			return EX_CONFIG_STATUS;
 		}
+		config_warnings(cf, stderr);
 		printf("configuration OK\n");
 		config_free(cf);
 		return 0;

@@ -42,6 +42,8 @@ struct slot {
 	pid_t handler;	    /* its handler's process group, or 0 */
 	bool reported;	    /* said it consumes, or why it cannot */
 	bool retiring;	    /* told to finish and go; not respawned */
+	bool blocked;	    /* the broker blocks its publishing */
+	char *holding;	    /* key of the message in hand, or NULL */
 	char why[700];	    /* last REPORT_DOWN text */
 };
 
@@ -53,6 +55,7 @@ struct pool {
 	char last_error[800]; /* logged once per change */
 	bool recovery_told;   /* "consuming again" said for it */
 	bool removed;	      /* dropped by a reload; goes when empty */
+	struct ledger marks;  /* messages that outlived their workers */
 	struct pool *next;
 };
 
@@ -77,6 +80,9 @@ static struct {
 	int64_t next_watchdog;
 	int64_t next_status;
 	char status[1024];
+	int ct_ms;    /* the broker's consumer_timeout, once proven shorter */
+	int nblocked; /* workers the broker blocks from publishing */
+	int64_t blocked_since;
 } m;
 
 static struct pool *pool_find(const char *name)
@@ -94,7 +100,8 @@ static struct slot *slot_add(struct pool *p, int number)
 	s->pool = p;
 	s->number = number;
 	s->ctl = -1;
-	p->slots = realloc(p->slots, (size_t)(p->nslots + 1) * sizeof(*s));
+	p->slots =
+	    realloc(p->slots, (size_t)(p->nslots + 1) * sizeof(*p->slots));
 	if (p->slots == NULL)
 		fatal("realloc");
 	p->slots[p->nslots++] = s;
@@ -108,13 +115,17 @@ static void slot_remove(struct slot *s)
 	for (int i = 0; i < p->nslots; i++) {
 		if (p->slots[i] == s) {
 			memmove(&p->slots[i], &p->slots[i + 1],
-				(size_t)(p->nslots - i - 1) * sizeof(*s));
+				(size_t)(p->nslots - i - 1) *
+				    sizeof(*p->slots));
 			p->nslots--;
 			break;
 		}
 	}
 	if (s->ctl >= 0)
 		close(s->ctl);
+	if (s->blocked)
+		m.nblocked--;
+	free(s->holding);
 	free(s);
 }
 
@@ -157,7 +168,9 @@ static void spawn(struct slot *s)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() == 1)
 			_exit(WORKER_EXIT_MASTER);
-		worker_main(m.cf, s->pool->q, s->number, sv[1]);
+		struct worker_start ws = {m.cf,	 s->pool->q,	  s->number,
+					  sv[1], &s->pool->marks, m.ct_ms};
+		worker_main(&ws);
 	}
 	close(sv[1]);
 	if (s->ctl >= 0)
@@ -195,10 +208,51 @@ static int active_count(struct pool *p)
 	return n;
 }
 
+/* A command, code byte then optional text; never waits for the worker. */
+static void send_text(struct slot *s, char cmd, const char *text)
+{
+	char buf[1200];
+	size_t n = 1;
+
+	if (s->pid <= 0 || s->ctl < 0)
+		return;
+	buf[0] = cmd;
+	if (text != NULL) {
+		n += (size_t)snprintf(buf + 1, sizeof(buf) - 1, "%s", text);
+		if (n > sizeof(buf) - 1)
+			n = sizeof(buf) - 1;
+	}
+	(void)send(s->ctl, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 static void send_command(struct slot *s, char cmd)
 {
-	if (s->pid > 0 && s->ctl >= 0)
-		(void)send(s->ctl, &cmd, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	send_text(s, cmd, NULL);
+}
+
+/* A changed mark goes to every worker of the pool. */
+static void tell_mark(struct pool *p, const struct mark *k)
+{
+	char text[1100];
+
+	ledger_encode(k, text, sizeof(text));
+	for (int i = 0; i < p->nslots; i++)
+		send_text(p->slots[i], COMMAND_MARK, text);
+}
+
+/* A message the worker settled: the pool forgets what it knew of it. */
+static void forget_holding(struct slot *s)
+{
+	struct mark gone = {s->holding, 0, 0, ""};
+
+	if (s->holding == NULL)
+		return;
+	if (ledger_find(&s->pool->marks, s->holding) != NULL) {
+		tell_mark(s->pool, &gone);
+		ledger_forget(&s->pool->marks, s->holding);
+	}
+	free(s->holding);
+	s->holding = NULL;
 }
 
 /* Tell a slot's worker to finish its message and go; never respawned. */
@@ -286,6 +340,7 @@ static void pools_gc(void)
 
 		if (p->removed && p->nslots == 0) {
 			*pp = p->next;
+			ledger_free(&p->marks);
 			free(p->slots);
 			free(p);
 		} else {
@@ -298,7 +353,9 @@ static void pools_gc(void)
 static bool broker_same(const struct broker_conf *a,
 			const struct broker_conf *b)
 {
-	if (a->nurls != b->nurls || a->heartbeat != b->heartbeat)
+	if (a->nurls != b->nurls || a->heartbeat != b->heartbeat ||
+	    a->connect_timeout != b->connect_timeout ||
+	    a->consumer_timeout != b->consumer_timeout)
 		return false;
 	for (int i = 0; i < a->nurls; i++)
 		if (strcmp(a->urls[i], b->urls[i]) != 0)
@@ -336,6 +393,9 @@ static void reload(void)
 	}
 	broker_changed = !broker_same(&m.cf->broker, &ncf->broker) ||
 			 m.cf->shutdown_timeout != ncf->shutdown_timeout;
+	/* a new consumer_timeout: the broker may have been changed too */
+	if (m.cf->broker.consumer_timeout != ncf->broker.consumer_timeout)
+		m.ct_ms = 0;
 	for (struct pool *p = m.pools; p != NULL; p = p->next) {
 		const struct queue_conf *nq;
 
@@ -404,6 +464,36 @@ static int backoff_ms(int failures)
 	return (int)(d / 2 + random() % (d / 2 + 1));
 }
 
+/* A crash of the worker itself, not a stop from outside (SIGKILL is
+ * what operators and the OOM killer send, and says nothing of a message). */
+static bool crashed(int st)
+{
+	if (WIFSIGNALED(st))
+		return WTERMSIG(st) != SIGKILL && WTERMSIG(st) != SIGTERM &&
+		       WTERMSIG(st) != SIGINT && WTERMSIG(st) != SIGHUP;
+	return WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_FATAL;
+}
+
+/* A worker died holding a message: the pool counts it against that one. */
+static void count_death(struct slot *s, int st)
+{
+	struct mark *k;
+
+	if (s->holding == NULL)
+		return;
+	if (crashed(st)) {
+		k = ledger_add(&s->pool->marks, s->holding);
+		k->deaths++;
+		if (k->deaths == LEDGER_DEATHS_MAX)
+			log_warnx("queue %s: %d workers died holding message "
+				  "%s; the next worker to get it parks it",
+				  s->pool->q->name, k->deaths, s->holding);
+		tell_mark(s->pool, k);
+	}
+	free(s->holding);
+	s->holding = NULL;
+}
+
 static void on_exit_of(struct slot *s, int st)
 {
 	struct pool *p = s->pool;
@@ -413,6 +503,11 @@ static void on_exit_of(struct slot *s, int st)
 	if (s->ctl >= 0)
 		on_report(s);
 	s->pid = 0;
+	count_death(s, st);
+	if (s->blocked) {
+		s->blocked = false;
+		m.nblocked--;
+	}
 	/* a worker that died mid-message leaves no part of its handler */
 	if (s->state != REPORT_BUSY)
 		s->handler = 0;
@@ -432,7 +527,10 @@ static void on_exit_of(struct slot *s, int st)
 	}
 	s->failures++;
 	exit_words(s, st, words, sizeof(words));
-	if (strcmp(words, p->last_error) != 0) {
+	if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_TAKEN_BACK) {
+		/* already said once, by taken_back() */
+		log_debug("worker %s/%d %s", p->q->name, s->number, words);
+	} else if (strcmp(words, p->last_error) != 0) {
 		p->recovery_told = false;
 		log_warnx("worker %s/%d %s; respawning with backoff",
 			  p->q->name, s->number, words);
@@ -486,10 +584,66 @@ static void count_outcome(struct pool *p, char report)
 	}
 }
 
+/*
+ * The broker's consumer_timeout took a message back: its value holds for
+ * every worker from now on, said once, and the message's attempt counts.
+ */
+static void taken_back(struct slot *s, const char *text)
+{
+	struct pool *p = s->pool;
+	char *tab, num[16];
+	int ms = (int)strtol(text, &tab, 10);
+	struct mark *k;
+
+	if (ms > 0 && (m.ct_ms == 0 || ms < m.ct_ms)) {
+		if (m.ct_ms == 0)
+			log_fields(
+			    LOG_ERR, NULL,
+			    "the broker's consumer_timeout is %d ms, below "
+			    "broker.consumer_timeout = %d s of %s: it took a "
+			    "message back from %s/%d. Handlers are now stopped "
+			    "in time for %d ms; set broker.consumer_timeout = "
+			    "%d, or raise consumer_timeout in rabbitmq.conf",
+			    ms, m.cf->broker.consumer_timeout, m.path,
+			    p->q->name, s->number, ms,
+			    ms > 1999 ? ms / 1000 : 1);
+		m.ct_ms = ms;
+		snprintf(num, sizeof(num), "%d", ms);
+		for (struct pool *q = m.pools; q != NULL; q = q->next)
+			for (int i = 0; i < q->nslots; i++)
+				send_text(q->slots[i], COMMAND_CONSUMER_TIMEOUT,
+					  num);
+	}
+	if (*tab != '\t' || tab[1] == '\0')
+		return;
+	k = ledger_add(&p->marks, tab + 1);
+	k->lost++;
+	snprintf(k->reason, sizeof(k->reason), "consumer_timeout %ds",
+		 (ms + 500) / 1000);
+	tell_mark(p, k);
+}
+
+/* Workers the broker blocks from publishing: one line per episode. */
+static void blocked(struct slot *s, bool now_blocked, const char *why)
+{
+	if (s->blocked == now_blocked)
+		return;
+	s->blocked = now_blocked;
+	if (now_blocked && m.nblocked++ == 0) {
+		m.blocked_since = now_ms();
+		log_warnx("broker blocked publishing: %s; retry and parking "
+			  "copies wait for it",
+			  why[0] ? why : "no reason given");
+	} else if (!now_blocked && --m.nblocked == 0) {
+		log_info("broker unblocked publishing after %.1f s",
+			 (double)(now_ms() - m.blocked_since) / 1000.0);
+	}
+}
+
 static void on_report(struct slot *s)
 {
 	struct pool *p = s->pool;
-	char buf[700];
+	char buf[1200];
 	ssize_t n;
 
 	for (;;) {
@@ -517,18 +671,34 @@ static void on_report(struct slot *s)
 			s->state = REPORT_BUSY;
 			s->handler = (pid_t)strtol(buf + 1, NULL, 10);
 			break;
+		case REPORT_HOLDING:
+			free(s->holding);
+			s->holding = xstrdup(buf + 1);
+			s->state = REPORT_BUSY;
+			break;
 		/* an outcome also means the worker is idle again */
 		case REPORT_ACK:
 		case REPORT_RETRY:
 		case REPORT_FAILED:
+			forget_holding(s);
+			/* fall through */
 		case REPORT_REQUEUED:
 			count_outcome(p, buf[0]);
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
+			free(s->holding);
+			s->holding = NULL;
+			break;
+		case REPORT_TAKEN_BACK:
+			taken_back(s, buf + 1);
+			break;
+		case REPORT_BLOCKED:
+		case REPORT_UNBLOCKED:
+			blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
 			break;
 		case REPORT_DOWN:
 			s->reported = true;
-			snprintf(s->why, sizeof(s->why), "%s", buf + 1);
+			snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
 			break;
 		}
 	}
@@ -770,6 +940,7 @@ static void cleanup(void)
 		m.pools = p->next;
 		while (p->nslots > 0)
 			slot_remove(p->slots[0]);
+		ledger_free(&p->marks);
 		free(p->slots);
 		free(p);
 	}

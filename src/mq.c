@@ -8,9 +8,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -20,8 +22,12 @@
 
 #include "warren.h"
 
-#define CHANNEL 1
+#define CHANNEL 1     /* consuming: basic.consume, ack, nack */
+#define PUB_CHANNEL 2 /* publishing: side queues and copies, confirmed */
 #define RPC_TIMEOUT_S 30
+#define CLOSE_TIMEOUT_S 2 /* a graceful close of a sound connection */
+#define SEND_MIN_S 30	  /* a publish may take this long, or 1 s per MiB */
+#define MAX_DEPTH 64	  /* nesting of header tables shown to handlers */
 #define SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt" /* Debian */
 
 struct pending {
@@ -29,12 +35,24 @@ struct pending {
 	struct pending *next;
 };
 
+/* A delivery's own copy of its properties and body, for republishing. */
+struct kept {
+	amqp_pool_t pool;
+	amqp_basic_properties_t props;
+	void *body;
+};
+
 struct mq {
 	amqp_connection_state_t conn;
 	char error[512];
 	int reply_code;
-	bool closed;
-	bool confirming;
+	char close_text[256]; /* the broker's words when it closed channel 1 */
+	bool closed;	      /* channel 1 or the connection is gone */
+	bool pub_open;	      /* channel 2 is open */
+	bool confirming;      /* channel 2 wants confirm mode */
+	bool refused;	      /* the broker refused a publish or declare */
+	bool blocked;	      /* connection.blocked, until unblocked */
+	char blocked_reason[128];
 	uint64_t published;	 /* publish sequence numbers handed out */
 	uint64_t confirmed;	 /* how many of them the broker answered */
 	unsigned char *answered; /* [tag - 1]: answered yet */
@@ -59,49 +77,80 @@ static void set_error(struct mq *m, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* An rpc reply in words; records the broker's reply code. 0 if normal. */
-static int check_reply(struct mq *m, amqp_rpc_reply_t r, const char *what)
+/*
+ * The broker closed channel ch: note its words, answer close-ok. Channel 2
+ * (publishing) is reopened on demand; channel 1 means starting afresh.
+ */
+static void channel_closed(struct mq *m, amqp_channel_t ch,
+			   const amqp_channel_close_t *c)
+{
+	amqp_channel_close_ok_t ok = {0};
+
+	m->reply_code = c->reply_code;
+	(void)amqp_send_method(m->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+	if (ch == PUB_CHANNEL) {
+		m->pub_open = false;
+		m->refused = true;
+		return;
+	}
+	snprintf(m->close_text, sizeof(m->close_text), "%.*s",
+		 (int)c->reply_text.len, (char *)c->reply_text.bytes);
+	m->closed = true;
+}
+
+/*
+ * An rpc reply on channel ch in words; records the broker's reply code.
+ * 0 if normal. Any failure but a refusal on channel 2 leaves the
+ * connection unfit for use: only an abortive close follows.
+ */
+static int check_reply_on(struct mq *m, amqp_rpc_reply_t r, const char *what,
+			  amqp_channel_t ch)
 {
 	switch (r.reply_type) {
 	case AMQP_RESPONSE_NORMAL:
 		return 0;
 	case AMQP_RESPONSE_NONE:
 		set_error(m, "%s: missing reply", what);
+		m->closed = true;
 		break;
 	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
 		set_error(m, "%s: %s", what,
 			  amqp_error_string2(r.library_error));
-		if (r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
-		    r.library_error == AMQP_STATUS_SOCKET_ERROR ||
-		    r.library_error == AMQP_STATUS_HEARTBEAT_TIMEOUT ||
-		    r.library_error == AMQP_STATUS_SOCKET_CLOSED)
-			m->closed = true;
+		m->closed = true;
 		break;
 	case AMQP_RESPONSE_SERVER_EXCEPTION:
 		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
 			amqp_connection_close_t *c = r.reply.decoded;
+			amqp_connection_close_ok_t ok = {0};
 
 			m->reply_code = c->reply_code;
 			set_error(m,
 				  "%s: broker closed the connection: %u %.*s",
 				  what, c->reply_code, (int)c->reply_text.len,
 				  (char *)c->reply_text.bytes);
+			(void)amqp_send_method(
+			    m->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
 			m->closed = true;
 		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
 			amqp_channel_close_t *c = r.reply.decoded;
 
-			m->reply_code = c->reply_code;
 			set_error(m, "%s: broker closed the channel: %u %.*s",
 				  what, c->reply_code, (int)c->reply_text.len,
 				  (char *)c->reply_text.bytes);
-			m->closed = true;
+			channel_closed(m, ch, c);
 		} else {
 			set_error(m, "%s: unexpected method 0x%08x", what,
 				  r.reply.id);
+			m->closed = true;
 		}
 		break;
 	}
 	return -1;
+}
+
+static int check_reply(struct mq *m, amqp_rpc_reply_t r, const char *what)
+{
+	return check_reply_on(m, r, what, CHANNEL);
 }
 
 static int check_status(struct mq *m, int status, const char *what)
@@ -218,6 +267,8 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
 	    {amqp_cstring_bytes("authentication_failure_close"),
 	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+	    {amqp_cstring_bytes("connection.blocked"),
+	     {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
 	};
 	amqp_table_entry_t props[2];
 	amqp_table_t t;
@@ -225,7 +276,8 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 
 	props[0].key = amqp_cstring_bytes("capabilities");
 	props[0].value.kind = AMQP_FIELD_KIND_TABLE;
-	props[0].value.value.table.num_entries = 4;
+	props[0].value.value.table.num_entries =
+	    (int)(sizeof(caps) / sizeof(caps[0]));
 	props[0].value.value.table.entries = caps;
 	props[1].key = amqp_cstring_bytes("connection_name");
 	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -242,12 +294,36 @@ static int do_login(struct mq *m, struct amqp_connection_info *ci,
 	return -1;
 }
 
-/* One node: connect, log in, open the channel. */
+/* Channel 2, for declaring side queues and publishing: open it if needed. */
+static int pub_channel(struct mq *m)
+{
+	if (m->closed)
+		return -1;
+	if (m->pub_open)
+		return 0;
+	amqp_channel_open(m->conn, PUB_CHANNEL);
+	if (check_reply_on(m, amqp_get_rpc_reply(m->conn), "channel.open",
+			   PUB_CHANNEL))
+		return -1;
+	m->pub_open = true;
+	if (m->confirming) {
+		/* a reopened channel counts its publishes from 1 again */
+		m->published = m->confirmed = m->low = 0;
+		amqp_confirm_select(m->conn, PUB_CHANNEL);
+		if (check_reply_on(m, amqp_get_rpc_reply(m->conn),
+				   "confirm.select", PUB_CHANNEL))
+			return -1;
+	}
+	return 0;
+}
+
+/* One node: connect, log in, open the channels. */
 static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 		   const char *name, int *status)
 {
 	struct amqp_connection_info ci;
-	struct timeval tv = {RPC_TIMEOUT_S, 0};
+	struct timeval tv = {b->connect_timeout, 0};
+	struct timeval rpc = {RPC_TIMEOUT_S, 0};
 	char *copy = xstrdup(url), *pw = NULL, *safe = mq_url_redacted(url);
 	char err[256];
 	amqp_socket_t *s;
@@ -270,8 +346,9 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 		ci.password = pw;
 	}
 	m->conn = amqp_new_connection();
+	/* connect, TLS and the AMQP handshake: connect_timeout each */
 	amqp_set_handshake_timeout(m->conn, &tv);
-	amqp_set_rpc_timeout(m->conn, &tv);
+	amqp_set_rpc_timeout(m->conn, &rpc);
 	s = new_socket(m->conn, ci.ssl, &b->tls, err, sizeof(err));
 	if (s == NULL) {
 		set_error(m, "%s: %s", safe, err);
@@ -298,6 +375,8 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 	}
 	amqp_channel_open(m->conn, CHANNEL);
 	r = check_reply(m, amqp_get_rpc_reply(m->conn), "channel.open");
+	if (r == 0)
+		r = pub_channel(m);
 out:
 	if (r != 0 && m->conn != NULL) {
 		amqp_destroy_connection(m->conn);
@@ -337,9 +416,12 @@ void mq_close(struct mq *m)
 	if (m == NULL)
 		return;
 	if (m->conn != NULL) {
+		/* only a sound connection gets the graceful close, and that
+		 * briefly: a broker that stopped answering is not waited for */
 		if (!m->closed) {
-			amqp_channel_close(m->conn, CHANNEL,
-					   AMQP_REPLY_SUCCESS);
+			struct timeval tv = {CLOSE_TIMEOUT_S, 0};
+
+			amqp_set_rpc_timeout(m->conn, &tv);
 			amqp_connection_close(m->conn, AMQP_REPLY_SUCCESS);
 		}
 		amqp_destroy_connection(m->conn);
@@ -382,16 +464,18 @@ static amqp_table_t queue_args(enum queue_type type, amqp_table_entry_t *e)
 	return t;
 }
 
-/* queue.declare with these arguments, its reply in words. */
-static int declare(struct mq *m, const char *name, bool durable,
-		   amqp_table_t args)
+/* queue.declare with these arguments on channel ch, its reply in words. */
+static int declare(struct mq *m, amqp_channel_t ch, const char *name,
+		   bool durable, amqp_table_t args)
 {
 	char what[300];
 
 	snprintf(what, sizeof(what), "queue.declare %s", name);
-	amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 0,
-			   durable, 0, 0, args);
-	return check_reply(m, amqp_get_rpc_reply(m->conn), what);
+	if (ch == PUB_CHANNEL && pub_channel(m) != 0)
+		return -1;
+	amqp_queue_declare(m->conn, ch, amqp_cstring_bytes(name), 0, durable, 0,
+			   0, args);
+	return check_reply_on(m, amqp_get_rpc_reply(m->conn), what, ch);
 }
 
 int mq_declare_named(struct mq *m, const char *name, bool durable,
@@ -399,7 +483,7 @@ int mq_declare_named(struct mq *m, const char *name, bool durable,
 {
 	amqp_table_entry_t e[1];
 
-	return declare(m, name, durable, queue_args(type, e));
+	return declare(m, PUB_CHANNEL, name, durable, queue_args(type, e));
 }
 
 int mq_declare_delay(struct mq *m, const char *name, const char *target,
@@ -417,12 +501,14 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 	e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
 	e[2].value.kind = AMQP_FIELD_KIND_UTF8;
 	e[2].value.value.bytes = amqp_cstring_bytes(target);
-	return declare(m, name, true, t);
+	return declare(m, PUB_CHANNEL, name, true, t);
 }
 
 int mq_declare(struct mq *m, const struct queue_conf *q)
 {
-	return mq_declare_named(m, q->name, q->durable, q->type);
+	amqp_table_entry_t e[1];
+
+	return declare(m, CHANNEL, q->name, q->durable, queue_args(q->type, e));
 }
 
 int mq_consume(struct mq *m, const char *queue, int prefetch)
@@ -472,81 +558,258 @@ static char *bytes_str(amqp_bytes_t b)
 	return s;
 }
 
-#define PROP(flag, field) ((p->_flags & (flag)) ? bytes_str(p->field) : NULL)
+/* An AMQP value as plain data (fields.c renders it); release after. */
+static void to_field(const amqp_field_value_t *v, struct field *f, int depth)
+{
+	struct field *items;
+	int n;
 
+	f->kind = FIELD_VOID;
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_BOOLEAN:
+		f->kind = FIELD_BOOL;
+		f->v.b = v->value.boolean != 0;
+		break;
+	case AMQP_FIELD_KIND_I8:
+		f->kind = FIELD_INT;
+		f->v.i = v->value.i8;
+		break;
+	case AMQP_FIELD_KIND_I16:
+		f->kind = FIELD_INT;
+		f->v.i = v->value.i16;
+		break;
+	case AMQP_FIELD_KIND_I32:
+		f->kind = FIELD_INT;
+		f->v.i = v->value.i32;
+		break;
+	case AMQP_FIELD_KIND_I64:
+		f->kind = FIELD_INT;
+		f->v.i = v->value.i64;
+		break;
+	case AMQP_FIELD_KIND_U8:
+		f->kind = FIELD_UINT;
+		f->v.u = v->value.u8;
+		break;
+	case AMQP_FIELD_KIND_U16:
+		f->kind = FIELD_UINT;
+		f->v.u = v->value.u16;
+		break;
+	case AMQP_FIELD_KIND_U32:
+		f->kind = FIELD_UINT;
+		f->v.u = v->value.u32;
+		break;
+	case AMQP_FIELD_KIND_U64:
+		f->kind = FIELD_UINT;
+		f->v.u = v->value.u64;
+		break;
+	case AMQP_FIELD_KIND_F32:
+		f->kind = FIELD_FLOAT;
+		f->v.d = v->value.f32;
+		break;
+	case AMQP_FIELD_KIND_F64:
+		f->kind = FIELD_DOUBLE;
+		f->v.d = v->value.f64;
+		break;
+	case AMQP_FIELD_KIND_DECIMAL:
+		f->kind = FIELD_DECIMAL;
+		f->v.dec.scale = v->value.decimal.decimals;
+		f->v.dec.value = (int32_t)v->value.decimal.value;
+		break;
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES:
+		f->kind = v->kind == AMQP_FIELD_KIND_UTF8 ? FIELD_STRING
+							  : FIELD_BYTES;
+		f->v.s.bytes = v->value.bytes.bytes;
+		f->v.s.len = v->value.bytes.len;
+		break;
+	case AMQP_FIELD_KIND_TIMESTAMP:
+		f->kind = FIELD_TIMESTAMP;
+		f->v.u = v->value.u64;
+		break;
+	case AMQP_FIELD_KIND_ARRAY:
+	case AMQP_FIELD_KIND_TABLE:
+		if (depth >= MAX_DEPTH)
+			break; /* deeper than anyone means: void */
+		n = v->kind == AMQP_FIELD_KIND_ARRAY
+			? v->value.array.num_entries
+			: v->value.table.num_entries;
+		items = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*items));
+		for (int i = 0; i < n; i++) {
+			if (v->kind == AMQP_FIELD_KIND_ARRAY) {
+				to_field(&v->value.array.entries[i], &items[i],
+					 depth + 1);
+				continue;
+			}
+			const amqp_table_entry_t *e =
+			    &v->value.table.entries[i];
+
+			to_field(&e->value, &items[i], depth + 1);
+			items[i].key = e->key.bytes;
+			items[i].key_len = e->key.len;
+		}
+		f->kind = v->kind == AMQP_FIELD_KIND_ARRAY ? FIELD_ARRAY
+							   : FIELD_TABLE;
+		f->v.list.items = items;
+		f->v.list.n = n;
+		break;
+	default:
+		break; /* void */
+	}
+}
+
+static void field_release(struct field *f)
+{
+	if (f->kind != FIELD_ARRAY && f->kind != FIELD_TABLE)
+		return;
+	for (int i = 0; i < f->v.list.n; i++)
+		field_release((struct field *)&f->v.list.items[i]);
+	free((void *)f->v.list.items);
+}
+
+/* Headers as the handler sees them; an empty name is left out. */
 static void copy_headers(struct delivery *d, const amqp_table_t *t)
 {
-	d->headers = xcalloc((size_t)t->num_entries, sizeof(struct header));
+	d->headers = xcalloc((size_t)t->num_entries + 1, sizeof(struct header));
 	for (int i = 0; i < t->num_entries; i++) {
 		const amqp_table_entry_t *e = &t->entries[i];
-		const amqp_field_value_t *v = &e->value;
 		struct header *h = &d->headers[d->nheaders];
-		char num[32] = "";
+		struct field f = {0};
 
-		switch (v->kind) {
-		case AMQP_FIELD_KIND_UTF8:
-		case AMQP_FIELD_KIND_BYTES:
-			h->value = xcalloc(v->value.bytes.len + 1, 1);
-			memcpy(h->value, v->value.bytes.bytes,
-			       v->value.bytes.len);
-			h->len = v->value.bytes.len;
-			break;
-		case AMQP_FIELD_KIND_I8:
-			snprintf(num, sizeof(num), "%d", v->value.i8);
-			break;
-		case AMQP_FIELD_KIND_U8:
-			snprintf(num, sizeof(num), "%u", v->value.u8);
-			break;
-		case AMQP_FIELD_KIND_I16:
-			snprintf(num, sizeof(num), "%d", v->value.i16);
-			break;
-		case AMQP_FIELD_KIND_U16:
-			snprintf(num, sizeof(num), "%u", v->value.u16);
-			break;
-		case AMQP_FIELD_KIND_I32:
-			snprintf(num, sizeof(num), "%" PRId32, v->value.i32);
-			break;
-		case AMQP_FIELD_KIND_U32:
-			snprintf(num, sizeof(num), "%" PRIu32, v->value.u32);
-			break;
-		case AMQP_FIELD_KIND_I64:
-			snprintf(num, sizeof(num), "%" PRId64, v->value.i64);
-			break;
-		case AMQP_FIELD_KIND_U64:
-		case AMQP_FIELD_KIND_TIMESTAMP:
-			snprintf(num, sizeof(num), "%" PRIu64, v->value.u64);
-			break;
-		default:
-			continue; /* neither string nor integer */
-		}
-		if (h->value == NULL) {
-			h->value = xstrdup(num);
-			h->len = strlen(num);
-			h->integer = true;
-		}
+		if (e->key.len == 0)
+			continue;
+		to_field(&e->value, &f, 0);
+		h->value = field_text(&f, &h->len);
+		h->integer = f.kind == FIELD_INT || f.kind == FIELD_UINT;
+		field_release(&f);
 		h->name = xcalloc(e->key.len + 1, 1);
 		memcpy(h->name, e->key.bytes, e->key.len);
 		d->nheaders++;
 	}
 }
 
-static void free_envelope(void *p)
+/*
+ * Deep copies into a pool of our own. rabbitmq-c's amqp_table_clone
+ * refuses a table with an empty key, which a publisher may send and the
+ * broker routes; these copy whatever was decoded.
+ */
+static amqp_bytes_t keep_bytes(amqp_pool_t *pool, amqp_bytes_t b)
 {
-	amqp_destroy_envelope(p);
-	free(p);
+	amqp_bytes_t o = {b.len, NULL};
+
+	if (b.len == 0)
+		return amqp_empty_bytes;
+	o.bytes = amqp_pool_alloc(pool, b.len);
+	if (o.bytes == NULL)
+		fatal("amqp_pool_alloc");
+	memcpy(o.bytes, b.bytes, b.len);
+	return o;
 }
 
-/* The envelope as a delivery; the envelope is kept for republishing. */
-static struct delivery *to_delivery(amqp_envelope_t *env)
+static void keep_table(amqp_pool_t *pool, const amqp_table_t *src,
+		       amqp_table_t *dst);
+
+static void keep_value(amqp_pool_t *pool, const amqp_field_value_t *src,
+		       amqp_field_value_t *dst)
+{
+	*dst = *src;
+	switch (src->kind) {
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES:
+		dst->value.bytes = keep_bytes(pool, src->value.bytes);
+		break;
+	case AMQP_FIELD_KIND_TABLE:
+		keep_table(pool, &src->value.table, &dst->value.table);
+		break;
+	case AMQP_FIELD_KIND_ARRAY: {
+		int n = src->value.array.num_entries;
+
+		if (n <= 0)
+			break;
+		dst->value.array.entries = amqp_pool_alloc(
+		    pool, (size_t)n * sizeof(amqp_field_value_t));
+		if (dst->value.array.entries == NULL)
+			fatal("amqp_pool_alloc");
+		for (int i = 0; i < n; i++)
+			keep_value(pool, &src->value.array.entries[i],
+				   &dst->value.array.entries[i]);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void keep_table(amqp_pool_t *pool, const amqp_table_t *src,
+		       amqp_table_t *dst)
+{
+	*dst = *src;
+	if (src->num_entries <= 0)
+		return;
+	dst->entries = amqp_pool_alloc(pool, (size_t)src->num_entries *
+						 sizeof(amqp_table_entry_t));
+	if (dst->entries == NULL)
+		fatal("amqp_pool_alloc");
+	for (int i = 0; i < src->num_entries; i++) {
+		dst->entries[i].key = keep_bytes(pool, src->entries[i].key);
+		keep_value(pool, &src->entries[i].value,
+			   &dst->entries[i].value);
+	}
+}
+
+static void keep_props(amqp_pool_t *pool, const amqp_basic_properties_t *src,
+		       amqp_basic_properties_t *dst)
+{
+	struct {
+		amqp_flags_t flag;
+		amqp_bytes_t *field;
+	} strs[] = {
+	    {AMQP_BASIC_CONTENT_TYPE_FLAG, &dst->content_type},
+	    {AMQP_BASIC_CONTENT_ENCODING_FLAG, &dst->content_encoding},
+	    {AMQP_BASIC_CORRELATION_ID_FLAG, &dst->correlation_id},
+	    {AMQP_BASIC_REPLY_TO_FLAG, &dst->reply_to},
+	    {AMQP_BASIC_EXPIRATION_FLAG, &dst->expiration},
+	    {AMQP_BASIC_MESSAGE_ID_FLAG, &dst->message_id},
+	    {AMQP_BASIC_TYPE_FLAG, &dst->type},
+	    {AMQP_BASIC_USER_ID_FLAG, &dst->user_id},
+	    {AMQP_BASIC_APP_ID_FLAG, &dst->app_id},
+	    {AMQP_BASIC_CLUSTER_ID_FLAG, &dst->cluster_id},
+	};
+
+	/* a field whose flag is unset holds whatever its memory held */
+	*dst = *src;
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		*strs[i].field = (src->_flags & strs[i].flag)
+				     ? keep_bytes(pool, *strs[i].field)
+				     : amqp_empty_bytes;
+	if (src->_flags & AMQP_BASIC_HEADERS_FLAG)
+		keep_table(pool, &src->headers, &dst->headers);
+	else
+		dst->headers = amqp_empty_table;
+}
+
+static void free_kept(void *p)
+{
+	struct kept *k = p;
+
+	empty_amqp_pool(&k->pool);
+	free(k->body);
+	free(k);
+}
+
+#define PROP(flag, field) ((p->_flags & (flag)) ? bytes_str(p->field) : NULL)
+
+/* A delivery from its method fields and kept properties and body. */
+static struct delivery *to_delivery(const amqp_basic_deliver_t *dv,
+				    struct kept *k, size_t body_len)
 {
 	struct delivery *d = xcalloc(1, sizeof(*d));
-	amqp_basic_properties_t *p = &env->message.properties;
-	amqp_envelope_t *keep = xcalloc(1, sizeof(*keep));
+	const amqp_basic_properties_t *p = &k->props;
+	char num[32];
 
-	d->tag = env->delivery_tag;
-	d->redelivered = env->redelivered;
-	d->exchange = bytes_str(env->exchange);
-	d->routing_key = bytes_str(env->routing_key);
+	d->tag = dv->delivery_tag;
+	d->redelivered = dv->redelivered;
+	d->exchange = bytes_str(dv->exchange);
+	d->routing_key = bytes_str(dv->routing_key);
 	d->message_id = PROP(AMQP_BASIC_MESSAGE_ID_FLAG, message_id);
 	d->correlation_id =
 	    PROP(AMQP_BASIC_CORRELATION_ID_FLAG, correlation_id);
@@ -556,19 +819,24 @@ static struct delivery *to_delivery(amqp_envelope_t *env)
 	    PROP(AMQP_BASIC_CONTENT_ENCODING_FLAG, content_encoding);
 	d->type = PROP(AMQP_BASIC_TYPE_FLAG, type);
 	d->app_id = PROP(AMQP_BASIC_APP_ID_FLAG, app_id);
+	d->expiration = PROP(AMQP_BASIC_EXPIRATION_FLAG, expiration);
+	d->user_id = PROP(AMQP_BASIC_USER_ID_FLAG, user_id);
 	if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
-		char ts[32];
-
-		snprintf(ts, sizeof(ts), "%" PRIu64, p->timestamp);
-		d->timestamp = xstrdup(ts);
+		snprintf(num, sizeof(num), "%" PRIu64, p->timestamp);
+		d->timestamp = xstrdup(num);
+	}
+	if (p->_flags & AMQP_BASIC_PRIORITY_FLAG) {
+		snprintf(num, sizeof(num), "%u", p->priority);
+		d->priority = xstrdup(num);
 	}
 	if (p->_flags & AMQP_BASIC_HEADERS_FLAG)
 		copy_headers(d, &p->headers);
-	d->body = env->message.body.bytes;
-	d->body_len = env->message.body.len;
-	*keep = *env;
-	d->amqp = keep;
-	d->amqp_free = free_envelope;
+	d->body = k->body;
+	d->body_len = body_len;
+	d->amqp = k;
+	d->amqp_free = free_kept;
+	d->received = now_ms();
+	d->key = delivery_key(d);
 	return d;
 }
 
@@ -611,15 +879,115 @@ static void on_confirm(struct mq *m, uint64_t tag, bool multiple, bool ack)
 		m->low++;
 }
 
-/* Read and drop the content of a basic.return: the copy was unroutable. */
-static void on_return(struct mq *m, amqp_channel_t channel)
-{
-	amqp_message_t msg;
-	amqp_rpc_reply_t r = amqp_read_message(m->conn, channel, &msg, 0);
+static enum mq_event on_frame(struct mq *m, amqp_frame_t *f);
 
-	if (r.reply_type == AMQP_RESPONSE_NORMAL)
-		amqp_destroy_message(&msg);
-	m->returned = true;
+/*
+ * The next frame of channel ch's content, serving frames of other channels
+ * (confirms, closes, blocked) meanwhile. 0, or -1 with the connection
+ * marked closed.
+ */
+static int content_frame(struct mq *m, amqp_channel_t ch, amqp_frame_t *f,
+			 int type)
+{
+	for (;;) {
+		struct timeval tv = {RPC_TIMEOUT_S, 0};
+		int st = amqp_simple_wait_frame_noblock(m->conn, f, &tv);
+
+		if (st == AMQP_STATUS_TIMEOUT) {
+			set_error(m,
+				  "receive: a message's content did not "
+				  "follow within %d s",
+				  RPC_TIMEOUT_S);
+			m->closed = true;
+			return -1;
+		}
+		if (check_status(m, st, "receive"))
+			return -1;
+		if (f->channel == ch && f->frame_type == type)
+			return 0;
+		if (f->channel == ch) {
+			set_error(m,
+				  "receive: frame type %d where content "
+				  "was due",
+				  f->frame_type);
+			m->closed = true;
+			return -1;
+		}
+		if (on_frame(m, f) == MQ_CLOSED)
+			return -1;
+	}
+}
+
+/* Read (and, with body, keep) the content of a message on channel ch. */
+static int read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
+			size_t *body_len)
+{
+	amqp_frame_t f;
+	size_t size, got = 0;
+
+	if (content_frame(m, ch, &f, AMQP_FRAME_HEADER) != 0)
+		return -1;
+	size = (size_t)f.payload.properties.body_size;
+	if (k != NULL) {
+		keep_props(&k->pool, f.payload.properties.decoded, &k->props);
+		k->body = malloc(size > 0 ? size : 1);
+		if (k->body == NULL)
+			fatal("malloc %zu", size);
+	}
+	while (got < size) {
+		if (content_frame(m, ch, &f, AMQP_FRAME_BODY) != 0)
+			return -1;
+		if (f.payload.body_fragment.len > size - got) {
+			set_error(m, "receive: body longer than announced");
+			m->closed = true;
+			return -1;
+		}
+		if (k != NULL)
+			memcpy((char *)k->body + got,
+			       f.payload.body_fragment.bytes,
+			       f.payload.body_fragment.len);
+		got += f.payload.body_fragment.len;
+	}
+	if (body_len != NULL)
+		*body_len = size;
+	return 0;
+}
+
+/*
+ * basic.deliver has come: read its properties and body frame by frame.
+ * Properties the library cannot decode leave the connection unusable;
+ * the message is then rejected (a dead-letter policy catches it), so that
+ * it cannot kill worker after worker.
+ */
+static enum mq_event on_deliver(struct mq *m, const amqp_basic_deliver_t *in)
+{
+	amqp_basic_deliver_t dv = *in;
+	struct kept *k = xcalloc(1, sizeof(*k));
+	size_t len = 0;
+	char *rk;
+
+	/* the method's strings live in a pool the next frames recycle */
+	init_amqp_pool(&k->pool, 4096);
+	dv.exchange = keep_bytes(&k->pool, in->exchange);
+	dv.routing_key = keep_bytes(&k->pool, in->routing_key);
+	dv.consumer_tag = amqp_empty_bytes;
+	if (read_content(m, CHANNEL, k, &len) == 0) {
+		push_pending(m, to_delivery(&dv, k, len));
+		return MQ_DELIVERY;
+	}
+	if (strstr(m->error, amqp_error_string2(AMQP_STATUS_BAD_AMQP_DATA))) {
+		rk = bytes_str(dv.routing_key);
+		(void)amqp_basic_nack(m->conn, CHANNEL, dv.delivery_tag, 0, 0);
+		set_error(
+		    m,
+		    "a message (routing key %s) has properties that "
+		    "cannot be decoded: rejected it (a dead-letter policy "
+		    "on the queue keeps it)",
+		    rk ? rk : "-");
+		free(rk);
+	}
+	free_kept(k);
+	return MQ_CLOSED;
 }
 
 /* A frame that is not a delivery: returns the event it means. */
@@ -631,17 +999,26 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 	case AMQP_BASIC_ACK_METHOD: {
 		amqp_basic_ack_t *a = f->payload.method.decoded;
 
-		on_confirm(m, a->delivery_tag, a->multiple, true);
+		if (f->channel == PUB_CHANNEL)
+			on_confirm(m, a->delivery_tag, a->multiple, true);
 		return MQ_NONE;
 	}
 	case AMQP_BASIC_NACK_METHOD: {
 		amqp_basic_nack_t *a = f->payload.method.decoded;
 
-		on_confirm(m, a->delivery_tag, a->multiple, false);
+		if (f->channel == PUB_CHANNEL)
+			on_confirm(m, a->delivery_tag, a->multiple, false);
 		return MQ_NONE;
 	}
 	case AMQP_BASIC_RETURN_METHOD:
-		on_return(m, f->channel);
+		/* its content follows: read past it */
+		if (read_content(m, f->channel, NULL, NULL) != 0)
+			return MQ_CLOSED;
+		m->returned = true;
+		return MQ_NONE;
+	case AMQP_BASIC_DELIVER_METHOD:
+		if (f->channel == CHANNEL)
+			return on_deliver(m, f->payload.method.decoded);
 		return MQ_NONE;
 	case AMQP_BASIC_CANCEL_METHOD:
 		set_error(m,
@@ -649,18 +1026,25 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 		free(m->consumer_tag);
 		m->consumer_tag = NULL;
 		return MQ_CANCELLED;
+	case AMQP_CONNECTION_BLOCKED_METHOD: {
+		amqp_connection_blocked_t *b = f->payload.method.decoded;
+
+		m->blocked = true;
+		snprintf(m->blocked_reason, sizeof(m->blocked_reason), "%.*s",
+			 (int)b->reason.len, (char *)b->reason.bytes);
+		return MQ_NONE;
+	}
+	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		m->blocked = false;
+		return MQ_NONE;
 	case AMQP_CHANNEL_CLOSE_METHOD: {
 		amqp_channel_close_t *c = f->payload.method.decoded;
-		amqp_channel_close_ok_t ok = {0};
 
-		m->reply_code = c->reply_code;
 		set_error(m, "broker closed the channel: %u %.*s",
 			  c->reply_code, (int)c->reply_text.len,
 			  (char *)c->reply_text.bytes);
-		amqp_send_method(m->conn, f->channel,
-				 AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-		m->closed = true;
-		return MQ_CLOSED;
+		channel_closed(m, f->channel, c);
+		return f->channel == PUB_CHANNEL ? MQ_NONE : MQ_CLOSED;
 	}
 	case AMQP_CONNECTION_CLOSE_METHOD: {
 		amqp_connection_close_t *c = f->payload.method.decoded;
@@ -686,30 +1070,15 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
  */
 static enum mq_event read_one(struct mq *m, struct timeval *tv)
 {
-	amqp_envelope_t env;
-	amqp_rpc_reply_t r;
 	amqp_frame_t f;
 	int st;
 
 	if (m->closed)
 		return MQ_CLOSED;
 	amqp_maybe_release_buffers(m->conn);
-	r = amqp_consume_message(m->conn, &env, tv, 0);
-	if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-		push_pending(m, to_delivery(&env));
-		return MQ_DELIVERY;
-	}
-	if (r.reply_type != AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-		check_reply(m, r, "receive");
-		return MQ_CLOSED;
-	}
-	if (r.library_error == AMQP_STATUS_TIMEOUT)
+	st = amqp_simple_wait_frame_noblock(m->conn, &f, tv);
+	if (st == AMQP_STATUS_TIMEOUT)
 		return MQ_NONE;
-	if (r.library_error != AMQP_STATUS_UNEXPECTED_STATE) {
-		check_status(m, r.library_error, "receive");
-		return MQ_CLOSED;
-	}
-	st = amqp_simple_wait_frame(m->conn, &f);
 	if (check_status(m, st, "receive"))
 		return MQ_CLOSED;
 	return on_frame(m, &f);
@@ -775,11 +1144,75 @@ int mq_confirm_select(struct mq *m)
 {
 	if (m->confirming)
 		return 0;
-	amqp_confirm_select(m->conn, CHANNEL);
-	if (check_reply(m, amqp_get_rpc_reply(m->conn), "confirm.select"))
+	if (pub_channel(m) != 0)
+		return -1;
+	amqp_confirm_select(m->conn, PUB_CHANNEL);
+	if (check_reply_on(m, amqp_get_rpc_reply(m->conn), "confirm.select",
+			   PUB_CHANNEL))
 		return -1;
 	m->confirming = true;
 	return 0;
+}
+
+bool mq_lost(const struct mq *m)
+{
+	return m->closed;
+}
+
+const char *mq_blocked(const struct mq *m)
+{
+	return m->blocked ? m->blocked_reason : NULL;
+}
+
+int mq_consumer_timeout_ms(const struct mq *m)
+{
+	const char *t = m->close_text, *v;
+
+	if (m->reply_code != AMQP_PRECONDITION_FAILED ||
+	    strstr(t, "delivery acknowledgement") == NULL ||
+	    strstr(t, "timed out") == NULL)
+		return -1;
+	v = strstr(t, "Timeout value used: ");
+	return v != NULL ? atoi(v + 20) : 0;
+}
+
+/*
+ * A deadline for one publish. rabbitmq-c 0.11 waits for the socket without
+ * limit while it sends, and a broker that blocked publishing (an alarm)
+ * stops reading: a copy larger than the socket buffers would hang the
+ * worker. The alarm's handler shuts the socket down, its one
+ * async-signal-safe act, which ends the send with an error.
+ */
+static volatile sig_atomic_t send_fd = -1;
+
+static void on_send_alarm(int sig)
+{
+	(void)sig;
+	if (send_fd >= 0)
+		shutdown(send_fd, SHUT_RDWR);
+}
+
+static void send_deadline(struct mq *m, size_t bytes)
+{
+	struct sigaction sa;
+	struct itimerval it = {{0, 0}, {SEND_MIN_S, 0}};
+
+	if (bytes / (1 << 20) > SEND_MIN_S)
+		it.it_value.tv_sec = (time_t)(bytes / (1 << 20));
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_send_alarm;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	send_fd = amqp_get_sockfd(m->conn);
+	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+static void send_done(void)
+{
+	struct itimerval off = {{0, 0}, {0, 0}};
+
+	setitimer(ITIMER_REAL, &off, NULL);
+	send_fd = -1;
 }
 
 static bool key_is(amqp_bytes_t key, const char *name)
@@ -838,8 +1271,10 @@ int mq_publish(struct mq *m, const struct publish *p)
 	amqp_bytes_t body = {p->body_len, (void *)p->body};
 	int r, cap;
 
+	if (pub_channel(m) != 0)
+		return -1;
 	if (p->like != NULL && p->like->amqp != NULL)
-		like = &((amqp_envelope_t *)p->like->amqp)->message.properties;
+		like = &((struct kept *)p->like->amqp)->props;
 	if (like != NULL)
 		props = *like;
 	else
@@ -861,17 +1296,19 @@ int mq_publish(struct mq *m, const struct publish *p)
 		cap = p->nheaders;
 		if (like != NULL && (like->_flags & AMQP_BASIC_HEADERS_FLAG))
 			cap += like->headers.num_entries;
-		props_table = xcalloc((size_t)cap, sizeof(*props_table));
+		props_table = xcalloc((size_t)cap + 1, sizeof(*props_table));
 		props._flags |= AMQP_BASIC_HEADERS_FLAG;
 		props.headers = merge_headers(like, p, props_table, cap);
 	}
 	/* the broker checks user_id against our login: not ours to copy */
 	props._flags &= ~AMQP_BASIC_USER_ID_FLAG;
 	/* mandatory: a copy to a queue deleted meanwhile comes back */
+	send_deadline(m, p->body_len);
 	r = amqp_basic_publish(
-	    m->conn, CHANNEL,
+	    m->conn, PUB_CHANNEL,
 	    amqp_cstring_bytes(p->exchange ? p->exchange : ""),
 	    amqp_cstring_bytes(p->routing_key), 1, 0, &props, body);
+	send_done();
 	free(props_table);
 	if (check_status(m, r, "basic.publish"))
 		return -1;
@@ -888,11 +1325,37 @@ int mq_publish(struct mq *m, const struct publish *p)
 	return 0;
 }
 
+enum mq_confirm mq_confirm_state(struct mq *m)
+{
+	if (m->closed)
+		return MQ_CONFIRM_LOST;
+	if (m->refused) {
+		m->refused = false;
+		return MQ_CONFIRM_REFUSED; /* channel 2 closed: error set */
+	}
+	if (m->confirmed < m->published)
+		return MQ_CONFIRM_PENDING;
+	if (m->nacked) {
+		set_error(m, "the broker refused (nacked) a message");
+		m->nacked = false;
+		m->returned = false;
+		return MQ_CONFIRM_REFUSED;
+	}
+	if (m->returned) {
+		set_error(m, "the broker could not route a message "
+			     "(its queue was deleted?)");
+		m->returned = false;
+		return MQ_CONFIRM_UNROUTED;
+	}
+	return MQ_CONFIRM_OK;
+}
+
 int mq_wait_confirms(struct mq *m, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
+	enum mq_confirm c;
 
-	while (m->confirmed < m->published) {
+	while ((c = mq_confirm_state(m)) == MQ_CONFIRM_PENDING) {
 		int64_t left = deadline - now_ms();
 		struct timeval tv;
 		enum mq_event e;
@@ -905,21 +1368,8 @@ int mq_wait_confirms(struct mq *m, int timeout_ms)
 		tv.tv_sec = left / 1000;
 		tv.tv_usec = (left % 1000) * 1000;
 		e = read_one(m, &tv);
-		if (e == MQ_CLOSED)
-			return -1;
 		if (e == MQ_CANCELLED)
 			m->cancelled = true;
 	}
-	if (m->nacked) {
-		set_error(m, "the broker refused (nacked) a message");
-		m->nacked = false;
-		return -1;
-	}
-	if (m->returned) {
-		set_error(m, "the broker could not route a message "
-			     "(its queue was deleted?)");
-		m->returned = false;
-		return -1;
-	}
-	return 0;
+	return c == MQ_CONFIRM_OK ? 0 : -1;
 }

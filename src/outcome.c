@@ -35,7 +35,9 @@ struct outcome outcome_of(const struct handler_result *r, int attempt,
 		return o;
 	}
 	if (r->timed_out) {
-		snprintf(o.reason, sizeof(o.reason), "timeout %ds", r->timeout);
+		snprintf(o.reason, sizeof(o.reason), "%s %ds",
+			 r->consumer_timeout ? "consumer_timeout" : "timeout",
+			 r->timeout);
 	} else if (WIFEXITED(r->wait_status)) {
 		int st = WEXITSTATUS(r->wait_status);
 
@@ -70,4 +72,22 @@ const char *outcome_name(enum outcome_kind k)
 		return "requeued";
 	}
 	return "?";
+}
+
+int64_t consumer_deadline(int64_t received, int ct_ms, int kill_grace,
+			  int *grace_ms)
+{
+	int margin = ct_ms / 10, grace;
+
+	if (margin < 1000)
+		margin = 1000;
+	if (margin > 60000)
+		margin = 60000;
+	if (margin > ct_ms / 2)
+		margin = ct_ms / 2; /* a tiny timeout still leaves some */
+	grace = (ct_ms - margin) / 3;
+	if (grace > kill_grace * 1000)
+		grace = kill_grace * 1000;
+	*grace_ms = grace;
+	return received + ct_ms - margin - grace;
 }

@@ -32,8 +32,11 @@ struct tls_conf {
 struct broker_conf {
 	char **urls; /* at least one */
 	int nurls;
-	int heartbeat;	     /* seconds, 0 = off */
-	char *password_file; /* NULL if unset */
+	int heartbeat;	      /* seconds, 0 = off */
+	int connect_timeout;  /* seconds per node: TCP, TLS, handshake */
+	int consumer_timeout; /* seconds the broker lets a delivery go unacked
+			       */
+	char *password_file;  /* NULL if unset */
 	struct tls_conf tls;
 };
 
@@ -79,6 +82,12 @@ struct config *config_load(const char *path, char *err, size_t errlen);
 void config_free(struct config *cf);
 const struct queue_conf *config_queue(const struct config *cf,
 				      const char *name);
+/*
+ * Print to out a "FILE:LINE: warning: ..." line for each setting that is
+ * valid but risky (a queue timeout of 0, or not below consumer_timeout);
+ * returns how many.
+ */
+int config_warnings(const struct config *cf, FILE *out);
 /* true when two queue configurations differ only in their worker count */
 bool queue_conf_same_but_workers(const struct queue_conf *a,
 				 const struct queue_conf *b);
@@ -114,6 +123,58 @@ void fatalx(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
 
 /* ------------------------------------------------------------------ */
+/* fields.c: AMQP field values as plain data, rendered as text for the
+ * handler's environment; the only user of json-c */
+
+enum field_kind {
+	FIELD_VOID,	 /* 'V': no value */
+	FIELD_BOOL,	 /* 't' */
+	FIELD_INT,	 /* signed integers of any width */
+	FIELD_UINT,	 /* unsigned integers of any width */
+	FIELD_FLOAT,	 /* 'f': single precision, in v.d */
+	FIELD_DOUBLE,	 /* 'd' */
+	FIELD_DECIMAL,	 /* 'D': v.dec.value / 10^v.dec.scale */
+	FIELD_STRING,	 /* 'S': long string */
+	FIELD_BYTES,	 /* 'x': byte array */
+	FIELD_TIMESTAMP, /* 'T': Unix seconds, in v.u */
+	FIELD_ARRAY,	 /* 'A': v.list, keys unused */
+	FIELD_TABLE,	 /* 'F': v.list, each item keyed */
+};
+
+struct field {
+	enum field_kind kind;
+	const char *key; /* within a table; may hold any byte */
+	size_t key_len;
+	union {
+		bool b;
+		int64_t i;
+		uint64_t u;
+		double d;
+		struct {
+			uint8_t scale;
+			int32_t value;
+		} dec;
+		struct {
+			const char *bytes;
+			size_t len;
+		} s;
+		struct {
+			const struct field *items;
+			int n;
+		} list;
+	} v;
+};
+
+/*
+ * f's value as SPEC.md shows it to a handler: strings and bytes as they
+ * are, numbers in decimal, booleans true/false, timestamps as Unix
+ * seconds, arrays and tables as compact JSON, void as "". Returns a
+ * NUL-terminated copy the caller frees, its length in *len (the value
+ * itself may hold NUL bytes).
+ */
+char *field_text(const struct field *f, size_t *len);
+
+/* ------------------------------------------------------------------ */
 /* delivery.c: a received message, independent of the AMQP library */
 
 struct header {
@@ -137,15 +198,27 @@ struct delivery {
 	char *type;
 	char *app_id;
 	char *timestamp; /* decimal Unix seconds */
+	char *priority;	 /* decimal */
+	char *expiration;
+	char *user_id;
 	struct header *headers;
 	int nheaders;
 	void *body;
 	size_t body_len;
 	void *amqp;		   /* mq.c's own copy of the message */
 	void (*amqp_free)(void *); /* frees amqp, which owns body */
+	int64_t received;	   /* now_ms() when it arrived */
+	char *key;		   /* delivery_key(), set by mq.c */
+	char *undecodable;	   /* why its properties could not be read */
 };
 
 void delivery_free(struct delivery *d);
+/*
+ * What identifies a message across its redeliveries: "id:" and its
+ * message_id, or "sum:" and a hash of its routing key and body when it has
+ * none. Caller frees.
+ */
+char *delivery_key(const struct delivery *d);
 /* A header's value, or NULL. */
 const struct header *delivery_header(const struct delivery *d,
 				     const char *name);
@@ -174,7 +247,9 @@ struct handler_result {
 	int wait_status; /* from waitpid(), valid when started */
 	bool started;	 /* false: exec failed */
 	bool timed_out;
-	int timeout; /* seconds, for the reason text */
+	bool
+	    consumer_timeout; /* stopped before the broker's consumer_timeout */
+	int timeout;	      /* seconds, for the reason text */
 };
 
 struct outcome {
@@ -188,6 +263,44 @@ struct outcome outcome_of(const struct handler_result *r, int attempt,
 /* seconds before retry number N (N = 1 after the first attempt) */
 int retry_delay(const struct retry_conf *rc, int n);
 const char *outcome_name(enum outcome_kind k);
+/*
+ * When to stop a handler whose message arrived at received (monotonic
+ * ms) so that it is settled before a consumer_timeout of ct_ms: leaves a
+ * margin (a tenth, 1 to 60 s) for settling and *grace_ms (at most
+ * kill_grace s, at most a third of the rest) between SIGTERM and SIGKILL.
+ */
+int64_t consumer_deadline(int64_t received, int ct_ms, int kill_grace,
+			  int *grace_ms);
+
+/* ------------------------------------------------------------------ */
+/* ledger.c: marks on messages that outlive the workers holding them */
+
+#define LEDGER_MAX 1024	    /* marks per pool; the oldest go first */
+#define LEDGER_DEATHS_MAX 2 /* crashes holding a message before it is parked   \
+			     */
+
+struct mark {
+	char *key;	 /* delivery_key() */
+	int deaths;	 /* workers that crashed holding it */
+	int lost;	 /* attempts the broker took back */
+	char reason[64]; /* why the last one was taken back */
+};
+
+struct ledger {
+	struct mark *marks;
+	int n, cap;
+};
+
+struct mark *ledger_find(const struct ledger *l, const char *key);
+/* The mark of key, made (zeroed) if there is none. */
+struct mark *ledger_add(struct ledger *l, const char *key);
+void ledger_forget(struct ledger *l, const char *key);
+void ledger_free(struct ledger *l);
+void ledger_copy(struct ledger *dst, const struct ledger *src);
+/* A mark as one line of text for the control socket, and back: a line
+ * with no deaths and nothing lost forgets the key. 0, or -1 if malformed. */
+int ledger_encode(const struct mark *k, char *buf, size_t len);
+int ledger_apply(struct ledger *l, const char *text);
 
 /* ------------------------------------------------------------------ */
 /* mq.c: the only user of rabbitmq-c */
@@ -202,8 +315,12 @@ enum mq_event {
 };
 
 /*
- * Connect to the first reachable node of broker's URLs, log in (with
- * consumer_cancel_notify announced) and open channel 1. NULL on failure,
+ * Connect to the first reachable node of broker's URLs within
+ * connect_timeout each, log in (announcing consumer_cancel_notify,
+ * connection.blocked, publisher_confirms), and open channel 1 for
+ * consuming and channel 2 for declaring side queues and publishing (the
+ * broker closing channel 2 over a refused declare or publish leaves
+ * channel 1 and its unacked deliveries untouched). NULL on failure,
  * reason in err (never the password) and *status set to
  * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
  */
@@ -261,6 +378,26 @@ int mq_publish(struct mq *m, const struct publish *p);
 /* Wait for confirms of every publish so far; 0 when all acked. */
 int mq_wait_confirms(struct mq *m, int timeout_ms);
 
+enum mq_confirm {
+	MQ_CONFIRM_PENDING,  /* not all answered yet */
+	MQ_CONFIRM_OK,	     /* every copy so far confirmed */
+	MQ_CONFIRM_REFUSED,  /* nacked, unroutable, or the publishing channel
+			      * closed by the broker: mq_error says which */
+	MQ_CONFIRM_UNROUTED, /* confirmed, but came back: no such queue */
+	MQ_CONFIRM_LOST,     /* the connection is gone */
+};
+/* Where the publishes so far stand, from the frames read until now. */
+enum mq_confirm mq_confirm_state(struct mq *m);
+/* true once the connection (or the consuming channel) is gone */
+bool mq_lost(const struct mq *m);
+/* The broker's reason while it blocks our publishing, else NULL. */
+const char *mq_blocked(const struct mq *m);
+/*
+ * After the broker closed the consuming channel: its consumer_timeout in
+ * ms when that was the reason (0 if it did not say the value), else -1.
+ */
+int mq_consumer_timeout_ms(const struct mq *m);
+
 /* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */
 
@@ -281,6 +418,12 @@ void handler_io(struct handler *h, const struct pollfd *pfd, int n,
 bool handler_reap(struct handler *h);
 /* Stop the handler's process group: SIGTERM now, SIGKILL after grace. */
 void handler_stop(struct handler *h, int grace);
+/*
+ * A second deadline, at monotonic ms at: there the group gets SIGTERM and
+ * grace_ms later SIGKILL, and the attempt fails as "consumer_timeout
+ * <seconds>s". Set again to move it.
+ */
+void handler_limit(struct handler *h, int64_t at, int grace_ms, int seconds);
 /* ms until the next deadline (timeout, kill), -1 if none */
 int handler_next_timer(struct handler *h);
 /* Run timers: timeout -> SIGTERM, grace over -> SIGKILL. */
@@ -294,6 +437,58 @@ const char *handler_stderr_tail(const struct handler *h);
 void handler_free(struct handler *h);
 
 /* ------------------------------------------------------------------ */
+/* settle.c: ack, retry copy, parking or reject of a handled message */
+
+#define SETTLE_DECLARED_MAX 64 /* side queues remembered as declared */
+#define SETTLE_SAID_MAX 16     /* causes already explained in the log */
+
+enum settle_phase {
+	SETTLE_BEGIN,	 /* outcome known, nothing done yet */
+	SETTLE_COPY,	 /* a copy is due (waits while blocked) */
+	SETTLE_CONFIRM,	 /* the copy is out, its confirm awaited */
+	SETTLE_FINISHED, /* the original is acked, nacked or rejected */
+};
+
+enum settle_state {
+	SETTLE_DONE, /* settled: report and let go of the message */
+	SETTLE_WAIT, /* call again on a later turn */
+	SETTLE_LOST, /* the connection failed: the broker has it back */
+};
+
+/* One worker's settling: the message in hand, and what it learnt. */
+struct settler {
+	struct mq *mq;
+	const struct queue_conf *q;
+	struct delivery *d; /* the worker's; not freed here */
+	int attempt;
+	struct outcome o;
+	char tail[4097]; /* stderr tail for parking */
+	enum settle_phase phase;
+	int64_t deadline; /* confirm due */
+	bool rejected;	  /* nacked without requeue */
+	bool redeclared;  /* a copy came back unrouted once already */
+	char *declared[SETTLE_DECLARED_MAX];
+	int ndeclared;
+	char said[SETTLE_SAID_MAX][160];
+	int nsaid;
+};
+
+void settle_init(struct settler *s, struct mq *m, const struct queue_conf *q);
+void settle_free(struct settler *s);
+/* Settle d, which was attempt number attempt, by o. */
+void settle_start(struct settler *s, struct delivery *d, int attempt,
+		  const struct outcome *o, const char *tail);
+/* Take the next steps that do not wait; s->o is the final outcome. */
+enum settle_state settle_run(struct settler *s);
+/* ms until settle_run has something to do, -1 if only frames can tell */
+int settle_next_timer(const struct settler *s);
+/* Shutdown while a copy waits: give the original back. */
+void settle_abandon(struct settler *s);
+/* The outcome line of the log, with the message's fields. */
+void settle_log(const struct settler *s, const struct handler_result *r,
+		int64_t started);
+
+/* ------------------------------------------------------------------ */
 /* worker.c: one worker process */
 
 /* Worker -> master report codes, one byte each on the control socket. */
@@ -304,29 +499,46 @@ enum report {
 	REPORT_RETRY = 'r',
 	REPORT_FAILED = 'f',
 	REPORT_REQUEUED = 'q',
-	REPORT_DOWN = 'D', /* lost or could not get its connection */
+	REPORT_DOWN = 'D',	 /* lost or could not get its connection */
+	REPORT_HOLDING = 'H',	 /* + key: a message taken in hand */
+	REPORT_TAKEN_BACK = 'L', /* + "MS\tKEY": the broker's consumer_timeout
+				  * took it back */
+	REPORT_BLOCKED = 'P',	 /* + reason: the broker blocks publishing */
+	REPORT_UNBLOCKED = 'U',
 };
 
 /* Master -> worker commands on the control socket. */
 enum command {
-	COMMAND_RETIRE = 'R', /* finish the current message, exit */
-	COMMAND_STOP = 'S',   /* shutdown: shutdown_timeout applies */
+	COMMAND_RETIRE = 'R',		/* finish the current message, exit */
+	COMMAND_STOP = 'S',		/* shutdown: shutdown_timeout applies */
+	COMMAND_CONSUMER_TIMEOUT = 'T', /* + ms: the broker's, shorter */
+	COMMAND_MARK = 'M',		/* + ledger_encode() text */
 };
 
 /* Worker exit statuses, telling the master why. */
 enum worker_exit {
-	WORKER_EXIT_OK = 0,	  /* retired or stopped */
-	WORKER_EXIT_FATAL = 1,	  /* unexpected error */
-	WORKER_EXIT_CONNECT = 10, /* could not connect / lost it */
-	WORKER_EXIT_LOGIN = 11,	  /* refused login */
-	WORKER_EXIT_DECLARE = 12, /* could not declare or consume */
-	WORKER_EXIT_HANDLER = 13, /* handler could not start */
-	WORKER_EXIT_MASTER = 14,  /* master went away */
+	WORKER_EXIT_OK = 0,	     /* retired or stopped */
+	WORKER_EXIT_FATAL = 1,	     /* unexpected error */
+	WORKER_EXIT_CONNECT = 10,    /* could not connect / lost it */
+	WORKER_EXIT_LOGIN = 11,	     /* refused login */
+	WORKER_EXIT_DECLARE = 12,    /* could not declare or consume */
+	WORKER_EXIT_HANDLER = 13,    /* handler could not start */
+	WORKER_EXIT_MASTER = 14,     /* master went away */
+	WORKER_EXIT_TAKEN_BACK = 15, /* the broker's consumer_timeout hit */
+};
+
+/* What a new worker starts from. */
+struct worker_start {
+	const struct config *cf;
+	const struct queue_conf *q;
+	int number;
+	int ctl;		    /* its end of the control socket */
+	const struct ledger *marks; /* the pool's, copied */
+	int consumer_timeout_ms;    /* the broker's once proven shorter */
 };
 
 /* Runs in the forked child; never returns. */
-void worker_main(const struct config *cf, const struct queue_conf *q,
-		 int number, int ctl) __attribute__((noreturn));
+void worker_main(const struct worker_start *ws) __attribute__((noreturn));
 const char *worker_exit_reason(int status);
 
 /* ------------------------------------------------------------------ */

@@ -1,9 +1,10 @@
 /*
- * worker.c: one worker process. Holds its own AMQP connection, consumes
- * one queue with manual acks, runs one handler at a time, and settles each
- * message by the handler's outcome. One poll loop serves the socket
- * (heartbeats included), the handler's pipes, signals and the master's
- * control socket, so nothing in the message path waits on a timer.
+ * worker.c: one worker process, the consume loop alone. Holds its own AMQP
+ * connection, consumes one queue with manual acks, runs one handler at a
+ * time, and hands each outcome to settle.c. One poll loop serves the
+ * socket (heartbeats, confirms, connection.blocked), the handler's pipes
+ * and deadlines, signals and the master's control socket, so nothing in
+ * the message path waits on a timer.
  */
 #include "config.h"
 
@@ -24,9 +25,6 @@
 
 #include "warren.h"
 
-#define CONFIRM_TIMEOUT_MS 30000
-#define MAX_DECLARED 64
-
 struct worker {
 	const struct config *cf;
 	const struct queue_conf *q;
@@ -34,27 +32,27 @@ struct worker {
 	int ctl; /* control socket to the master */
 	int sigfd;
 	struct mq *mq;
-	struct delivery *d; /* the message being handled */
-	struct handler *h;
+	struct delivery *d; /* the message in hand */
+	struct handler *h;  /* its handler, while it runs */
+	struct handler_result r;
+	bool settling; /* the handler is done, its outcome being applied */
+	struct settler set;
+	struct ledger marks; /* the master's notes on messages */
+	int ct_ms;	     /* consumer_timeout in force */
+	bool blocked;	     /* told the master the broker blocks us */
 	int attempt;
 	int64_t started;
 	bool retiring; /* finish the current message, then exit */
 	bool stopping; /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
-	bool broken;	  /* the connection failed us: reconnect */
 	bool stop_killed; /* the handler was stopped by the shutdown */
-	char *declared[MAX_DECLARED]; /* retry and parking queues */
-	int ndeclared;
 };
-
-static void conclude(struct worker *w, struct outcome *o,
-		     const struct handler_result *r, const char *tail);
 
 /* A report to the master: code byte, then optional text. */
 static void report(struct worker *w, char code, const char *text)
 {
-	char buf[600];
+	char buf[1100];
 	size_t n = 1;
 
 	buf[0] = code;
@@ -108,19 +106,102 @@ static int attempt_of(const struct worker *w, int *lost)
 	return (int)n + *lost;
 }
 
-/* The budget went on deliveries that died with their worker: park it. */
-static void spent(struct worker *w, int lost)
+static char report_of(enum outcome_kind k)
 {
-	struct handler_result r = {0};
-	struct outcome o = {OUTCOME_FAILED, "", 0};
+	switch (k) {
+	case OUTCOME_ACK:
+		return REPORT_ACK;
+	case OUTCOME_RETRY:
+		return REPORT_RETRY;
+	case OUTCOME_FAILED:
+		return REPORT_FAILED;
+	default:
+		return REPORT_REQUEUED;
+	}
+}
 
-	if (lost > 0)
-		snprintf(o.reason, sizeof(o.reason), "redelivered %d times",
-			 lost);
-	else
-		snprintf(o.reason, sizeof(o.reason), "out of attempts");
-	w->attempt--; /* this delivery never ran */
-	conclude(w, &o, &r, "");
+/* Apply o to the message in hand; the loop carries it to its end. */
+static void begin_settling(struct worker *w, const struct outcome *o,
+			   const char *tail)
+{
+	w->settling = true;
+	settle_start(&w->set, w->d, w->attempt, o, tail);
+}
+
+/* A step of the settling; once done, tell the master and let go. */
+static void continue_settling(struct worker *w)
+{
+	switch (settle_run(&w->set)) {
+	case SETTLE_WAIT:
+		return;
+	case SETTLE_LOST:
+		log_warnx("%s: lost the broker while settling it (%s); the "
+			  "broker gives it back",
+			  w->d->message_id ? w->d->message_id : "-",
+			  mq_error(w->mq));
+		report(w, REPORT_REQUEUED, NULL);
+		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+	case SETTLE_DONE:
+		break;
+	}
+	settle_log(&w->set, &w->r, w->started);
+	report(w, report_of(w->set.o.kind), NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	w->settling = false;
+}
+
+/* Settle without running the handler: o says why. */
+static void settle_without_running(struct worker *w, enum outcome_kind k,
+				   const char *reason)
+{
+	struct outcome o = {k, "", 0};
+
+	snprintf(o.reason, sizeof(o.reason), "%s", reason);
+	memset(&w->r, 0, sizeof(w->r));
+	begin_settling(w, &o, "");
+}
+
+/*
+ * The master's notes may say that this message killed workers, or that
+ * the broker took attempts of it back: then it is settled unrun. true if
+ * so.
+ */
+static bool marked_by_master(struct worker *w, int lost)
+{
+	const struct mark *k = ledger_find(&w->marks, w->d->key);
+	struct handler_result r = {0};
+	struct outcome o;
+
+	if (k == NULL)
+		return false;
+	if (k->deaths >= LEDGER_DEATHS_MAX) {
+		log_warnx("%s: %d workers died holding it; parking it without "
+			  "running the handler",
+			  w->d->message_id ? w->d->message_id : "-", k->deaths);
+		settle_without_running(w, OUTCOME_FAILED, "worker died");
+		return true;
+	}
+	if (k->lost <= 0 || k->lost <= lost)
+		return false; /* a quorum queue's count already has them */
+	/* attempts the broker took back count as failed timeouts */
+	w->attempt += k->lost - lost - 1;
+	r.started = r.timed_out = r.consumer_timeout = true;
+	r.timeout = w->ct_ms / 1000;
+	o = outcome_of(&r, w->attempt, &w->q->retry);
+	w->r = r;
+	begin_settling(w, &o, "");
+	return true;
+}
+
+/* Stop the handler before the consumer_timeout in force. */
+static void limit_handler(struct worker *w)
+{
+	int grace, ct = w->ct_ms;
+	int64_t at =
+	    consumer_deadline(w->d->received, ct, w->q->kill_grace, &grace);
+
+	handler_limit(w->h, at, grace, (ct + 500) / 1000);
 }
 
 static void start_handler(struct worker *w)
@@ -128,10 +209,21 @@ static void start_handler(struct worker *w)
 	char **env, err[512];
 	int lost;
 
+	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
 	w->started = now_ms();
+	if (marked_by_master(w, lost))
+		return;
 	if (w->attempt > w->q->retry.attempts) {
-		spent(w, lost);
+		char why[64];
+
+		if (lost > 0)
+			snprintf(why, sizeof(why), "redelivered %d times",
+				 lost);
+		else
+			snprintf(why, sizeof(why), "out of attempts");
+		w->attempt--; /* this delivery never ran */
+		settle_without_running(w, OUTCOME_FAILED, why);
 		return;
 	}
 	env = handler_env(w->q, w->number, w->attempt, w->d);
@@ -139,6 +231,7 @@ static void start_handler(struct worker *w)
 			     sizeof(err));
 	env_free(env);
 	if (w->h != NULL) {
+		limit_handler(w);
 		/* the master kills this group should we die */
 		snprintf(err, sizeof(err), "%ld", (long)handler_pid(w->h));
 		report(w, REPORT_BUSY, err);
@@ -160,201 +253,52 @@ static void start_handler(struct worker *w)
 	give_up(w, WORKER_EXIT_HANDLER, err);
 }
 
-/* Publish a copy of the current message to queue, confirmed. */
-static int publish_copy(struct worker *w, const char *queue, struct header *hs,
-			int nh, const char *drop)
-{
-	struct publish p = {0};
-
-	p.drop_header = drop;
-	p.routing_key = queue;
-	p.body = w->d->body;
-	p.body_len = w->d->body_len;
-	p.like = w->d;
-	p.headers = hs;
-	p.nheaders = nh;
-	if (mq_publish(w->mq, &p) != 0 ||
-	    mq_wait_confirms(w->mq, CONFIRM_TIMEOUT_MS) != 0)
-		return -1;
-	return 0;
-}
-
-/* Declare a queue once per worker life. */
-static int declare_once(struct worker *w, const char *name, int ttl)
-{
-	for (int i = 0; i < w->ndeclared; i++)
-		if (strcmp(w->declared[i], name) == 0)
-			return 0;
-	if (ttl > 0 ? mq_declare_delay(w->mq, name, w->q->name, ttl)
-		    : mq_declare_named(w->mq, name, true, QUEUE_CLASSIC))
-		return -1;
-	if (w->ndeclared < MAX_DECLARED)
-		w->declared[w->ndeclared++] = xstrdup(name);
-	return 0;
-}
-
-static void str_header(struct header *h, const char *name, const char *v)
-{
-	h->name = (char *)name;
-	h->value = (char *)v;
-	h->len = strlen(v);
-	h->integer = false;
-}
-
-/* An integer header; its text lives in buf. */
-static void num_header(struct header *h, const char *name, long long v,
-		       char *buf, size_t len)
-{
-	snprintf(buf, len, "%lld", v);
-	str_header(h, name, buf);
-	h->integer = true;
-}
-
-/* OUTCOME_RETRY: into NAME.retry.<delay>s, back to NAME after the TTL. */
-static int retry_later(struct worker *w, const struct outcome *o)
-{
-	char name[300], num[32];
-	struct header h;
-
-	snprintf(name, sizeof(name), "%s.retry.%ds", w->q->name, o->delay);
-	if (declare_once(w, name, o->delay) != 0)
-		return -1;
-	num_header(&h, "x-warren-attempt", w->attempt + 1, num, sizeof(num));
-	return publish_copy(w, name, &h, 1, NULL);
-}
-
-/* OUTCOME_FAILED with park: into NAME.failed with the reason. */
-static int park(struct worker *w, const struct outcome *o, const char *tail)
-{
-	char name[300], n1[32], n2[32];
-	struct header h[4];
-
-	snprintf(name, sizeof(name), "%s.failed", w->q->name);
-	if (declare_once(w, name, 0) != 0)
-		return -1;
-	num_header(&h[0], "x-warren-attempts", w->attempt, n1, sizeof(n1));
-	str_header(&h[1], "x-warren-reason", o->reason);
-	str_header(&h[2], "x-warren-stderr", tail);
-	num_header(&h[3], "x-warren-failed-at", (long long)time(NULL), n2,
-		   sizeof(n2));
-	/* a replayed message starts counting its attempts afresh */
-	return publish_copy(w, name, h, 4, "x-warren-attempt");
-}
-
-/*
- * Apply an outcome to the current message. The original is acked only
- * after its retry or parking copy is confirmed; if the copy cannot be
- * made, the original goes back to the queue.
- */
-static void apply(struct worker *w, struct outcome *o, const char *tail)
-{
-	int rc = 0;
-
-	switch (o->kind) {
-	case OUTCOME_ACK:
-		rc = mq_ack(w->mq, w->d->tag);
-		break;
-	case OUTCOME_RETRY:
-	case OUTCOME_FAILED:
-		if (o->kind == OUTCOME_FAILED && !w->q->park) {
-			/* the broker dead-letters it by policy, or drops it */
-			rc = mq_nack(w->mq, w->d->tag, false);
-			break;
-		}
-		if ((o->kind == OUTCOME_RETRY ? retry_later(w, o)
-					      : park(w, o, tail)) == 0) {
-			rc = mq_ack(w->mq, w->d->tag);
-			break;
-		}
-		log_warnx("%s: cannot %s it: %s; requeued",
-			  w->d->message_id ? w->d->message_id : "-",
-			  o->kind == OUTCOME_RETRY ? "schedule a retry of"
-						   : "park",
-			  mq_error(w->mq));
-		o->kind = OUTCOME_REQUEUED;
-		mq_nack(w->mq, w->d->tag, true);
-		rc = -1; /* the channel is suspect: start afresh */
-		break;
-	case OUTCOME_REQUEUED:
-		rc = mq_nack(w->mq, w->d->tag, true);
-		break;
-	}
-	if (rc != 0)
-		w->broken = true;
-}
-
-static char report_of(enum outcome_kind k)
-{
-	switch (k) {
-	case OUTCOME_ACK:
-		return REPORT_ACK;
-	case OUTCOME_RETRY:
-		return REPORT_RETRY;
-	case OUTCOME_FAILED:
-		return REPORT_FAILED;
-	default:
-		return REPORT_REQUEUED;
-	}
-}
-
-static void log_outcome(struct worker *w, const struct outcome *o,
-			const struct handler_result *r)
-{
-	struct log_fields lf = LOG_FIELDS_INIT;
-	char delay[48] = "";
-
-	lf.message_id = w->d->message_id;
-	lf.outcome = outcome_name(o->kind);
-	lf.duration_ms = (long)(now_ms() - w->started);
-	if (r->started && WIFEXITED(r->wait_status))
-		lf.exit_status = WEXITSTATUS(r->wait_status);
-	if (o->kind == OUTCOME_RETRY)
-		snprintf(delay, sizeof(delay), ", attempt %d, again in %d s",
-			 w->attempt, o->delay);
-	else if (o->kind == OUTCOME_FAILED)
-		snprintf(delay, sizeof(delay), ", attempt %d, %s", w->attempt,
-			 w->q->park ? "parked" : "rejected");
-	log_fields(o->kind == OUTCOME_ACK ? LOG_INFO : LOG_WARNING, &lf,
-		   "%s %s, %s, %ld ms%s", lf.message_id ? lf.message_id : "-",
-		   lf.outcome, o->reason, lf.duration_ms, delay);
-}
-
-/*
- * Settle the current message by o, log it, tell the master (which also
- * takes it as "idle again"), and let go of it; a connection that failed
- * on the way is given up.
- */
-static void conclude(struct worker *w, struct outcome *o,
-		     const struct handler_result *r, const char *tail)
-{
-	apply(w, o, tail);
-	log_outcome(w, o, r);
-	report(w, report_of(o->kind), NULL);
-	delivery_free(w->d);
-	w->d = NULL;
-	if (w->broken)
-		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
-}
-
 /* The handler has exited: settle its message. */
-static void settle(struct worker *w)
+static void handler_done(struct worker *w)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
-	struct handler_result r = {0};
 	struct outcome o;
 
 	lf.message_id = w->d->message_id;
-	handler_finish(w->h, &r, &lf);
-	o = outcome_of(&r, w->attempt, &w->q->retry);
+	memset(&w->r, 0, sizeof(w->r));
+	handler_finish(w->h, &w->r, &lf);
+	o = outcome_of(&w->r, w->attempt, &w->q->retry);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
 		/* stopped by the shutdown, not failed: another worker will
 		 * run it again from the start */
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
 	}
-	conclude(w, &o, &r, handler_stderr_tail(w->h));
+	begin_settling(w, &o, handler_stderr_tail(w->h));
 	handler_free(w->h);
 	w->h = NULL;
+	continue_settling(w);
+}
+
+/*
+ * The broker closed the consuming channel. After its consumer_timeout it
+ * has taken the message in hand back: the master learns the broker's
+ * value (every worker uses it from now on) and marks the message, so that
+ * the attempt counts when it comes again.
+ */
+static void __attribute__((noreturn)) lost_channel(struct worker *w)
+{
+	int ct = mq_consumer_timeout_ms(w->mq);
+	char buf[400];
+
+	if (ct < 0)
+		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+	if (ct == 0 && w->d != NULL)
+		ct = (int)((now_ms() - w->d->received) / 2);
+	if (ct <= 0)
+		ct = w->ct_ms / 2;
+	snprintf(buf, sizeof(buf), "%d\t%s", ct, w->d ? w->d->key : "");
+	report(w, REPORT_TAKEN_BACK, buf);
+	if (w->d != NULL)
+		log_warnx("%s: the broker took it back (consumer_timeout); "
+			  "the attempt counts as failed",
+			  w->d->message_id ? w->d->message_id : "-");
+	give_up(w, WORKER_EXIT_TAKEN_BACK, "the broker's consumer_timeout");
 }
 
 /* Stop taking messages; the current one is finished first. */
@@ -389,26 +333,54 @@ static void on_signals(struct worker *w)
 	}
 }
 
+/* The master's word: finish and go, stop, a consumer_timeout, a mark. */
+static void on_command(struct worker *w, const char *buf, ssize_t n)
+{
+	switch (buf[0]) {
+	case COMMAND_RETIRE:
+		begin_stop(w, false);
+		break;
+	case COMMAND_STOP:
+		begin_stop(w, true);
+		break;
+	case COMMAND_CONSUMER_TIMEOUT: {
+		int ct = atoi(buf + 1);
+
+		if (ct > 0 && ct < w->ct_ms) {
+			w->ct_ms = ct;
+			if (w->h != NULL)
+				limit_handler(w);
+		}
+		break;
+	}
+	case COMMAND_MARK:
+		if (n > 1 && ledger_apply(&w->marks, buf + 1) != 0)
+			log_debug("bad mark from the master");
+		break;
+	}
+}
+
 static void on_control(struct worker *w)
 {
-	char buf[64];
-	ssize_t n = recv(w->ctl, buf, sizeof(buf), MSG_DONTWAIT);
+	char buf[1200];
 
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		/* the master is gone: nothing may outlive it */
-		if (w->h != NULL)
-			handler_free(w->h);
-		w->h = NULL;
-		log_warnx("master went away; exiting");
-		mq_close(w->mq);
-		exit(WORKER_EXIT_MASTER);
+	for (;;) {
+		ssize_t n = recv(w->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			/* the master is gone: nothing may outlive it */
+			if (w->h != NULL)
+				handler_free(w->h);
+			w->h = NULL;
+			log_warnx("master went away; exiting");
+			mq_close(w->mq);
+			exit(WORKER_EXIT_MASTER);
+		}
+		buf[n] = '\0';
+		on_command(w, buf, n);
 	}
-	if (buf[0] == COMMAND_RETIRE)
-		begin_stop(w, false);
-	else if (buf[0] == COMMAND_STOP)
-		begin_stop(w, true);
 }
 
 static int poll_timeout(struct worker *w)
@@ -420,7 +392,10 @@ static int poll_timeout(struct worker *w)
 	if (w->h != NULL && (ht = handler_next_timer(w->h)) >= 0 &&
 	    (t < 0 || ht < t))
 		t = ht;
-	if (w->stopping && w->h != NULL && !w->stop_killed) {
+	if (w->settling && (ht = settle_next_timer(&w->set)) >= 0 &&
+	    (t < 0 || ht < t))
+		t = ht;
+	if (w->stopping && w->d != NULL && !w->stop_killed) {
 		int64_t left = w->stop_deadline - now_ms();
 
 		if (left < 0)
@@ -435,6 +410,13 @@ static int poll_timeout(struct worker *w)
 	return t;
 }
 
+static void cancelled(struct worker *w)
+{
+	log_warnx("%s", mq_error(w->mq));
+	begin_stop(w, false);
+	w->exit_status = WORKER_EXIT_DECLARE;
+}
+
 /* Read the broker's side: deliveries are taken one at a time. */
 static void on_broker(struct worker *w)
 {
@@ -442,29 +424,24 @@ static void on_broker(struct worker *w)
 
 	for (;;) {
 		if (w->d != NULL) {
-			/* busy: frames are still read, for heartbeats and
-			 * closes, but deliveries wait in mq's queue */
+			/* busy: frames are still read, for heartbeats,
+			 * confirms and closes, but deliveries wait in mq's
+			 * queue */
 			enum mq_event e = mq_service(w->mq);
 
 			if (e == MQ_CLOSED)
-				give_up(w, WORKER_EXIT_CONNECT,
-					mq_error(w->mq));
-			if (e == MQ_CANCELLED) {
-				log_warnx("%s", mq_error(w->mq));
-				begin_stop(w, false);
-				w->exit_status = WORKER_EXIT_DECLARE;
-			}
+				lost_channel(w);
+			if (e == MQ_CANCELLED)
+				cancelled(w);
 			return;
 		}
 		switch (mq_poll(w->mq, &d)) {
 		case MQ_NONE:
 			return;
 		case MQ_CLOSED:
-			give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
+			lost_channel(w);
 		case MQ_CANCELLED:
-			log_warnx("%s", mq_error(w->mq));
-			begin_stop(w, false);
-			w->exit_status = WORKER_EXIT_DECLARE;
+			cancelled(w);
 			continue;
 		case MQ_DELIVERY:
 			if (w->retiring) {
@@ -475,9 +452,41 @@ static void on_broker(struct worker *w)
 			}
 			w->d = d;
 			start_handler(w);
+			if (w->settling)
+				continue_settling(w);
 			continue;
 		}
 	}
+}
+
+/* Tell the master when the broker blocks or unblocks our publishing. */
+static void watch_blocked(struct worker *w)
+{
+	const char *why = mq_blocked(w->mq);
+
+	if ((why != NULL) == w->blocked)
+		return;
+	w->blocked = why != NULL;
+	if (w->blocked)
+		log_debug("broker blocked publishing: %s", why);
+	report(w, w->blocked ? REPORT_BLOCKED : REPORT_UNBLOCKED, why);
+}
+
+/* The handler's side of a turn: output, timers, the shutdown deadline. */
+static void serve_handler(struct worker *w, struct pollfd *pfd, int nh)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+
+	lf.message_id = w->d->message_id;
+	handler_io(w->h, pfd, nh, &lf);
+	handler_timers(w->h);
+	if (w->stopping && !w->stop_killed && now_ms() >= w->stop_deadline) {
+		log_warnx("shutdown_timeout reached; stopping the handler");
+		handler_stop(w->h, w->q->kill_grace);
+		w->stop_killed = true;
+	}
+	if (handler_reap(w->h))
+		handler_done(w);
 }
 
 static void loop(struct worker *w)
@@ -486,7 +495,7 @@ static void loop(struct worker *w)
 	int n, nh, t;
 
 	for (;;) {
-		if (w->retiring && w->h == NULL && w->d == NULL) {
+		if (w->retiring && w->d == NULL) {
 			/* drain what was prefetched, then go */
 			on_broker(w);
 			mq_close(w->mq);
@@ -507,59 +516,57 @@ static void loop(struct worker *w)
 			on_signals(w);
 		if (pfd[2].revents)
 			on_control(w);
-		if (w->h != NULL) {
-			struct log_fields lf = LOG_FIELDS_INIT;
-
-			lf.message_id = w->d->message_id;
-			handler_io(w->h, pfd + n, nh, &lf);
-			handler_timers(w->h);
-			if (w->stopping && !w->stop_killed &&
-			    now_ms() >= w->stop_deadline) {
-				log_warnx("shutdown_timeout reached; stopping "
-					  "the handler");
-				handler_stop(w->h, w->q->kill_grace);
-				w->stop_killed = true;
-			}
-			if (handler_reap(w->h))
-				settle(w);
-		}
+		if (w->h != NULL)
+			serve_handler(w, pfd + n, nh);
 		/* every turn: keeps heartbeats going during long handlers */
 		on_broker(w);
+		watch_blocked(w);
+		if (w->settling) {
+			if (w->stopping && now_ms() >= w->stop_deadline) {
+				settle_abandon(&w->set);
+				w->r.started = false;
+			}
+			continue_settling(w);
+		}
 	}
 }
 
-void worker_main(const struct config *cf, const struct queue_conf *q,
-		 int number, int ctl)
+void worker_main(const struct worker_start *ws)
 {
 	struct worker w = {0};
 	char name[300], err[512];
 	int status;
 
-	w.cf = cf;
-	w.q = q;
-	w.number = number;
-	w.ctl = ctl;
-	log_set_worker(q->name, number);
+	w.cf = ws->cf;
+	w.q = ws->q;
+	w.number = ws->number;
+	w.ctl = ws->ctl;
+	w.ct_ms = w.cf->broker.consumer_timeout * 1000;
+	if (ws->consumer_timeout_ms > 0 && ws->consumer_timeout_ms < w.ct_ms)
+		w.ct_ms = ws->consumer_timeout_ms;
+	ledger_copy(&w.marks, ws->marks);
+	log_set_worker(w.q->name, w.number);
 	unsetenv("NOTIFY_SOCKET");
 	signal(SIGPIPE, SIG_IGN);
 	w.sigfd = signal_fd();
-	snprintf(name, sizeof(name), "warrend %s/%d", q->name, number);
-	w.mq = mq_connect(&cf->broker, name, &status, err, sizeof(err));
+	snprintf(name, sizeof(name), "warrend %s/%d", w.q->name, w.number);
+	w.mq = mq_connect(&w.cf->broker, name, &status, err, sizeof(err));
 	if (w.mq == NULL)
 		give_up(&w, status, err);
-	if (mq_declare(w.mq, q) != 0)
+	settle_init(&w.set, w.mq, w.q);
+	if (mq_declare(w.mq, w.q) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
 	/* take no message while the handler cannot run */
-	if (handler_check(q, err, sizeof(err)) != 0)
+	if (handler_check(w.q, err, sizeof(err)) != 0)
 		give_up(&w, WORKER_EXIT_HANDLER, err);
 	if (mq_confirm_select(w.mq) != 0 ||
-	    mq_consume(w.mq, q->name, q->prefetch) != 0)
+	    mq_consume(w.mq, w.q->name, w.q->prefetch) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
 	/* from here the loop sees the master go (control socket EOF) and
 	 * stops the handler's whole group first */
 	prctl(PR_SET_PDEATHSIG, 0);
 	report(&w, REPORT_CONSUMING, NULL);
-	log_info("consuming %s", q->name);
+	log_info("consuming %s", w.q->name);
 	loop(&w);
 	exit(0);
 }
@@ -577,6 +584,8 @@ const char *worker_exit_reason(int status)
 		return "configuration problem: the handler cannot be started";
 	case WORKER_EXIT_MASTER:
 		return "the master went away";
+	case WORKER_EXIT_TAKEN_BACK:
+		return "the broker took a message back (consumer_timeout)";
 	default:
 		return "unexpected exit";
 	}

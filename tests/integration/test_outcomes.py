@@ -890,7 +890,8 @@ def test_many_headers_keep_the_attempt_count(broker, cleanup, warrend, tmp_path)
 
 def test_parking_queue_deleted_meanwhile_loses_nothing(broker, cleanup, warrend, tmp_path):
     """A copy to a queue deleted since the worker declared it comes back
-    (mandatory); the original is requeued, and parked once re-declared."""
+    (mandatory); the queue is declared again and the copy published once
+    more, so the message is parked without running the handler again."""
     runs = tmp_path / "runs"
     h = handler(tmp_path / "bad.py", "sys.exit(65)\n")
     w = warrend([h, str(runs)])
@@ -904,4 +905,5 @@ def test_parking_queue_deleted_meanwhile_loses_nothing(broker, cleanup, warrend,
     props, body = wait_parked(broker, w.queue, timeout=60)
     assert body == b"second" and props.message_id == "del-2"
     assert "could not route" in w.log()
+    assert len(runs_of(runs)) == 2, "the handler ran again"
     stop_and_assert_empty(broker, w)

@@ -1,0 +1,295 @@
+/*
+ * settle.c: what becomes of a message once its outcome is known. An ack;
+ * a reject; or a copy (retry or parking) published on the publishing
+ * channel and confirmed before the original is acked. Steps never block:
+ * the worker's loop calls settle_run() each turn, so heartbeats, signals
+ * and the master are served while a copy waits out a blocked broker.
+ * Transient failures (connection lost, confirm timeout) give the original
+ * back to the broker; permanent ones (a nack, a refused declare or
+ * publish) escalate: a retry becomes parking, parking becomes a reject.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "warren.h"
+
+#define CONFIRM_TIMEOUT_MS 30000
+
+static const char *id_of(const struct settler *s)
+{
+	return s->d->message_id ? s->d->message_id : "-";
+}
+
+void settle_init(struct settler *s, struct mq *m, const struct queue_conf *q)
+{
+	memset(s, 0, sizeof(*s));
+	s->mq = m;
+	s->q = q;
+}
+
+/* A cause explained once per worker; later messages get a debug line. */
+static void tell_once(struct settler *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tell_once(struct settler *s, const char *fmt, ...)
+{
+	char line[800];
+	va_list ap;
+	int i;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	for (i = 0; i < s->nsaid; i++)
+		if (strcmp(s->said[i], mq_error(s->mq)) == 0)
+			break;
+	if (i < s->nsaid) {
+		log_debug("%s", line);
+		return;
+	}
+	if (s->nsaid < SETTLE_SAID_MAX)
+		snprintf(s->said[s->nsaid++], sizeof(s->said[0]), "%s",
+			 mq_error(s->mq));
+	log_warnx("%s", line);
+}
+
+/* The side queues are declared again: one was deleted meanwhile. */
+static void forget_declared(struct settler *s)
+{
+	for (int i = 0; i < s->ndeclared; i++)
+		free(s->declared[i]);
+	s->ndeclared = 0;
+}
+
+void settle_free(struct settler *s)
+{
+	forget_declared(s);
+}
+
+/* Declare a side queue once per worker life; refusals are not kept. */
+static int declare_once(struct settler *s, const char *name, int ttl)
+{
+	for (int i = 0; i < s->ndeclared; i++)
+		if (strcmp(s->declared[i], name) == 0)
+			return 0;
+	if (ttl > 0 ? mq_declare_delay(s->mq, name, s->q->name, ttl)
+		    : mq_declare_named(s->mq, name, true, QUEUE_CLASSIC))
+		return -1;
+	if (s->ndeclared < SETTLE_DECLARED_MAX)
+		s->declared[s->ndeclared++] = xstrdup(name);
+	return 0;
+}
+
+static void str_header(struct header *h, const char *name, const char *v)
+{
+	h->name = (char *)name;
+	h->value = (char *)v;
+	h->len = strlen(v);
+	h->integer = false;
+}
+
+/* An integer header; its text lives in buf. */
+static void num_header(struct header *h, const char *name, long long v,
+		       char *buf, size_t len)
+{
+	snprintf(buf, len, "%lld", v);
+	str_header(h, name, buf);
+	h->integer = true;
+}
+
+/* Publish the copy the outcome calls for; 0 once it is on its way. */
+static int publish_copy(struct settler *s)
+{
+	struct publish p = {0};
+	char name[300], n1[32], n2[32];
+	struct header h[4];
+	int ttl = 0;
+
+	if (s->o.kind == OUTCOME_RETRY) {
+		snprintf(name, sizeof(name), "%s.retry.%ds", s->q->name,
+			 s->o.delay);
+		ttl = s->o.delay;
+		num_header(&h[0], "x-warren-attempt", s->attempt + 1, n1,
+			   sizeof(n1));
+		p.nheaders = 1;
+	} else {
+		snprintf(name, sizeof(name), "%s.failed", s->q->name);
+		num_header(&h[0], "x-warren-attempts", s->attempt, n1,
+			   sizeof(n1));
+		str_header(&h[1], "x-warren-reason", s->o.reason);
+		str_header(&h[2], "x-warren-stderr", s->tail);
+		num_header(&h[3], "x-warren-failed-at", (long long)time(NULL),
+			   n2, sizeof(n2));
+		p.nheaders = 4;
+		/* a replayed message starts counting its attempts afresh */
+		p.drop_header = "x-warren-attempt";
+	}
+	if (declare_once(s, name, ttl) != 0)
+		return -1;
+	p.routing_key = name;
+	p.body = s->d->body;
+	p.body_len = s->d->body_len;
+	p.like = s->d;
+	p.headers = h;
+	return mq_publish(s->mq, &p);
+}
+
+void settle_start(struct settler *s, struct delivery *d, int attempt,
+		  const struct outcome *o, const char *tail)
+{
+	s->d = d;
+	s->attempt = attempt;
+	s->o = *o;
+	snprintf(s->tail, sizeof(s->tail), "%s", tail ? tail : "");
+	s->phase = SETTLE_BEGIN;
+	s->rejected = false;
+	s->redeclared = false;
+}
+
+/* The copy cannot ever be made: a retry is parked, parking rejects. */
+static enum settle_state refused(struct settler *s)
+{
+	if (s->o.kind == OUTCOME_RETRY) {
+		tell_once(s,
+			  "%s: cannot schedule a retry: %s; parking it "
+			  "instead",
+			  id_of(s), mq_error(s->mq));
+		s->o.kind = OUTCOME_FAILED;
+		s->phase = SETTLE_COPY;
+		return settle_run(s); /* once: a parking copy cannot retry */
+	}
+	tell_once(s,
+		  "%s: cannot park it in %s.failed: %s; rejected it instead "
+		  "(a dead-letter policy on %s keeps it, else the broker drops "
+		  "it)",
+		  id_of(s), s->q->name, mq_error(s->mq), s->q->name);
+	s->rejected = true;
+	s->phase = SETTLE_FINISHED;
+	return mq_nack(s->mq, s->d->tag, false) == 0 ? SETTLE_DONE
+						     : SETTLE_LOST;
+}
+
+/* The last step: the original acked, nacked or rejected. */
+static enum settle_state finish(struct settler *s, int rc)
+{
+	s->phase = SETTLE_FINISHED;
+	return rc == 0 ? SETTLE_DONE : SETTLE_LOST;
+}
+
+enum settle_state settle_run(struct settler *s)
+{
+	switch (s->phase) {
+	case SETTLE_BEGIN:
+		if (s->o.kind == OUTCOME_ACK)
+			return finish(s, mq_ack(s->mq, s->d->tag));
+		if (s->o.kind == OUTCOME_REQUEUED)
+			return finish(s, mq_nack(s->mq, s->d->tag, true));
+		if (s->o.kind == OUTCOME_FAILED && !s->q->park) {
+			/* the broker dead-letters it by policy, or drops it */
+			s->rejected = true;
+			return finish(s, mq_nack(s->mq, s->d->tag, false));
+		}
+		s->phase = SETTLE_COPY;
+		/* fall through */
+	case SETTLE_COPY:
+		if (mq_blocked(s->mq) != NULL)
+			return SETTLE_WAIT; /* until connection.unblocked */
+		if (publish_copy(s) != 0)
+			return mq_lost(s->mq) ? SETTLE_LOST : refused(s);
+		s->phase = SETTLE_CONFIRM;
+		s->deadline = now_ms() + CONFIRM_TIMEOUT_MS;
+		/* fall through */
+	case SETTLE_CONFIRM:
+		switch (mq_confirm_state(s->mq)) {
+		case MQ_CONFIRM_OK:
+			return finish(s, mq_ack(s->mq, s->d->tag));
+		case MQ_CONFIRM_REFUSED:
+			return refused(s);
+		case MQ_CONFIRM_UNROUTED:
+			/* its queue was deleted since we declared it: once
+			 * more, declared anew */
+			if (s->redeclared)
+				return refused(s);
+			s->redeclared = true;
+			log_info(
+			    "%s: the broker could not route its copy (a "
+			    "queue deleted meanwhile?); declaring it again",
+			    id_of(s));
+			forget_declared(s);
+			s->phase = SETTLE_COPY;
+			return settle_run(s);
+		case MQ_CONFIRM_LOST:
+			return SETTLE_LOST;
+		case MQ_CONFIRM_PENDING:
+			break;
+		}
+		if (mq_blocked(s->mq) != NULL) {
+			/* a blocked broker answers when it unblocks */
+			s->deadline = now_ms() + CONFIRM_TIMEOUT_MS;
+			return SETTLE_WAIT;
+		}
+		if (now_ms() < s->deadline)
+			return SETTLE_WAIT;
+		log_warnx("%s: no publisher confirm within %d s; it goes back "
+			  "to the queue",
+			  id_of(s), CONFIRM_TIMEOUT_MS / 1000);
+		(void)mq_nack(s->mq, s->d->tag, true);
+		s->o.kind = OUTCOME_REQUEUED;
+		return SETTLE_LOST; /* the channel is suspect: start afresh */
+	case SETTLE_FINISHED:
+		return SETTLE_DONE;
+	}
+	return SETTLE_DONE;
+}
+
+int settle_next_timer(const struct settler *s)
+{
+	int64_t left;
+
+	if (s->phase == SETTLE_COPY)
+		return mq_blocked(s->mq) != NULL ? -1 : 0;
+	if (s->phase != SETTLE_CONFIRM)
+		return -1;
+	left = s->deadline - now_ms();
+	return left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
+}
+
+void settle_abandon(struct settler *s)
+{
+	log_warnx("%s: stopping before its %s could be published; it goes "
+		  "back to the queue",
+		  id_of(s),
+		  s->o.kind == OUTCOME_RETRY ? "retry copy" : "parking copy");
+	(void)mq_nack(s->mq, s->d->tag, true);
+	s->o.kind = OUTCOME_REQUEUED;
+	snprintf(s->o.reason, sizeof(s->o.reason), "stopped at shutdown");
+	s->phase = SETTLE_FINISHED;
+}
+
+void settle_log(const struct settler *s, const struct handler_result *r,
+		int64_t started)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+	char more[64] = "";
+
+	lf.message_id = s->d->message_id;
+	lf.outcome = outcome_name(s->o.kind);
+	lf.duration_ms = (long)(now_ms() - started);
+	if (r->started && WIFEXITED(r->wait_status))
+		lf.exit_status = WEXITSTATUS(r->wait_status);
+	if (s->o.kind == OUTCOME_RETRY)
+		snprintf(more, sizeof(more), ", attempt %d, again in %d s",
+			 s->attempt, s->o.delay);
+	else if (s->o.kind == OUTCOME_FAILED)
+		snprintf(more, sizeof(more), ", attempt %d, %s", s->attempt,
+			 s->rejected ? "rejected" : "parked");
+	log_fields(s->o.kind == OUTCOME_ACK ? LOG_INFO : LOG_WARNING, &lf,
+		   "%s %s, %s, %ld ms%s", id_of(s), lf.outcome, s->o.reason,
+		   lf.duration_ms, more);
+}
