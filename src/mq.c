@@ -306,6 +306,8 @@ static int pub_channel(struct mq *m)
 			   PUB_CHANNEL))
 		return -1;
 	m->pub_open = true;
+	/* what the closed channel refused is told already */
+	m->refused = m->nacked = m->returned = false;
 	if (m->confirming) {
 		/* a reopened channel counts its publishes from 1 again */
 		m->published = m->confirmed = m->low = 0;

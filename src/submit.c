@@ -239,6 +239,8 @@ int main(int argc, char **argv)
 		adhoc.urls = (char **)&o.url;
 		adhoc.nurls = 1;
 		adhoc.tls.verify_peer = adhoc.tls.verify_hostname = true;
+		adhoc.connect_timeout = 10; /* warrend.conf's defaults */
+		adhoc.consumer_timeout = 1800;
 		b = &adhoc;
 	}
 	mq = mq_connect(b, "warren-submit", &status, err, sizeof(err));

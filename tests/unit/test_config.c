@@ -230,6 +230,33 @@ int main(void)
 		fprintf(stderr, "%s\n", err);
 	config_free(cf);
 
+	/* what fuzzing found (tests/fuzz/fuzz_config.c): every error names
+	 * a line of the file, and no text is dropped without a word */
+	{
+		static const char nul[] = BROKER "queue \"a\0\" {\n}\n";
+		char want[600];
+		FILE *f = fopen(path, "w");
+
+		fwrite(nul, 1, sizeof(nul) - 1, f);
+		fclose(f);
+		cf = config_load(path, err, sizeof(err));
+		snprintf(want, sizeof(want), "%s:4: a NUL byte", path);
+		CHECK(cf == NULL && strncmp(err, want, strlen(want)) == 0);
+		config_free(cf);
+	}
+	check_error(BROKER "\n\"\" = 1\n", 5, "cannot parse");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+			   "queue \"b {\n workers = 1\n}\n",
+		    7, "unterminated string");
+	check_error(BROKER "queue \"a\" {\n command = \"/bin/cat\"\n"
+			   " environment = {'A=1\n}\n",
+		    6, "unterminated string");
+	check_error(BROKER "*// c\n+/* c */\nqueue \"a\" {\n"
+			   " command = {\"/bin/cat\"}\n workers = -1\n}\n",
+		    8, "out of range");
+	check_error("broker {\n url = \"amqp://u:p@localhost/\"\n}", 3,
+		    "queue section is required");
+
 	/* a missing file */
 	cf = config_load("/nonexistent/warrend.conf", err, sizeof(err));
 	CHECK(cf == NULL);
