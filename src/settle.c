@@ -152,15 +152,25 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 	s->redeclared = false;
 }
 
+/* The last step: the original acked, nacked or rejected. */
+static enum settle_state finish(struct settler *s, int rc)
+{
+	s->phase = SETTLE_FINISHED;
+	return rc == 0 ? SETTLE_DONE : SETTLE_LOST;
+}
+
 /* The copy cannot ever be made: a retry is parked, parking rejects. */
 static enum settle_state refused(struct settler *s)
 {
 	if (s->o.kind == OUTCOME_RETRY) {
-		tell_once(s,
-			  "%s: cannot schedule a retry: %s; parking it "
-			  "instead",
-			  id_of(s), mq_error(s->mq));
+		tell_once(s, "%s: cannot schedule a retry: %s; %s it instead",
+			  id_of(s), mq_error(s->mq),
+			  s->q->park ? "parking" : "rejecting");
 		s->o.kind = OUTCOME_FAILED;
+		if (!s->q->park) {
+			s->rejected = true;
+			return finish(s, mq_nack(s->mq, s->d->tag, false));
+		}
 		s->phase = SETTLE_COPY;
 		return settle_run(s); /* once: a parking copy cannot retry */
 	}
@@ -173,13 +183,6 @@ static enum settle_state refused(struct settler *s)
 	s->phase = SETTLE_FINISHED;
 	return mq_nack(s->mq, s->d->tag, false) == 0 ? SETTLE_DONE
 						     : SETTLE_LOST;
-}
-
-/* The last step: the original acked, nacked or rejected. */
-static enum settle_state finish(struct settler *s, int rc)
-{
-	s->phase = SETTLE_FINISHED;
-	return rc == 0 ? SETTLE_DONE : SETTLE_LOST;
 }
 
 enum settle_state settle_run(struct settler *s)

@@ -275,9 +275,10 @@ int64_t consumer_deadline(int64_t received, int ct_ms, int kill_grace,
 /* ------------------------------------------------------------------ */
 /* ledger.c: marks on messages that outlive the workers holding them */
 
-#define LEDGER_MAX 1024	    /* marks per pool; the oldest go first */
-#define LEDGER_DEATHS_MAX 2 /* crashes holding a message before it is parked   \
-			     */
+#define LEDGER_MAX 1024 /* marks per pool; the oldest go first */
+#define LEDGER_DEATHS_MAX                                                      \
+	2 /* crashes holding a message before it is parked                     \
+	   */
 
 struct mark {
 	char *key;	 /* delivery_key() */

@@ -413,6 +413,7 @@ static int poll_timeout(struct worker *w)
 static void cancelled(struct worker *w)
 {
 	log_warnx("%s", mq_error(w->mq));
+	report(w, REPORT_DOWN, mq_error(w->mq)); /* the master's words */
 	begin_stop(w, false);
 	w->exit_status = WORKER_EXIT_DECLARE;
 }

@@ -14,7 +14,8 @@ PAGES = ["warrend.8", "warrend.conf.5", "warren-submit.1"]
 
 # the schema of src/config.c, section by section
 KEYS = {
-    "broker": ["url", "heartbeat", "password_file", "tls"],
+    "broker": ["url", "heartbeat", "password_file", "tls", "connect_timeout",
+               "consumer_timeout"],
     "tls": ["ca_cert", "cert", "key", "verify_peer", "verify_hostname"],
     "root": ["broker", "shutdown_timeout", "queue"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
