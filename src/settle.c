@@ -47,7 +47,8 @@ static void tell_once(struct settler *s, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	for (i = 0; i < s->nsaid; i++)
-		if (strcmp(s->said[i], mq_error(s->mq)) == 0)
+		if (strncmp(s->said[i], mq_error(s->mq),
+			    sizeof(s->said[0]) - 1) == 0)
 			break;
 	if (i < s->nsaid) {
 		log_debug("%s", line);
