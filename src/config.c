@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <confuse.h>
 
@@ -590,9 +591,29 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       strcmp(a->workdir, b->workdir) == 0;
 }
 
+bool config_password_exposed(const struct config *cf, char *buf, size_t len)
+{
+	struct stat st;
+	const char *f = cf->broker.password_file;
+
+	if (f == NULL || stat(f, &st) != 0 || (st.st_mode & S_IROTH) == 0)
+		return false;
+	snprintf(buf, len,
+		 "%s: password_file %s is readable by other users (mode %04o): "
+		 "chmod o-r it",
+		 cf->path, f, (unsigned)(st.st_mode & 07777));
+	return true;
+}
+
 int config_warnings(const struct config *cf, FILE *out)
 {
+	char why[600];
 	int n = 0;
+
+	if (config_password_exposed(cf, why, sizeof(why))) {
+		fprintf(out, "warning: %s\n", why);
+		n++;
+	}
 
 	for (int i = 0; i < cf->nqueues; i++) {
 		const struct queue_conf *q = &cf->queues[i];

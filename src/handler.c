@@ -15,6 +15,7 @@
 #include <string.h>
 #include <limits.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -67,6 +68,14 @@ static void close_fd(int *fd)
 	}
 }
 
+/* The soft RLIMIT_NOFILE handlers start with; 0: leave it. */
+static rlim_t nofile_soft;
+
+void handler_set_nofile(unsigned long soft)
+{
+	nofile_soft = (rlim_t)soft;
+}
+
 /* Signals the worker ignores (SIGPIPE, and any it was born ignoring). */
 static int ignored[NSIG];
 static int nignored = -1;
@@ -102,6 +111,16 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
 		signal(ignored[i], SIG_DFL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
+	if (nofile_soft != 0) {
+		/* what warrend was given, not what it raised for itself:
+		 * select() in a handler breaks above 1024 */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+			rl.rlim_cur = nofile_soft;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
 		goto fail;
 	/* everything above 2, including fds of libraries, goes at exec */

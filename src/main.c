@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -35,6 +36,29 @@ static void sane_stdio(void)
 				close(n);
 		}
 	}
+}
+
+/*
+ * Each worker costs the master a socket and itself a few fds: large pools
+ * need more than the soft limit of 1024 systemd starts services with.
+ * Raised to the hard limit; handlers get the old soft limit back.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	rlim_t want;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1 << 20)
+		   ? (1 << 20)
+		   : rl.rlim_max;
+	if (rl.rlim_cur >= want)
+		return;
+	handler_set_nofile((unsigned long)rl.rlim_cur);
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		log_warn("setrlimit RLIMIT_NOFILE %lu", (unsigned long)want);
 }
 
 int main(int argc, char **argv)
@@ -88,5 +112,6 @@ int main(int argc, char **argv)
 		log_fields(LOG_ERR, NULL, "%s", err);
 		return EX_CONFIG_STATUS;
 	}
+	raise_nofile();
 	return master_run(path, cf);
 }

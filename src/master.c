@@ -43,6 +43,7 @@ struct slot {
 	bool reported;	    /* said it consumes, or why it cannot */
 	bool retiring;	    /* told to finish and go; not respawned */
 	bool blocked;	    /* the broker blocks its publishing */
+	int home_moves;	    /* moves home since it last consumed there */
 	char *holding;	    /* key of the message in hand, or NULL */
 	char why[700];	    /* last REPORT_DOWN text */
 };
@@ -82,6 +83,8 @@ static struct {
 	char status[1024];
 	int ct_ms;    /* the broker's consumer_timeout, once proven shorter */
 	int nblocked; /* workers the broker blocks from publishing */
+	int spawn_errno; /* the last cause a worker could not start */
+	int64_t spawn_told;
 	int64_t blocked_since;
 } m;
 
@@ -139,6 +142,29 @@ static void close_master_fds(const struct slot *mine)
 				close(p->slots[i]->ctl);
 }
 
+static int backoff_ms(int failures);
+
+/*
+ * A fork or its socket failed (out of fds or processes): said once per
+ * cause a minute, and the slot backs off like a worker that died young.
+ */
+static void spawn_failed(struct slot *s, const char *what)
+{
+	int e = errno;
+
+	s->failures++;
+	s->respawn_at = now_ms() + backoff_ms(s->failures);
+	if (e == m.spawn_errno && now_ms() < m.spawn_told + 60000) {
+		log_debug("cannot start worker %s/%d: %s: %s", s->pool->q->name,
+			  s->number, what, strerror(e));
+		return;
+	}
+	m.spawn_errno = e;
+	m.spawn_told = now_ms();
+	log_warnx("cannot start worker %s/%d: %s: %s; retrying with backoff",
+		  s->pool->q->name, s->number, what, strerror(e));
+}
+
 static void spawn(struct slot *s)
 {
 	int sv[2];
@@ -146,18 +172,16 @@ static void spawn(struct slot *s)
 
 	s->respawn_at = 0;
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == -1) {
-		log_warn("socketpair");
-		s->respawn_at = now_ms() + BACKOFF_FIRST_MS;
+		spawn_failed(s, "socketpair");
 		return;
 	}
 	/* reports are sent without waiting: room for a stalled master */
 	setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &(int){1 << 20}, sizeof(int));
 	pid = fork();
 	if (pid == -1) {
-		log_warn("fork");
+		spawn_failed(s, "fork");
 		close(sv[0]);
 		close(sv[1]);
-		s->respawn_at = now_ms() + BACKOFF_FIRST_MS;
 		return;
 	}
 	if (pid == 0) {
@@ -168,8 +192,9 @@ static void spawn(struct slot *s)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() == 1)
 			_exit(WORKER_EXIT_MASTER);
-		struct worker_start ws = {m.cf,	 s->pool->q,	  s->number,
-					  sv[1], &s->pool->marks, m.ct_ms};
+		struct worker_start ws = {
+		    m.cf,    s->pool->q,   s->number, sv[1], &s->pool->marks,
+		    m.ct_ms, s->home_moves};
 		worker_main(&ws);
 	}
 	close(sv[1]);
@@ -371,6 +396,15 @@ static bool broker_same(const struct broker_conf *a,
 #undef SAME_STR
 }
 
+/* A password file others can read is said at start and every reload. */
+static void warn_exposed(const struct config *cf)
+{
+	char why[600];
+
+	if (config_password_exposed(cf, why, sizeof(why)))
+		log_warnx("%s", why);
+}
+
 /*
  * SIGHUP: parse the file anew; keep the running configuration if it is
  * bad, else reconcile pool by pool.
@@ -391,6 +425,8 @@ static void reload(void)
 		notify_ready();
 		return;
 	}
+	warn_exposed(ncf);
+	mq_preload_ca(&ncf->broker);
 	broker_changed = !broker_same(&m.cf->broker, &ncf->broker) ||
 			 m.cf->shutdown_timeout != ncf->shutdown_timeout;
 	/* a new consumer_timeout: the broker may have been changed too */
@@ -518,6 +554,12 @@ static void on_exit_of(struct slot *s, int st)
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);
 		slot_remove(s);
+		return;
+	}
+	if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_HOME) {
+		/* between messages, by choice: back at once, no backoff */
+		s->home_moves++;
+		s->respawn_at = now_ms();
 		return;
 	}
 	s->reported = true;
@@ -659,6 +701,8 @@ static void on_report(struct slot *s)
 		case REPORT_CONSUMING:
 			s->state = REPORT_CONSUMING;
 			s->reported = true;
+			if (strcmp(buf + 1, "home") == 0)
+				s->home_moves = 0;
 			/* said once per episode; the cause stays until a
 			 * message is handled: consuming alone proves little */
 			if (p->last_error[0] != '\0' && !p->recovery_told) {
@@ -967,6 +1011,8 @@ int master_run(const char *path, struct config *cf)
 	m.next_watchdog = now_ms();
 	log_info("starting with %s: %d queue%s", path, cf->nqueues,
 		 cf->nqueues == 1 ? "" : "s");
+	warn_exposed(cf);
+	mq_preload_ca(&cf->broker);
 	for (int i = 0; i < cf->nqueues; i++)
 		pool_resize(pool_new(&cf->queues[i]));
 	loop();

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -46,6 +47,7 @@ struct mq {
 	amqp_connection_state_t conn;
 	char error[512];
 	int reply_code;
+	int lib_error; /* rabbitmq-c's status of the last library failure */
 	char close_text[256]; /* the broker's words when it closed channel 1 */
 	bool closed;	      /* channel 1 or the connection is gone */
 	bool pub_open;	      /* channel 2 is open */
@@ -116,6 +118,7 @@ static int check_reply_on(struct mq *m, amqp_rpc_reply_t r, const char *what,
 	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
 		set_error(m, "%s: %s", what,
 			  amqp_error_string2(r.library_error));
+		m->lib_error = r.library_error;
 		m->closed = true;
 		break;
 	case AMQP_RESPONSE_SERVER_EXCEPTION:
@@ -161,6 +164,44 @@ static int check_status(struct mq *m, int status, const char *what)
 	if (status != AMQP_STATUS_TIMEOUT)
 		m->closed = true;
 	return -1;
+}
+
+int mq_probe(const char *url, int timeout_ms)
+{
+	struct amqp_connection_info ci;
+	struct addrinfo hints = {0}, *res = NULL;
+	char *copy = xstrdup(url), port[16];
+	int fd = -1, ok = -1;
+
+	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK)
+		goto out;
+	snprintf(port, sizeof(port), "%d", ci.port);
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(ci.host, port, &hints, &res) != 0 || res == NULL)
+		goto out;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    0);
+	if (fd == -1)
+		goto out;
+	if (connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+		ok = 0;
+	} else if (errno == EINPROGRESS) {
+		struct pollfd p = {fd, POLLOUT, 0};
+		int e = 0;
+		socklen_t el = sizeof(e);
+
+		if (poll(&p, 1, timeout_ms) == 1 &&
+		    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 &&
+		    e == 0)
+			ok = 0;
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	if (res != NULL)
+		freeaddrinfo(res);
+	free(copy);
+	return ok;
 }
 
 int mq_url_check(const char *url, char *err, size_t errlen)
@@ -218,6 +259,25 @@ static char *read_password(const char *path, char *err, size_t errlen)
 	return line;
 }
 
+/* rabbitmq-c 0.11 never reads the system's trust store itself */
+static const char *ca_file(const struct tls_conf *t)
+{
+	if (t->ca_cert != NULL)
+		return t->ca_cert;
+	return access(SYSTEM_CA_BUNDLE, R_OK) == 0 ? SYSTEM_CA_BUNDLE : NULL;
+}
+
+void mq_preload_ca(const struct broker_conf *b)
+{
+	const char *ca = ca_file(&b->tls);
+
+	for (int i = 0; i < b->nurls; i++)
+		if (strncmp(b->urls[i], "amqps://", 8) == 0 && ca != NULL) {
+			(void)tls_load_ca(ca);
+			return;
+		}
+}
+
 static amqp_socket_t *new_socket(amqp_connection_state_t conn, bool ssl,
 				 const struct tls_conf *t, char *err,
 				 size_t errlen)
@@ -236,13 +296,18 @@ static amqp_socket_t *new_socket(amqp_connection_state_t conn, bool ssl,
 		snprintf(err, errlen, "cannot create a TLS socket");
 		return NULL;
 	}
+	/* TLS 1.2 at least; SNI and verification are rabbitmq-c's */
+	if (amqp_ssl_socket_set_ssl_versions(
+		s, AMQP_TLSv1_2, AMQP_TLSvLATEST) != AMQP_STATUS_OK) {
+		snprintf(err, errlen, "cannot require TLS 1.2");
+		return NULL;
+	}
+	tls_watch(amqp_ssl_socket_get_context(s));
 	amqp_ssl_socket_set_verify_peer(s, t->verify_peer);
 	amqp_ssl_socket_set_verify_hostname(s, t->verify_hostname);
-	/* rabbitmq-c 0.11 never reads the system's trust store itself */
-	ca = t->ca_cert != NULL			   ? t->ca_cert
-	     : access(SYSTEM_CA_BUNDLE, R_OK) == 0 ? SYSTEM_CA_BUNDLE
-						   : NULL;
-	if (ca != NULL && amqp_ssl_socket_set_cacert(s, ca) != AMQP_STATUS_OK) {
+	ca = ca_file(t);
+	if (ca != NULL && !tls_use_ca(amqp_ssl_socket_get_context(s), ca) &&
+	    amqp_ssl_socket_set_cacert(s, ca) != AMQP_STATUS_OK) {
 		snprintf(err, errlen, "tls ca_cert %s: cannot load", ca);
 		return NULL;
 	}
@@ -319,6 +384,69 @@ static int pub_channel(struct mq *m)
 	return 0;
 }
 
+/* TCP or TLS could not be set up: why, in words. */
+static void open_failed(struct mq *m, int r, const char *safe,
+			const struct amqp_connection_info *ci,
+			const struct broker_conf *b)
+{
+	char why[300];
+	enum tls_failure f;
+
+	switch (r) {
+	case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+		f = TLS_UNTRUSTED;
+		break;
+	case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+		f = TLS_WRONG_NAME;
+		break;
+	case AMQP_STATUS_SSL_CONNECTION_FAILED:
+	case AMQP_STATUS_SSL_ERROR:
+		f = TLS_HANDSHAKE;
+		break;
+	case AMQP_STATUS_TIMEOUT:
+	case AMQP_STATUS_SOCKET_ERROR:
+		set_error(m,
+			  "%s: cannot connect: no answer within %d s "
+			  "(connect_timeout)",
+			  safe, b->connect_timeout);
+		return;
+	default:
+		set_error(m, "%s: cannot connect: %s", safe,
+			  amqp_error_string2(r));
+		return;
+	}
+	tls_why(f, ci->host, b->tls.cert != NULL, why, sizeof(why));
+	set_error(m, "%s: TLS: %s", safe, why);
+}
+
+/* The AMQP handshake failed: the broker's words, or a hint at the cause. */
+static void login_failed(struct mq *m, const char *safe,
+			 const struct amqp_connection_info *ci,
+			 const struct broker_conf *b)
+{
+	char tmp[sizeof(m->error)], why[300];
+	int e = m->lib_error;
+
+	memcpy(tmp, m->error, sizeof(tmp));
+	if (m->reply_code != 0 || e == 0) {
+		set_error(m, "%s: %.400s", safe, tmp);
+	} else if (e == AMQP_STATUS_TIMEOUT) {
+		set_error(m,
+			  "%s: login: no answer within %d s "
+			  "(connect_timeout)",
+			  safe, b->connect_timeout);
+	} else if (ci->ssl) {
+		/* TLS 1.3: a refused client certificate comes after the
+		 * handshake, at the first read */
+		tls_why(TLS_HANDSHAKE, ci->host, b->tls.cert != NULL, why,
+			sizeof(why));
+		set_error(m, "%s: TLS: %s", safe, why);
+	} else {
+		set_error(m, "%s: %.300s (a TLS port? then use amqps://)", safe,
+			  tmp);
+	}
+}
+
 /* One node: connect, log in, open the channels. */
 static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 		   const char *name, int *status)
@@ -358,8 +486,7 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 	}
 	r = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
 	if (r != AMQP_STATUS_OK) {
-		set_error(m, "%s: cannot connect: %s", safe,
-			  amqp_error_string2(r));
+		open_failed(m, r, safe, &ci, b);
 		r = -1;
 		goto out;
 	}
@@ -369,10 +496,7 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 		if (m->reply_code == AMQP_ACCESS_REFUSED ||
 		    m->reply_code == AMQP_NOT_ALLOWED)
 			*status = WORKER_EXIT_LOGIN;
-		char tmp[sizeof(m->error)];
-
-		memcpy(tmp, m->error, sizeof(tmp));
-		set_error(m, "%s: %.400s", safe, tmp);
+		login_failed(m, safe, &ci, b);
 		goto out;
 	}
 	amqp_channel_open(m->conn, CHANNEL);
@@ -393,17 +517,22 @@ out:
 	return r;
 }
 
-struct mq *mq_connect(const struct broker_conf *b, const char *name,
-		      int *status, char *err, size_t errlen)
+struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
+		      int *node, int *status, char *err, size_t errlen)
 {
 	struct mq *m = xcalloc(1, sizeof(*m));
 
-	for (int i = 0; i < b->nurls; i++) {
+	for (int k = 0; k < b->nurls; k++) {
+		int i = (first + k) % b->nurls;
+
 		m->closed = false;
-		m->reply_code = 0;
-		if (try_url(m, b, b->urls[i], name, status) == 0)
+		m->reply_code = m->lib_error = 0;
+		if (try_url(m, b, b->urls[i], name, status) == 0) {
+			if (node != NULL)
+				*node = i;
 			return m;
-		if (*status == WORKER_EXIT_LOGIN && i == b->nurls - 1)
+		}
+		if (*status == WORKER_EXIT_LOGIN && k == b->nurls - 1)
 			break;
 	}
 	snprintf(err, errlen, "%s", m->error);

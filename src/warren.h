@@ -88,6 +88,8 @@ const struct queue_conf *config_queue(const struct config *cf,
  * returns how many.
  */
 int config_warnings(const struct config *cf, FILE *out);
+/* true, with words in buf, when broker.password_file is world-readable */
+bool config_password_exposed(const struct config *cf, char *buf, size_t len);
 /* true when two queue configurations differ only in their worker count */
 bool queue_conf_same_but_workers(const struct queue_conf *a,
 				 const struct queue_conf *b);
@@ -316,17 +318,22 @@ enum mq_event {
 };
 
 /*
- * Connect to the first reachable node of broker's URLs within
- * connect_timeout each, log in (announcing consumer_cancel_notify,
- * connection.blocked, publisher_confirms), and open channel 1 for
- * consuming and channel 2 for declaring side queues and publishing (the
- * broker closing channel 2 over a refused declare or publish leaves
- * channel 1 and its unacked deliveries untouched). NULL on failure,
+ * Connect to the first reachable node of broker's URLs, from number first
+ * on in turn (*node: the one it reached), within connect_timeout each, log in
+ * (announcing consumer_cancel_notify, connection.blocked, publisher_confirms),
+ * and open channel 1 for consuming and channel 2 for declaring side queues and
+ * publishing (the broker closing channel 2 over a refused declare or publish
+ * leaves channel 1 and its unacked deliveries untouched). NULL on failure,
  * reason in err (never the password) and *status set to
  * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
  */
-struct mq *mq_connect(const struct broker_conf *b, const char *name,
-		      int *status, char *err, size_t errlen);
+struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
+		      int *node, int *status, char *err, size_t errlen);
+/* Parse the CAs an amqps:// broker's certificate is checked with, once,
+ * before workers are forked (master: at start and every reload). */
+void mq_preload_ca(const struct broker_conf *b);
+/* 0 when URL's host takes a TCP connection within timeout_ms. */
+int mq_probe(const char *url, int timeout_ms);
 void mq_close(struct mq *m);
 /* 0 if URL parses as an amqp:// or amqps:// URL, else -1 */
 int mq_url_check(const char *url, char *err, size_t errlen);
@@ -400,12 +407,33 @@ const char *mq_blocked(const struct mq *m);
 int mq_consumer_timeout_ms(const struct mq *m);
 
 /* ------------------------------------------------------------------ */
+/* tls.c: why TLS failed, in words; the only user of OpenSSL */
+
+enum tls_failure {
+	TLS_UNTRUSTED,	/* the peer's certificate did not verify */
+	TLS_WRONG_NAME, /* it does not name the host */
+	TLS_HANDSHAKE,	/* the handshake itself failed */
+};
+
+/* Parse the CA file path once, for every later connection. -1 if bad. */
+int tls_load_ca(const char *path);
+/* Make ssl_ctx trust the CAs tls_load_ca() parsed; false if not path's. */
+bool tls_use_ca(void *ssl_ctx, const char *path);
+/* Watch rabbitmq-c's SSL_CTX (void *) for the next handshake's verdict. */
+void tls_watch(void *ssl_ctx);
+/* What went wrong with the last handshake, for host. */
+void tls_why(enum tls_failure f, const char *host, bool have_cert, char *buf,
+	     size_t len);
+
+/* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */
 
 struct handler;
 
 /* 0 when q's command is an executable file and its workdir a directory */
 int handler_check(const struct queue_conf *q, char *err, size_t errlen);
+/* The soft fd limit handlers get: warrend's own, before it raised it. */
+void handler_set_nofile(unsigned long soft);
 /* Start queue q's command with env, the body queued for its stdin. */
 struct handler *handler_start(const struct queue_conf *q, char **env,
 			      const void *body, size_t len, char *err,
@@ -526,7 +554,10 @@ enum worker_exit {
 	WORKER_EXIT_HANDLER = 13,    /* handler could not start */
 	WORKER_EXIT_MASTER = 14,     /* master went away */
 	WORKER_EXIT_TAKEN_BACK = 15, /* the broker's consumer_timeout hit */
+	WORKER_EXIT_HOME = 16,	     /* its own node is back: respawn now */
 };
+
+#define HOME_PROBE_MS 5000 /* a worker on a fallback node looks home */
 
 /* What a new worker starts from. */
 struct worker_start {
@@ -536,6 +567,7 @@ struct worker_start {
 	int ctl;		    /* its end of the control socket */
 	const struct ledger *marks; /* the pool's, copied */
 	int consumer_timeout_ms;    /* the broker's once proven shorter */
+	int home_moves;		    /* moves home that did not stay there */
 };
 
 /* Runs in the forked child; never returns. */

@@ -40,6 +40,9 @@ struct worker {
 	struct ledger marks; /* the master's notes on messages */
 	int ct_ms;	     /* consumer_timeout in force */
 	bool blocked;	     /* told the master the broker blocks us */
+	int home, node;	     /* the broker node it belongs on, and is on */
+	int64_t next_probe;  /* when to see whether home is back */
+	int home_moves;	     /* earlier moves home that fell back again */
 	int attempt;
 	int64_t started;
 	bool retiring; /* finish the current message, then exit */
@@ -405,6 +408,14 @@ static int poll_timeout(struct worker *w)
 		if (t < 0 || left < t)
 			t = (int)left;
 	}
+	if (w->node != w->home && w->d == NULL && !w->retiring) {
+		int64_t left = w->next_probe - now_ms();
+
+		if (left < 0)
+			left = 0;
+		if (t < 0 || left < t)
+			t = (int)left;
+	}
 	if (mq_buffered(w->mq))
 		t = 0;
 	return t;
@@ -458,6 +469,37 @@ static void on_broker(struct worker *w)
 			continue;
 		}
 	}
+}
+
+/*
+ * A worker that fell back to another node goes home once its node takes
+ * connections again: between messages, by exiting to be respawned at once
+ * (the new one tries home first).
+ */
+static int64_t probe_interval(const struct worker *w)
+{
+	/* a node that takes TCP but not us: look less and less often */
+	return (int64_t)HOME_PROBE_MS
+	       << (w->home_moves < 6 ? w->home_moves : 6);
+}
+
+static void maybe_go_home(struct worker *w)
+{
+	if (w->node == w->home || w->d != NULL || w->retiring ||
+	    now_ms() < w->next_probe)
+		return;
+	w->next_probe = now_ms() + probe_interval(w);
+	if (mq_probe(w->cf->broker.urls[w->home], 1000) != 0)
+		return;
+	if (w->home_moves == 0)
+		log_info("node %d of broker.url is back: moving to it",
+			 w->home + 1);
+	else
+		log_debug("node %d of broker.url takes connections again: "
+			  "moving to it",
+			  w->home + 1);
+	w->exit_status = WORKER_EXIT_HOME;
+	begin_stop(w, false);
 }
 
 /* Tell the master when the broker blocks or unblocks our publishing. */
@@ -522,6 +564,7 @@ static void loop(struct worker *w)
 		/* every turn: keeps heartbeats going during long handlers */
 		on_broker(w);
 		watch_blocked(w);
+		maybe_go_home(w);
 		if (w->settling) {
 			if (w->stopping && now_ms() >= w->stop_deadline) {
 				settle_abandon(&w->set);
@@ -535,7 +578,7 @@ static void loop(struct worker *w)
 void worker_main(const struct worker_start *ws)
 {
 	struct worker w = {0};
-	char name[300], err[512];
+	char name[600], err[512], host[256];
 	int status;
 
 	w.cf = ws->cf;
@@ -550,8 +593,15 @@ void worker_main(const struct worker_start *ws)
 	unsetenv("NOTIFY_SOCKET");
 	signal(SIGPIPE, SIG_IGN);
 	w.sigfd = signal_fd();
-	snprintf(name, sizeof(name), "warrend %s/%d", w.q->name, w.number);
-	w.mq = mq_connect(&w.cf->broker, name, &status, err, sizeof(err));
+	/* worker N starts at node (N - 1) mod nodes: pools spread */
+	w.home = (w.number - 1) % w.cf->broker.nurls;
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "?");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(name, sizeof(name), "warrend %s/%d on %s", w.q->name, w.number,
+		 host);
+	w.mq = mq_connect(&w.cf->broker, name, w.home, &w.node, &status, err,
+			  sizeof(err));
 	if (w.mq == NULL)
 		give_up(&w, status, err);
 	settle_init(&w.set, w.mq, w.q);
@@ -566,8 +616,15 @@ void worker_main(const struct worker_start *ws)
 	/* from here the loop sees the master go (control socket EOF) and
 	 * stops the handler's whole group first */
 	prctl(PR_SET_PDEATHSIG, 0);
-	report(&w, REPORT_CONSUMING, NULL);
-	log_info("consuming %s", w.q->name);
+	report(&w, REPORT_CONSUMING, w.node == w.home ? "home" : "away");
+	w.home_moves = ws->home_moves;
+	w.next_probe = now_ms() + probe_interval(&w);
+	if (w.node != w.home)
+		log_info("consuming %s from node %d of broker.url (its own, "
+			 "%d, is down)",
+			 w.q->name, w.node + 1, w.home + 1);
+	else
+		log_info("consuming %s", w.q->name);
 	loop(&w);
 	exit(0);
 }
@@ -585,6 +642,8 @@ const char *worker_exit_reason(int status)
 		return "configuration problem: the handler cannot be started";
 	case WORKER_EXIT_MASTER:
 		return "the master went away";
+	case WORKER_EXIT_HOME:
+		return "moving back to its own broker node";
 	case WORKER_EXIT_TAKEN_BACK:
 		return "the broker took a message back (consumer_timeout)";
 	default:
