@@ -75,43 +75,50 @@ void ledger_copy(struct ledger *dst, const struct ledger *src)
 
 		k->deaths = src->marks[i].deaths;
 		k->lost = src->marks[i].lost;
+		k->pending = src->marks[i].pending;
+		k->attempt = src->marks[i].attempt;
+		k->delay = src->marks[i].delay;
 		memcpy(k->reason, src->marks[i].reason, sizeof(k->reason));
 	}
 }
 
 int ledger_encode(const struct mark *k, char *buf, size_t len)
 {
-	return snprintf(buf, len, "%d\t%d\t%s\t%s", k->deaths, k->lost,
-			k->reason, k->key);
+	return snprintf(buf, len, "%d\t%d\t%d\t%d\t%d\t%s\t%s", k->deaths,
+			k->lost, k->pending, k->attempt, k->delay, k->reason,
+			k->key);
 }
 
 int ledger_apply(struct ledger *l, const char *text)
 {
 	const char *p = text, *tab;
-	int deaths, lost;
+	int v[5];
 	char *end;
 	struct mark *k;
 	size_t rlen;
 
-	deaths = (int)strtol(p, &end, 10);
-	if (end == p || *end != '\t')
-		return -1;
-	p = end + 1;
-	lost = (int)strtol(p, &end, 10);
-	if (end == p || *end != '\t')
-		return -1;
-	p = end + 1;
+	for (int i = 0; i < 5; i++) {
+		long n = strtol(p, &end, 10);
+
+		if (end == p || *end != '\t' || n < 0 || n > 1000000)
+			return -1;
+		v[i] = (int)n;
+		p = end + 1;
+	}
 	tab = strchr(p, '\t');
-	if (tab == NULL || tab[1] == '\0' || deaths < 0 || lost < 0)
+	if (tab == NULL || tab[1] == '\0')
 		return -1;
 	rlen = (size_t)(tab - p);
-	if (deaths == 0 && lost == 0) {
+	if (v[0] == 0 && v[1] == 0 && v[2] == 0) {
 		ledger_forget(l, tab + 1);
 		return 0;
 	}
 	k = ledger_add(l, tab + 1);
-	k->deaths = deaths;
-	k->lost = lost;
+	k->deaths = v[0];
+	k->lost = v[1];
+	k->pending = v[2];
+	k->attempt = v[3];
+	k->delay = v[4];
 	if (rlen >= sizeof(k->reason))
 		rlen = sizeof(k->reason) - 1;
 	memcpy(k->reason, p, rlen);

@@ -268,7 +268,7 @@ static void tell_mark(struct pool *p, const struct mark *k)
 /* A message the worker settled: the pool forgets what it knew of it. */
 static void forget_holding(struct slot *s)
 {
-	struct mark gone = {s->holding, 0, 0, ""};
+	struct mark gone = {s->holding, 0, 0, 0, 0, 0, ""};
 
 	if (s->holding == NULL)
 		return;
@@ -665,6 +665,39 @@ static void taken_back(struct slot *s, const char *text)
 	tell_mark(p, k);
 }
 
+/*
+ * A worker lost its connection after its handler had run: the message
+ * comes back, and is settled by the outcome it already had.
+ */
+static void outcome_pending(struct slot *s, const char *text)
+{
+	char *p;
+	long kind = strtol(text, &p, 10), attempt, delay;
+	const char *reason, *key;
+	struct mark *k;
+
+	if (*p != '\t')
+		return;
+	attempt = strtol(p + 1, &p, 10);
+	if (*p != '\t')
+		return;
+	delay = strtol(p + 1, &p, 10);
+	if (*p != '\t')
+		return;
+	reason = p + 1;
+	key = strchr(reason, '\t');
+	if (key == NULL || key[1] == '\0' || kind < 0 ||
+	    kind > OUTCOME_REQUEUED)
+		return;
+	k = ledger_add(&s->pool->marks, key + 1);
+	k->pending = (int)kind + 1;
+	k->attempt = (int)attempt;
+	k->delay = (int)delay;
+	snprintf(k->reason, sizeof(k->reason), "%.*s", (int)(key - reason),
+		 reason);
+	tell_mark(s->pool, k);
+}
+
 /* Workers the broker blocks from publishing: one line per episode. */
 static void blocked(struct slot *s, bool now_blocked, const char *why)
 {
@@ -735,6 +768,9 @@ static void on_report(struct slot *s)
 			break;
 		case REPORT_TAKEN_BACK:
 			taken_back(s, buf + 1);
+			break;
+		case REPORT_PENDING:
+			outcome_pending(s, buf + 1);
 			break;
 		case REPORT_BLOCKED:
 		case REPORT_UNBLOCKED:
@@ -1015,6 +1051,7 @@ int master_run(const char *path, struct config *cf)
 	mq_preload_ca(&cf->broker);
 	for (int i = 0; i < cf->nqueues; i++)
 		pool_resize(pool_new(&cf->queues[i]));
+	check_ready(); /* no worker to wait for: ready now */
 	loop();
 	log_info("stopped");
 	cleanup();

@@ -1156,6 +1156,8 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 			  "the broker cancelled the consumer (queue deleted?)");
 		free(m->consumer_tag);
 		m->consumer_tag = NULL;
+		/* kept for mq_poll/mq_service, should a caller drop it */
+		m->cancelled = true;
 		return MQ_CANCELLED;
 	case AMQP_CONNECTION_BLOCKED_METHOD: {
 		amqp_connection_blocked_t *b = f->payload.method.decoded;
@@ -1237,6 +1239,8 @@ enum mq_event mq_poll(struct mq *m, struct delivery **out)
 		struct timeval tv0 = {0, 0};
 
 		e = read_one(m, &tv0);
+		if (e == MQ_CANCELLED)
+			m->cancelled = false; /* told now */
 		if (e != MQ_DELIVERY)
 			return e;
 	}
@@ -1251,6 +1255,8 @@ enum mq_event mq_service(struct mq *m)
 
 		e = read_one(m, &tv0);
 	} while (e == MQ_DELIVERY);
+	if (e == MQ_CANCELLED)
+		m->cancelled = false; /* told now */
 	if (e == MQ_NONE && m->cancelled) {
 		m->cancelled = false;
 		return MQ_CANCELLED;
@@ -1318,9 +1324,12 @@ static volatile sig_atomic_t send_fd = -1;
 
 static void on_send_alarm(int sig)
 {
+	int saved = errno;
+
 	(void)sig;
 	if (send_fd >= 0)
 		shutdown(send_fd, SHUT_RDWR);
+	errno = saved;
 }
 
 static void send_deadline(struct mq *m, size_t bytes)

@@ -244,7 +244,6 @@ enum settle_state settle_run(struct settler *s)
 			  "to the queue",
 			  id_of(s), CONFIRM_TIMEOUT_MS / 1000);
 		(void)mq_nack(s->mq, s->d->tag, true);
-		s->o.kind = OUTCOME_REQUEUED;
 		return SETTLE_LOST; /* the channel is suspect: start afresh */
 	case SETTLE_FINISHED:
 		return SETTLE_DONE;

@@ -286,7 +286,10 @@ struct mark {
 	char *key;	 /* delivery_key() */
 	int deaths;	 /* workers that crashed holding it */
 	int lost;	 /* attempts the broker took back */
-	char reason[64]; /* why the last one was taken back */
+	int pending;	 /* an outcome known but not applied: kind + 1, or 0 */
+	int attempt;	 /* the attempt that outcome is of */
+	int delay;	 /* its retry delay */
+	char reason[64]; /* the pending outcome's, or the last take-back's */
 };
 
 struct ledger {
@@ -534,6 +537,8 @@ enum report {
 				  * took it back */
 	REPORT_BLOCKED = 'P',	 /* + reason: the broker blocks publishing */
 	REPORT_UNBLOCKED = 'U',
+	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
+			       * outcome the lost connection kept from it */
 };
 
 /* Master -> worker commands on the control socket. */

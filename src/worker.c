@@ -131,6 +131,22 @@ static void begin_settling(struct worker *w, const struct outcome *o,
 	settle_start(&w->set, w->d, w->attempt, o, tail);
 }
 
+/*
+ * The connection went while an outcome was being applied: the broker
+ * gives the message back. The master marks it with the outcome, so that
+ * its redelivery is settled by it, not run again.
+ */
+static void report_pending(struct worker *w)
+{
+	char buf[1100];
+
+	if (!w->settling || w->set.o.kind == OUTCOME_REQUEUED)
+		return;
+	snprintf(buf, sizeof(buf), "%d\t%d\t%d\t%s\t%s", (int)w->set.o.kind,
+		 w->set.attempt, w->set.o.delay, w->set.o.reason, w->d->key);
+	report(w, REPORT_PENDING, buf);
+}
+
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
@@ -139,9 +155,11 @@ static void continue_settling(struct worker *w)
 		return;
 	case SETTLE_LOST:
 		log_warnx("%s: lost the broker while settling it (%s); the "
-			  "broker gives it back",
+			  "broker gives it back, to be settled %s without "
+			  "running again",
 			  w->d->message_id ? w->d->message_id : "-",
-			  mq_error(w->mq));
+			  mq_error(w->mq), outcome_name(w->set.o.kind));
+		report_pending(w);
 		report(w, REPORT_REQUEUED, NULL);
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 	case SETTLE_DONE:
@@ -178,6 +196,16 @@ static bool marked_by_master(struct worker *w, int lost)
 
 	if (k == NULL)
 		return false;
+	if (k->pending > 0 && k->pending <= OUTCOME_REQUEUED) {
+		/* its handler ran; only the outcome was not applied */
+		o.kind = (enum outcome_kind)(k->pending - 1);
+		snprintf(o.reason, sizeof(o.reason), "%s", k->reason);
+		o.delay = k->delay;
+		w->attempt = k->attempt;
+		memset(&w->r, 0, sizeof(w->r));
+		begin_settling(w, &o, "");
+		return true;
+	}
 	if (k->deaths >= LEDGER_DEATHS_MAX) {
 		log_warnx("%s: %d workers died holding it; parking it without "
 			  "running the handler",
@@ -185,10 +213,11 @@ static bool marked_by_master(struct worker *w, int lost)
 		settle_without_running(w, OUTCOME_FAILED, "worker died");
 		return true;
 	}
-	if (k->lost <= 0 || k->lost <= lost)
-		return false; /* a quorum queue's count already has them */
-	/* attempts the broker took back count as failed timeouts */
-	w->attempt += k->lost - lost - 1;
+	if (k->lost <= 0)
+		return false;
+	/* attempts the broker took back count as failed timeouts (a quorum
+	 * queue's x-delivery-count has counted them already) */
+	w->attempt += (k->lost > lost ? k->lost - lost : 0) - 1;
 	r.started = r.timed_out = r.consumer_timeout = true;
 	r.timeout = w->ct_ms / 1000;
 	o = outcome_of(&r, w->attempt, &w->q->retry);
@@ -207,6 +236,31 @@ static void limit_handler(struct worker *w)
 	handler_limit(w->h, at, grace, (ct + 500) / 1000);
 }
 
+/*
+ * A message that waited in the prefetch (prefetch > 1) has spent part of
+ * its consumer_timeout there: past half of the handler's budget, it goes
+ * back to the queue unrun, not to be stopped soon and counted failed.
+ */
+static bool waited_too_long(struct worker *w)
+{
+	int grace;
+	/* the handler's whole budget, had the message not waited */
+	int64_t budget = consumer_deadline(0, w->ct_ms, w->q->kill_grace,
+					   &grace);
+
+	if (w->q->prefetch <= 1 || now_ms() - w->d->received < budget / 2)
+		return false;
+	log_warnx("%s: waited %lld ms in the prefetch, too near the "
+		  "consumer_timeout (%d ms): back to the queue unrun",
+		  w->d->message_id ? w->d->message_id : "-",
+		  (long long)(now_ms() - w->d->received), w->ct_ms);
+	mq_nack(w->mq, w->d->tag, true);
+	report(w, REPORT_REQUEUED, NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	return true;
+}
+
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
@@ -216,6 +270,8 @@ static void start_handler(struct worker *w)
 	w->attempt = attempt_of(w, &lost);
 	w->started = now_ms();
 	if (marked_by_master(w, lost))
+		return;
+	if (waited_too_long(w))
 		return;
 	if (w->attempt > w->q->retry.attempts) {
 		char why[64];
@@ -289,13 +345,12 @@ static void __attribute__((noreturn)) lost_channel(struct worker *w)
 	int ct = mq_consumer_timeout_ms(w->mq);
 	char buf[400];
 
+	report_pending(w);
 	if (ct < 0)
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
-	if (ct == 0 && w->d != NULL)
-		ct = (int)((now_ms() - w->d->received) / 2);
-	if (ct <= 0)
-		ct = w->ct_ms / 2;
-	snprintf(buf, sizeof(buf), "%d\t%s", ct, w->d ? w->d->key : "");
+	/* ct 0: the broker did not say its value; the mark alone then */
+	snprintf(buf, sizeof(buf), "%d\t%s", ct,
+		 w->d && !w->settling ? w->d->key : "");
 	report(w, REPORT_TAKEN_BACK, buf);
 	if (w->d != NULL)
 		log_warnx("%s: the broker took it back (consumer_timeout); "

@@ -736,3 +736,41 @@ def test_memory_alarm_holds_the_retry_copy_until_it_clears(fbroker, undo, fwarre
     assert not said(w, "respawning")
     assert_settled(b, w)
     assert b.ready_count(q + ".failed") == 0
+
+
+# ---------------------------------------------------------------------------
+# 3. prefetch > 1: a message that waited in the prefetch is not failed
+
+ONE_SECOND = r"""
+time.sleep(1)
+sys.exit(0)
+"""
+
+
+def test_prefetched_message_past_half_its_budget_goes_back_unrun(fbroker, undo, fwarrend, tmp_path):
+    """With prefetch 4 and consumer_timeout 3 s, a handler's budget is
+    about 1.3 s: the messages waiting behind a 1 s handler would be
+    stopped at once and fail every attempt. They go back to the queue
+    unrun instead, and each is handled once, nothing parked."""
+    b, runs = fbroker, tmp_path / "runs"
+    h = handler(tmp_path / "one.py", ONE_SECOND)
+    w = fwarrend([h, str(runs)], broker_extra="    consumer_timeout = 3",
+                 queue_extra="    prefetch = 4\n" + retry_conf(attempts=2, delay=1))
+    w.wait_consuming(1)
+    t0 = time.monotonic()
+    b.publish_many(w.queue, [(f"p-{i}", None, f"p-{i}", {}) for i in range(4)])
+
+    def all_acked():
+        return all(len([l for l in result_lines(w, f"p-{i}") if " ack, " in l]) == 1
+                   for i in range(4))
+
+    wait_for(all_acked, timeout=60, message="the 4 messages acked")
+    rs = runs_of(runs)
+    back = said(w, r"in the prefetch, too near the consumer_timeout")
+    print(f"\nprefetch 4, consumer_timeout 3 s: all acked in {time.monotonic() - t0:.1f} s; "
+          f"handler runs {len(rs)}; given back unrun {len(back)} times")
+    assert sorted(r["mid"] for r in rs) == [f"p-{i}" for i in range(4)], rs
+    assert not said(w, r"consumer_timeout 3s"), "a handler was stopped as a timeout"
+    assert b.queue_counts(w.queue + ".failed") in (None, (0, 0))
+    assert back, "nothing was given back: the test did not exercise the prefetch"
+    assert_settled(b, w)

@@ -51,19 +51,25 @@ static void test_wire(void)
 
 	k->deaths = 1;
 	k->lost = 3;
+	k->pending = 2;
+	k->attempt = 4;
+	k->delay = 40;
 	snprintf(k->reason, sizeof(k->reason), "consumer_timeout 3s");
 	ledger_encode(k, line, sizeof(line));
 	CHECK(ledger_apply(&b, line) == 0);
 	k = ledger_find(&b, "id:with space\tand tab");
 	CHECK(k != NULL && k->deaths == 1 && k->lost == 3);
+	CHECK(k != NULL && k->pending == 2 && k->attempt == 4 &&
+	      k->delay == 40);
 	CHECK_STR(k ? k->reason : NULL, "consumer_timeout 3s");
 	/* nothing left to remember: forgotten */
-	CHECK(ledger_apply(&b, "0\t0\t\tid:with space\tand tab") == 0);
+	CHECK(ledger_apply(&b, "0\t0\t0\t0\t0\t\tid:with space\tand tab") == 0);
 	CHECK(b.n == 0);
-	CHECK(ledger_apply(&b, "x\t0\t\tk") == -1);
-	CHECK(ledger_apply(&b, "1\t0\tno key") == -1);
-	CHECK(ledger_apply(&b, "1\t0\t\t") == -1);
-	CHECK(ledger_apply(&b, "-1\t0\t\tk") == -1);
+	CHECK(ledger_apply(&b, "x\t0\t0\t0\t0\t\tk") == -1);
+	CHECK(ledger_apply(&b, "1\t0\t0\t0\t0\tno key") == -1);
+	CHECK(ledger_apply(&b, "1\t0\t0\t0\t0\t\t") == -1);
+	CHECK(ledger_apply(&b, "-1\t0\t0\t0\t0\t\tk") == -1);
+	CHECK(ledger_apply(&b, "1\t0\t\tk") == -1); /* too few numbers */
 	CHECK(b.n == 0);
 	ledger_free(&a);
 	ledger_free(&b);
