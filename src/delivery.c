@@ -148,6 +148,8 @@ static void env_set(struct envb *e, const char *name, const char *value,
 	if (value == NULL || memchr(value, '\0', len) != NULL)
 		return; /* unset, or holds NUL: left out */
 	nlen = strlen(name);
+	if (nlen + 1 + len + 1 > ENV_ENTRY_MAX)
+		return; /* execve would refuse the whole environment */
 	entry = xcalloc(nlen + len + 2, 1);
 	memcpy(entry, name, nlen);
 	entry[nlen] = '=';
@@ -203,6 +205,21 @@ char **handler_env(const struct queue_conf *q, int worker, int attempt,
 	env_str(&e, "WARREN_ROUTING_KEY", d->routing_key);
 	env_str(&e, "WARREN_EXCHANGE", d->exchange);
 	return e.v;
+}
+
+int env_too_large(const struct delivery *d)
+{
+	int n = 0;
+
+	for (int i = 0; i < d->nheaders; i++) {
+		size_t nlen =
+		    strlen(d->headers[i].name) + strlen("WARREN_HEADER_");
+
+		if (d->headers[i].name[0] != '\0' &&
+		    nlen + 1 + d->headers[i].len + 1 > ENV_ENTRY_MAX)
+			n++;
+	}
+	return n;
 }
 
 void env_free(char **env)

@@ -918,6 +918,47 @@ static void keep_props(amqp_pool_t *pool, const amqp_basic_properties_t *src,
 		dst->headers = amqp_empty_table;
 }
 
+/* Roughly the encoded size of a table or value (keys, strings, nesting). */
+static size_t value_size(const amqp_field_value_t *v);
+
+static size_t table_size(const amqp_table_t *t)
+{
+	size_t n = 4;
+
+	for (int i = 0; i < t->num_entries; i++)
+		n += 1 + t->entries[i].key.len +
+		     value_size(&t->entries[i].value);
+	return n;
+}
+
+static size_t value_size(const amqp_field_value_t *v)
+{
+	size_t n = 9; /* a type byte and at most 8 bytes of number */
+
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES:
+		return 5 + v->value.bytes.len;
+	case AMQP_FIELD_KIND_TABLE:
+		return 1 + table_size(&v->value.table);
+	case AMQP_FIELD_KIND_ARRAY:
+		for (int i = 0; i < v->value.array.num_entries; i++)
+			n += value_size(&v->value.array.entries[i]);
+		return n;
+	default:
+		return n;
+	}
+}
+
+size_t mq_headers_size(const struct delivery *d)
+{
+	const struct kept *k = d->amqp;
+
+	if (k == NULL || !(k->props._flags & AMQP_BASIC_HEADERS_FLAG))
+		return 0;
+	return table_size(&k->props.headers);
+}
+
 static void free_kept(void *p)
 {
 	struct kept *k = p;

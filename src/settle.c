@@ -20,6 +20,8 @@
 #include "warren.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
+#define RETRY_HEADERS_MAX 120000 /* of a 131072-byte frame: room for x-death   \
+				  */
 
 static const char *id_of(const struct settler *s)
 {
@@ -153,6 +155,24 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 	s->redeclared = false;
 }
 
+/*
+ * A retry comes back through a dead-letter exchange, which adds x-death:
+ * headers near the frame size would then make a content header no client
+ * can read (rabbitmq-c refuses frames over frame_max). Such a message is
+ * parked at once instead.
+ */
+static bool no_room_to_retry(struct settler *s)
+{
+	size_t n = mq_headers_size(s->d);
+
+	if (n < RETRY_HEADERS_MAX)
+		return false;
+	log_warnx("%s: its headers take %zu bytes, too near the frame size "
+		  "for a retry (the broker adds x-death): %s it instead",
+		  id_of(s), n, s->q->park ? "parking" : "rejecting");
+	return true;
+}
+
 /* The last step: the original acked, nacked or rejected. */
 static enum settle_state finish(struct settler *s, int rc)
 {
@@ -190,6 +210,8 @@ enum settle_state settle_run(struct settler *s)
 {
 	switch (s->phase) {
 	case SETTLE_BEGIN:
+		if (s->o.kind == OUTCOME_RETRY && no_room_to_retry(s))
+			s->o.kind = OUTCOME_FAILED;
 		if (s->o.kind == OUTCOME_ACK)
 			return finish(s, mq_ack(s->mq, s->d->tag));
 		if (s->o.kind == OUTCOME_REQUEUED)

@@ -234,6 +234,10 @@ char *env_name_of_header(const char *name);
 char **handler_env(const struct queue_conf *q, int worker, int attempt,
 		   const struct delivery *d);
 void env_free(char **env);
+/* Linux refuses to exec with one environment string longer than this */
+#define ENV_ENTRY_MAX 131072
+/* Headers handler_env() leaves out as too large for the environment. */
+int env_too_large(const struct delivery *d);
 
 /* ------------------------------------------------------------------ */
 /* outcome.c: what a handler's result means for its message (pure) */
@@ -386,6 +390,8 @@ struct publish {
 	const char *expiration;	 /* per-message TTL (ms), or NULL */
 };
 int mq_publish(struct mq *m, const struct publish *p);
+/* About how many bytes d's headers take in a content header frame. */
+size_t mq_headers_size(const struct delivery *d);
 /* Wait for confirms of every publish so far; 0 when all acked. */
 int mq_wait_confirms(struct mq *m, int timeout_ms);
 

@@ -245,8 +245,8 @@ static bool waited_too_long(struct worker *w)
 {
 	int grace;
 	/* the handler's whole budget, had the message not waited */
-	int64_t budget = consumer_deadline(0, w->ct_ms, w->q->kill_grace,
-					   &grace);
+	int64_t budget =
+	    consumer_deadline(0, w->ct_ms, w->q->kill_grace, &grace);
 
 	if (w->q->prefetch <= 1 || now_ms() - w->d->received < budget / 2)
 		return false;
@@ -285,6 +285,11 @@ static void start_handler(struct worker *w)
 		settle_without_running(w, OUTCOME_FAILED, why);
 		return;
 	}
+	if ((lost = env_too_large(w->d)) > 0)
+		log_warnx("%s: %d header%s too large for the handler's "
+			  "environment (%d bytes a variable at most): left out",
+			  w->d->message_id ? w->d->message_id : "-", lost,
+			  lost == 1 ? "" : "s", ENV_ENTRY_MAX);
 	env = handler_env(w->q, w->number, w->attempt, w->d);
 	w->h = handler_start(w->q, env, w->d->body, w->d->body_len, err,
 			     sizeof(err));

@@ -102,6 +102,26 @@ int main(void)
 	CHECK_STR(get(env, "WARREN_HEADER_QUEUE"), "x");
 	env_free(env);
 
+	/* a value execve would refuse is left out, the rest stays */
+	{
+		static char big[ENV_ENTRY_MAX];
+		struct header large[] = {{"big", big, sizeof(big) - 10, false},
+					 {"ok", "y", 1, false},
+					 {"", "empty name", 10, false}};
+
+		memset(big, 'a', sizeof(big));
+		d.headers = large;
+		d.nheaders = 3;
+		CHECK(env_too_large(&d) == 1);
+		env = handler_env(&q, 1, 1, &d);
+		CHECK(get(env, "WARREN_HEADER_BIG") == NULL);
+		CHECK_STR(get(env, "WARREN_HEADER_OK"), "y");
+		CHECK(get(env, "WARREN_HEADER_") == NULL);
+		env_free(env);
+		large[0].len = 100;
+		CHECK(env_too_large(&d) == 0);
+	}
+
 	/* delivery_header */
 	d.headers = h;
 	d.nheaders = 4;
