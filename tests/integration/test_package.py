@@ -1,0 +1,464 @@
+"""The Debian package (debian/, scripts/package): build, lintian, install,
+upgrade, remove and purge on this machine.
+
+The package is built twice, each time by scripts/package in a copy of the
+tree (never in the tree): as it is, and with one more changelog entry and
+a changed example configuration, the upgrade. The tests below run in file
+order and share the machine's state: install, upgrade keeping an edited
+conffile, remove, purge. A module finalizer purges the package whatever
+happened, and the last test checks that nothing but what policy keeps was
+left at each step, and nothing at all after the purge.
+
+There is no systemd as PID 1 here, so the maintainer scripts skip their
+systemctl calls on the real install; what they would do under systemd is
+checked by running them with stand-ins for systemctl, deb-systemd-invoke
+and deb-systemd-helper, in a mount namespace where /run/systemd/system
+exists.
+"""
+
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, children_of, wait_for
+
+PKG = "warren"
+CONF = Path("/etc/warren/warrend.conf")
+APT = ["apt-get", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"]
+APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+# A line only the upgrade's package has in its example configuration.
+UPGRADE_MARK = "# shipped by the upgrade test's package"
+OPERATOR_MARK = "# edited by the operator"
+
+# Whatever the package could leave behind, anywhere.
+TRACES = [
+    "/etc/warren", "/etc/warren/*",
+    "/etc/systemd/system/warrend.service",
+    "/etc/systemd/system/*/warrend.service",
+    "/lib/systemd/system/warrend.service",
+    "/usr/lib/systemd/system/warrend.service",
+    "/var/lib/systemd/deb-systemd-helper-enabled/**/warrend.service*",
+    "/var/lib/systemd/deb-systemd-helper-masked/warrend.service",
+    "/usr/sbin/warrend", "/usr/bin/warren-submit",
+    "/usr/share/doc/warren", "/usr/share/man/man*/warren*",
+    "/var/lib/dpkg/info/warren.*",
+]
+
+
+def run(argv, timeout=600, check=True, env=None, **kw):
+    r = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=timeout,
+                       env=env, **kw)
+    if check:
+        assert r.returncode == 0, \
+            f"{' '.join(map(str, argv))} exited {r.returncode}:\n{r.stdout[-6000:]}{r.stderr[-6000:]}"
+    return r
+
+
+def traces():
+    found = set()
+    for pattern in TRACES:
+        found.update(glob.glob(pattern, recursive=True))
+    return found
+
+
+def status():
+    """dpkg's status of the package ("installed", "config-files", ...),
+    "" when dpkg does not know it."""
+    r = run(["dpkg-query", "-W", "-f=${db:Status-Status}", PKG], check=False)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def installed_version():
+    return run(["dpkg-query", "-W", "-f=${Version}", PKG]).stdout.strip()
+
+
+def user_exists(name):
+    return run(["getent", "passwd", name], check=False).returncode == 0
+
+
+def copy_tree(dst):
+    """The tree's files as scripts/package copies them: those git knows
+    (tracked, or new and not ignored), or all of it outside git."""
+    dst = Path(dst)
+    git = run(["git", "-C", REPO, "ls-files", "-co", "--exclude-standard", "-z"],
+              check=False)
+    if git.returncode == 0 and (REPO / ".git").exists():
+        for name in git.stdout.split("\0"):
+            src = REPO / name
+            if name and (src.exists() or src.is_symlink()):
+                (dst / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst / name, follow_symlinks=False)
+    else:
+        shutil.copytree(REPO, dst, symlinks=True,
+                        ignore=shutil.ignore_patterns("*.deb", "__pycache__"))
+    return dst
+
+
+class Debs:
+    def __init__(self, version, v1, upgrade_version, v2):
+        self.version, self.v1 = version, v1
+        self.upgrade_version, self.v2 = upgrade_version, v2
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory):
+    for tool in ("dpkg-buildpackage", "dh", "lintian"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed (scripts/deps installs it)")
+    top = tmp_path_factory.mktemp("package")
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    version = run(["dpkg-parsechangelog", "-l", REPO / "debian/changelog",
+                   "-S", "Version"]).stdout.strip()
+
+    out = run(["bash", REPO / "scripts/package", "-o", top / "v1", "--no-lintian"],
+              timeout=900).stdout
+    v1 = top / "v1" / f"{PKG}_{version}_{arch}.deb"
+    assert v1.exists() and str(v1) in out, (out, sorted(os.listdir(top / "v1")))
+
+    # The upgrade: one more changelog entry and a changed example, so that
+    # dpkg has a conffile changed on both sides to ask about.
+    src = copy_tree(top / "src2")
+    upgrade_version = f"{version}+upgradetest1"
+    changelog = src / "debian/changelog"
+    changelog.write_text(
+        f"{PKG} ({upgrade_version}) unstable; urgency=medium\n\n"
+        "  * Upgrade test build.\n\n"
+        " -- warren tests <tests@localhost.invalid>  "
+        f"{time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}\n\n"
+        + changelog.read_text())
+    example = src / "etc/warrend.conf"
+    example.write_text(example.read_text() + UPGRADE_MARK + "\n")
+    env = dict(os.environ, DEB_BUILD_OPTIONS="nocheck")
+    run(["bash", src / "scripts/package", "-o", top / "v2", "--no-lintian"],
+        timeout=900, env=env)
+    v2 = top / "v2" / f"{PKG}_{upgrade_version}_{arch}.deb"
+    assert v2.exists(), sorted(os.listdir(top / "v2"))
+    return Debs(version, v1, upgrade_version, v2)
+
+
+class System:
+    """What the machine held before the package came, and the last step."""
+
+    def __init__(self):
+        self.traces_before = traces()
+        self.user_before = user_exists("warren")
+        self.step = "none"
+
+
+@pytest.fixture(scope="module")
+def system(debs):
+    if status() not in ("", "not-installed"):
+        pytest.skip(f"{PKG} is already installed here ({status()}); "
+                    "the test would replace it")
+    s = System()
+    try:
+        yield s
+    finally:
+        if status() not in ("", "not-installed"):
+            subprocess.run([*APT, "purge", PKG], env=APT_ENV,
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=600)
+
+
+def deb_field(deb, field):
+    return run(["dpkg-deb", "-f", deb, field]).stdout.strip()
+
+
+# ---------------------------------------------------------------------------
+# the .deb itself
+
+
+def test_package_metadata_and_contents(debs):
+    deb = debs.v1
+    assert deb_field(deb, "Package") == PKG
+    assert deb_field(deb, "Version") == debs.version
+    # the upstream version (configure.ac) and the package's agree
+    ac = (REPO / "configure.ac").read_text()
+    upstream = re.search(r"AC_INIT\(\[warren\], \[([^]]+)\]", ac).group(1)
+    assert debs.version.split("-")[0] == upstream
+
+    depends = deb_field(deb, "Depends")
+    for lib in ("librabbitmq4", "libconfuse2", "libsystemd0", "libc6"):
+        assert lib in depends, depends
+    assert "rabbitmq-server" not in depends
+    assert "rabbitmq-server" in deb_field(deb, "Suggests")
+
+    info = run(["dpkg-deb", "-I", deb, "conffiles"]).stdout.split()
+    assert info == [str(CONF)]
+
+    listing = run(["dpkg-deb", "-c", deb]).stdout
+    files = {}
+    for line in listing.splitlines():
+        mode, _, _, _, _, name = line.split(None, 5)
+        files[name.split(" -> ")[0].lstrip(".")] = mode
+    unitdir = run(["pkg-config", "--variable=systemdsystemunitdir",
+                   "systemd"]).stdout.strip() or "/lib/systemd/system"
+    want = {
+        "/usr/sbin/warrend": "-rwxr-xr-x",
+        "/usr/bin/warren-submit": "-rwxr-xr-x",
+        str(CONF): "-rw-r--r--",
+        f"{unitdir}/warrend.service": "-rw-r--r--",
+        "/usr/share/man/man8/warrend.8.gz": "-rw-r--r--",
+        "/usr/share/man/man5/warrend.conf.5.gz": "-rw-r--r--",
+        "/usr/share/man/man1/warren-submit.1.gz": "-rw-r--r--",
+        "/usr/share/doc/warren/copyright": "-rw-r--r--",
+        "/usr/share/doc/warren/changelog.gz": "-rw-r--r--",
+    }
+    for name, mode in want.items():
+        assert files.get(name) == mode, (name, files.get(name), sorted(files))
+    # every man page compressed, and one for each program
+    pages = [f for f in files if f.startswith("/usr/share/man/") and files[f][0] == "-"]
+    assert pages and all(p.endswith(".gz") for p in pages), pages
+    for prog in ("warrend", "warren-submit"):
+        assert any(re.search(rf"/{re.escape(prog)}\.[18]\.gz$", p) for p in pages), prog
+
+
+
+def test_lintian_prints_nothing(debs):
+    # lintian warns when run as root; as nobody it needs a readable copy.
+    with tempfile.TemporaryDirectory(prefix="warren-lintian.") as d:
+        os.chmod(d, 0o755)
+        deb = Path(d) / debs.v1.name
+        shutil.copy(debs.v1, deb)
+        deb.chmod(0o644)
+        argv = ["lintian", str(deb)]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "nobody", "--", "env", f"HOME={d}", *argv]
+        r = run(argv, check=False, timeout=600)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", \
+        f"lintian said:\n{r.stdout}{r.stderr}"
+
+
+# ---------------------------------------------------------------------------
+# the maintainer scripts, as they would run under systemd
+
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >>"$FAKE_LOG"
+case "$(basename "$0") $*" in
+"$FAKE_FAIL") exit 1 ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture(scope="module")
+def scripts(debs, tmp_path_factory):
+    """run(script, *args, fail=None) -> (CompletedProcess, calls): the
+    package's maintainer script run with stand-ins for the systemd tools,
+    in a mount namespace where /run/systemd/system exists."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    d = tmp_path_factory.mktemp("scripts")
+    run(["dpkg-deb", "-e", debs.v1, d / "control"])
+    fake = d / "bin"
+    fake.mkdir()
+    for tool in ("systemctl", "deb-systemd-invoke", "deb-systemd-helper"):
+        (fake / tool).write_text(FAKE_TOOL)
+        (fake / tool).chmod(0o755)
+    probe = run(["unshare", "-m", "--propagation", "private", "true"], check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace: {probe.stderr}")
+
+    def run_script(script, *args, fail=""):
+        path = d / "control" / script
+        if not path.exists():
+            return None, []
+        log = d / "calls.log"
+        log.write_text("")
+        env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}",
+                   FAKE_LOG=str(log), FAKE_FAIL=fail)
+        env.pop("DPKG_ROOT", None)
+        r = run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                 "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system"
+                 ' && exec "$@"', "sh", path, *args], check=False, env=env)
+        return r, log.read_text().splitlines()
+
+    return run_script
+
+
+def test_first_install_enables_and_starts(scripts):
+    r, calls = scripts("postinst", "configure")
+    assert r.returncode == 0, r.stderr
+    assert "deb-systemd-helper enable warrend.service" in calls, calls
+    assert "systemctl --system daemon-reload" in calls, calls
+    assert "deb-systemd-invoke start warrend.service" in calls, calls
+    assert not [c for c in calls if re.search(r"\b(stop|restart|reload)\b", c)
+                and "daemon-reload" not in c], calls
+
+
+def test_upgrade_reloads_and_never_stops_or_restarts(scripts):
+    # nothing stops the service before the new files are unpacked ...
+    for script, args in (("preinst", ("upgrade", "0.0.9")),
+                         ("prerm", ("upgrade", "0.1.1"))):
+        r, calls = scripts(script, *args)
+        if r is not None:
+            assert r.returncode == 0, r.stderr
+            assert not [c for c in calls if "stop" in c], (script, calls)
+    # ... and the postinst reloads it (a no-op start first: running units
+    # stay as they are, an enabled unit that is down comes up)
+    r, calls = scripts("postinst", "configure", "0.0.9")
+    assert r.returncode == 0, r.stderr
+    invoked = [c for c in calls if c.startswith("deb-systemd-invoke")]
+    assert invoked == ["deb-systemd-invoke start warrend.service",
+                       "deb-systemd-invoke try-reload-or-restart warrend.service"], calls
+    # (the unit has ExecReload=, so try-reload-or-restart is a reload)
+    # a failed reload (the new warrend -t rejects the file) is reported and
+    # does not fail the upgrade
+    r, calls = scripts("postinst", "configure", "0.0.9",
+                       fail="deb-systemd-invoke try-reload-or-restart warrend.service")
+    assert r.returncode == 0, r.stderr
+    assert "reloading warrend.service failed" in r.stderr, r.stderr
+
+
+def test_remove_stops_the_service(scripts):
+    r, calls = scripts("prerm", "remove")
+    assert r.returncode == 0, r.stderr
+    assert "deb-systemd-invoke stop warrend.service" in calls, calls
+
+
+# ---------------------------------------------------------------------------
+# this machine: install, upgrade, remove, purge
+
+
+def apt(*args, check=True):
+    return run([*APT, *args], env=APT_ENV, timeout=600, check=check)
+
+
+def unit_path():
+    units = [f for f in run(["dpkg", "-L", PKG]).stdout.splitlines()
+             if f.endswith("/system/warrend.service")]
+    assert len(units) == 1, units
+    return Path(units[0])
+
+
+def test_install(debs, system):
+    out = apt("install", debs.v1).stdout
+    system.step = "installed"
+    assert status() == "installed", out
+    assert installed_version() == debs.version
+    conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PKG]).stdout
+    assert re.search(rf"^ {re.escape(str(CONF))} [0-9a-f]{{32}}$", conffiles, re.M), conffiles
+
+    for f in ("/usr/sbin/warrend", "/usr/bin/warren-submit"):
+        assert os.access(f, os.X_OK), f
+    assert CONF.read_bytes() == (REPO / "etc/warrend.conf").read_bytes()
+    r = run(["/usr/sbin/warrend", "-V"])
+    assert r.stdout.startswith("warrend "), r.stdout
+    r = run(["man", "-w", "warrend"], check=False)
+    if shutil.which("man"):
+        assert r.stdout.strip() == "/usr/share/man/man8/warrend.8.gz", r.stdout + r.stderr
+
+    # the unit: installed, valid, names the installed files, and enabled
+    unit = unit_path()
+    text = unit.read_text()
+    assert "ExecStart=/usr/sbin/warrend -c /etc/warren/warrend.conf" in text.splitlines()
+    r = run(["systemd-analyze", "verify", unit], check=False)
+    mine = [l for l in (r.stdout + r.stderr).splitlines() if "warrend" in l]
+    assert r.returncode == 0 and not mine, r.stdout + r.stderr
+    wants = Path("/etc/systemd/system/multi-user.target.wants/warrend.service")
+    assert wants.is_symlink() and os.readlink(wants) == str(unit), \
+        "dh_installsystemd should have enabled the unit"
+    copyright_text = Path("/usr/share/doc/warren/copyright").read_text()
+    assert copyright_text.startswith(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
+    # the service runs as a dynamic user: no account is made
+    assert "DynamicUser=yes" in text.splitlines()
+    assert user_exists("warren") == system.user_before
+
+
+def test_installed_example_is_valid_and_starts_no_workers(system):
+    assert system.step == "installed"
+    r = run(["/usr/sbin/warrend", "-t", "-c", CONF])
+    assert r.stdout.strip() == "configuration OK", r.stdout + r.stderr
+
+    # As systemd would start it (Type=notify, the unit's WatchdogSec=):
+    # ready at once, no worker, no connection attempt, a clean stop.
+    unit = unit_path().read_text()
+    watchdog = int(re.search(r"^WatchdogSec=(\d+)s?$", unit, re.M).group(1))
+    with tempfile.TemporaryDirectory(prefix="warren-notify.") as d:
+        path = os.path.join(d, "notify")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(0.2)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NOTIFY_SOCKET": path,
+               "WATCHDOG_USEC": str(watchdog * 1000000)}
+        proc = subprocess.Popen(["/usr/sbin/warrend", "-c", str(CONF)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        got = []
+        try:
+            def ready():
+                assert proc.poll() is None, f"warrend exited {proc.returncode}"
+                try:
+                    got.append(sock.recv(4096).decode())
+                except socket.timeout:
+                    pass
+                return any("READY=1" in g.split("\n") for g in got)
+
+            wait_for(ready, 20, interval=0, message="READY=1 from the example")
+            assert any(re.search(r"^STATUS=task_queue 0/0 consuming", g, re.M)
+                       for g in got), got
+            assert children_of(proc.pid) == [], "the example started workers"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            sock.close()
+            log = proc.stdout.read().decode(errors="replace")
+    assert "error" not in log, log
+
+
+def test_upgrade_keeps_the_edited_conffile(debs, system):
+    assert system.step == "installed"
+    edited = CONF.read_text().replace("\tworkers = 0\n", "\tworkers = 2\n") + \
+        OPERATOR_MARK + "\n"
+    CONF.write_text(edited)
+    # both sides changed it: dpkg would ask; keep the operator's
+    out = apt("-o", "Dpkg::Options::=--force-confdef",
+              "-o", "Dpkg::Options::=--force-confold", "install", debs.v2).stdout
+    system.step = "upgraded"
+    assert status() == "installed"
+    assert installed_version() == debs.upgrade_version
+    assert "Package distributor has shipped an updated version" in out, out
+    assert CONF.read_text() == edited
+    dist = Path(str(CONF) + ".dpkg-dist")
+    assert dist.exists() and UPGRADE_MARK in dist.read_text()
+    assert "Modified" in out
+    # still enabled, still valid, the new binary in place
+    assert Path("/etc/systemd/system/multi-user.target.wants/warrend.service").is_symlink()
+    r = run(["/usr/sbin/warrend", "-t", "-c", CONF])
+    assert r.stdout.strip() == "configuration OK"
+
+
+def test_remove_keeps_the_conffile_and_purge_leaves_nothing(system):
+    assert system.step == "upgraded"
+    apt("remove", PKG)
+    system.step = "removed"
+    assert status() == "config-files"
+    assert OPERATOR_MARK in CONF.read_text(), "remove must keep the conffile"
+    left = traces() - system.traces_before
+    # policy keeps the configuration and the admin's enablement until purge
+    kept = {"/etc/warren", str(CONF), str(CONF) + ".dpkg-dist",
+            "/etc/systemd/system/multi-user.target.wants/warrend.service"}
+    kept |= {f for f in left if f.startswith("/var/lib/systemd/deb-systemd-helper-enabled/")}
+    kept |= {f for f in left if re.match(r"/var/lib/dpkg/info/warren\.(postrm|list|conffiles|md5sums)$", f)}
+    assert left <= kept, sorted(left - kept)
+    assert not os.path.exists("/usr/sbin/warrend")
+
+    apt("purge", PKG)
+    system.step = "purged"
+    assert status() in ("", "not-installed")
+    assert traces() == system.traces_before, sorted(traces() ^ system.traces_before)
+    assert user_exists("warren") == system.user_before
