@@ -312,6 +312,27 @@ static void copy_queue(struct queue_conf *q, cfg_t *sec)
 	q->workdir = xstrdup(cfg_getstr(sec, "workdir"));
 }
 
+/*
+ * A hash of the password in password_file (first line), so that a reload
+ * can tell a rotated password and roll the workers; the password itself
+ * is not kept. 0 when unset or unreadable (workers say why).
+ */
+static uint64_t secret_hash(const char *path)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+	FILE *f;
+	int c;
+
+	if (path == NULL || (f = fopen(path, "re")) == NULL)
+		return 0;
+	while ((c = getc(f)) != EOF && c != '\n' && c != '\r') {
+		h ^= (unsigned char)c;
+		h *= 0x100000001b3ULL;
+	}
+	fclose(f);
+	return h;
+}
+
 static void copy_config(struct config *cf, cfg_t *cfg)
 {
 	cfg_t *b = cfg_getsec(cfg, "broker");
@@ -319,6 +340,7 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->broker.urls = copy_list(b, "url", &cf->broker.nurls);
 	cf->broker.heartbeat = (int)cfg_getint(b, "heartbeat");
 	cf->broker.password_file = dup_or_null(cfg_getstr(b, "password_file"));
+	cf->broker.secret = secret_hash(cf->broker.password_file);
 	cf->broker.connect_timeout = (int)cfg_getint(b, "connect_timeout");
 	cf->broker.consumer_timeout = (int)cfg_getint(b, "consumer_timeout");
 	cf->broker.tls.ca_cert = dup_or_null(cfg_getstr(b, "tls|ca_cert"));

@@ -380,7 +380,8 @@ static bool broker_same(const struct broker_conf *a,
 {
 	if (a->nurls != b->nurls || a->heartbeat != b->heartbeat ||
 	    a->connect_timeout != b->connect_timeout ||
-	    a->consumer_timeout != b->consumer_timeout)
+	    a->consumer_timeout != b->consumer_timeout ||
+	    a->secret != b->secret) /* a rotated password: log in again */
 		return false;
 	for (int i = 0; i < a->nurls; i++)
 		if (strcmp(a->urls[i], b->urls[i]) != 0)

@@ -428,7 +428,10 @@ static void login_failed(struct mq *m, const char *safe,
 	int e = m->lib_error;
 
 	memcpy(tmp, m->error, sizeof(tmp));
-	if (m->reply_code != 0 || e == 0) {
+	if (m->reply_code == AMQP_ACCESS_REFUSED && b->password_file != NULL) {
+		set_error(m, "%s: %.300s (the password is password_file %s's)",
+			  safe, tmp, b->password_file);
+	} else if (m->reply_code != 0 || e == 0) {
 		set_error(m, "%s: %.400s", safe, tmp);
 	} else if (e == AMQP_STATUS_TIMEOUT) {
 		set_error(m,
@@ -517,13 +520,26 @@ out:
 	return r;
 }
 
+/*
+ * The k-th node to try: first, then the others in turn from a point that
+ * rotate moves, so that the workers of one node fall back to different
+ * nodes and the survivors share them evenly.
+ */
+static int node_order(int n, int first, int rotate, int k)
+{
+	if (k == 0 || n < 2)
+		return first % n;
+	return (first + 1 + (k - 1 + rotate) % (n - 1)) % n;
+}
+
 struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
-		      int *node, int *status, char *err, size_t errlen)
+		      int rotate, int *node, int *status, char *err,
+		      size_t errlen)
 {
 	struct mq *m = xcalloc(1, sizeof(*m));
 
 	for (int k = 0; k < b->nurls; k++) {
-		int i = (first + k) % b->nurls;
+		int i = node_order(b->nurls, first, rotate, k);
 
 		m->closed = false;
 		m->reply_code = m->lib_error = 0;

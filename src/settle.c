@@ -20,8 +20,9 @@
 #include "warren.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
-#define RETRY_HEADERS_MAX 120000 /* of a 131072-byte frame: room for x-death   \
-				  */
+#define RETRY_HEADERS_MAX                                                      \
+	120000 /* of a 131072-byte frame: room for x-death                     \
+		*/
 
 static const char *id_of(const struct settler *s)
 {

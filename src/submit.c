@@ -243,7 +243,8 @@ int main(int argc, char **argv)
 		adhoc.consumer_timeout = 1800;
 		b = &adhoc;
 	}
-	mq = mq_connect(b, "warren-submit", 0, NULL, &status, err, sizeof(err));
+	mq = mq_connect(b, "warren-submit", 0, 0, NULL, &status, err,
+			sizeof(err));
 	if (mq == NULL) {
 		fprintf(stderr, "warren-submit: %s\n", err);
 		config_free(cf);

@@ -37,6 +37,7 @@ struct broker_conf {
 	int consumer_timeout; /* seconds the broker lets a delivery go unacked
 			       */
 	char *password_file;  /* NULL if unset */
+	uint64_t secret; /* a hash of its password: a reload sees a change */
 	struct tls_conf tls;
 };
 
@@ -325,8 +326,9 @@ enum mq_event {
 };
 
 /*
- * Connect to the first reachable node of broker's URLs, from number first
- * on in turn (*node: the one it reached), within connect_timeout each, log in
+ * Connect to the first reachable node of broker's URLs: number first, then
+ * the others in turn from one that rotate picks (*node: the one reached),
+ * within connect_timeout each, log in
  * (announcing consumer_cancel_notify, connection.blocked, publisher_confirms),
  * and open channel 1 for consuming and channel 2 for declaring side queues and
  * publishing (the broker closing channel 2 over a refused declare or publish
@@ -335,7 +337,8 @@ enum mq_event {
  * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
  */
 struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
-		      int *node, int *status, char *err, size_t errlen);
+		      int rotate, int *node, int *status, char *err,
+		      size_t errlen);
 /* Parse the CAs an amqps:// broker's certificate is checked with, once,
  * before workers are forked (master: at start and every reload). */
 void mq_preload_ca(const struct broker_conf *b);

@@ -660,8 +660,10 @@ void worker_main(const struct worker_start *ws)
 	host[sizeof(host) - 1] = '\0';
 	snprintf(name, sizeof(name), "warrend %s/%d on %s", w.q->name, w.number,
 		 host);
-	w.mq = mq_connect(&w.cf->broker, name, w.home, &w.node, &status, err,
-			  sizeof(err));
+	/* the workers of one node fall back to different nodes */
+	w.mq = mq_connect(&w.cf->broker, name, w.home,
+			  (w.number - 1) / w.cf->broker.nurls, &w.node, &status,
+			  err, sizeof(err));
 	if (w.mq == NULL)
 		give_up(&w, status, err);
 	settle_init(&w.set, w.mq, w.q);
