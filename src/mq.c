@@ -404,11 +404,13 @@ static void open_failed(struct mq *m, int r, const char *safe,
 		f = TLS_HANDSHAKE;
 		break;
 	case AMQP_STATUS_TIMEOUT:
-	case AMQP_STATUS_SOCKET_ERROR:
 		set_error(m,
 			  "%s: cannot connect: no answer within %d s "
 			  "(connect_timeout)",
 			  safe, b->connect_timeout);
+		return;
+	case AMQP_STATUS_SOCKET_ERROR:
+		set_error(m, "%s: cannot connect: refused, or no route", safe);
 		return;
 	default:
 		set_error(m, "%s: cannot connect: %s", safe,
@@ -537,6 +539,7 @@ struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
 		      size_t errlen)
 {
 	struct mq *m = xcalloc(1, sizeof(*m));
+	int low = b->nurls, low_status = WORKER_EXIT_CONNECT;
 
 	for (int k = 0; k < b->nurls; k++) {
 		int i = node_order(b->nurls, first, rotate, k);
@@ -548,10 +551,22 @@ struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
 				*node = i;
 			return m;
 		}
-		if (*status == WORKER_EXIT_LOGIN && k == b->nurls - 1)
-			break;
+		/* the same words from every worker, whatever its order:
+		 * those of the first node of the list */
+		if (i < low) {
+			low = i;
+			low_status = *status;
+			snprintf(err, errlen, "%s", m->error);
+		}
 	}
-	snprintf(err, errlen, "%s", m->error);
+	*status = low_status;
+	if (b->nurls > 1) {
+		char one[512];
+
+		snprintf(one, sizeof(one), "%s", err);
+		snprintf(err, errlen, "%s (and the other %d nodes failed too)",
+			 one, b->nurls - 1);
+	}
 	free(m);
 	return NULL;
 }

@@ -18,8 +18,8 @@
 #include "warren.h"
 
 /*
- * The CAs to trust, parsed once: by the master at start and at every
- * reload, so that each worker it forks starts with them (rabbitmq-c
+ * The CAs to trust, parsed by the master at start and at every reload, so
+ * that each worker it forks starts with them (rabbitmq-c
  * would parse the whole bundle again at every connect of every worker).
  */
 static X509_STORE *ca_store;
@@ -29,8 +29,7 @@ int tls_load_ca(const char *path)
 {
 	X509_STORE *st;
 
-	if (ca_store != NULL && strcmp(ca_path, path) == 0)
-		return 0;
+	/* parsed anew each time: a bundle replaced in place counts */
 	st = X509_STORE_new();
 	if (st == NULL || X509_STORE_load_locations(st, path, NULL) != 1) {
 		X509_STORE_free(st);
