@@ -124,7 +124,9 @@ static void why_handshake(bool have_cert, char *buf, size_t len)
 			 "version: warrend speaks TLS 1.2 and later only)");
 	else if (!have_cert && (strstr(r, "certificate required") ||
 				strstr(r, "handshake failure") ||
-				strstr(r, "bad certificate")))
+				strstr(r, "bad certificate") || r[0] == '\0'))
+		/* TLS 1.3 sends its refusal after the handshake: the first
+		 * read meets it, or only the closed connection */
 		snprintf(buf, len,
 			 "the broker refused the TLS handshake: it "
 			 "asks for a client certificate (set tls cert "

@@ -65,7 +65,7 @@ def test_handler_environment_fds_cwd_and_process_group(broker, warrend, handlers
                 "negative": -7,
                 "weird.name-1": "v",
                 "x-nul": "a\0b",
-                # neither string nor integer: left out
+                # other types, as SPEC.md renders them
                 "x-decimal": decimal.Decimal("1.5"),
                 "x-bool": True,
                 "x-list": ["a", 1],
@@ -106,8 +106,11 @@ def test_handler_environment_fds_cwd_and_process_group(broker, warrend, handlers
         WARREN_HEADER_X_COUNT="42",
         WARREN_HEADER_NEGATIVE="-7",
         WARREN_HEADER_WEIRD_NAME_1="v",
-        # x-nul holds a NUL byte; x-decimal, x-bool, x-list, x-table are
-        # neither strings nor integers: all left out.
+        WARREN_HEADER_X_DECIMAL="1.5",
+        WARREN_HEADER_X_BOOL="true",
+        WARREN_HEADER_X_LIST='["a",1]',
+        WARREN_HEADER_X_TABLE='{"k":"v"}',
+        # x-nul holds a NUL byte: left out
     )
     for got, expected in ((full["env"], expected_full), (bare["env"], common)):
         # The default exchange is "": an empty WARREN_EXCHANGE or none.
