@@ -8,6 +8,7 @@ test and makes sure that nothing it started outlives the test.
 Run with /usr/bin/python3 (Debian's pika and pytest live there).
 """
 
+import json
 import logging
 import os
 import re
@@ -594,3 +595,13 @@ def read_lines(path):
         return [l for l in Path(path).read_text().splitlines() if l.strip()]
     except FileNotFoundError:
         return []
+
+
+def runs_of(path):
+    """The JSON lines a test's handler appended to path, one per run."""
+    return [json.loads(line) for line in read_lines(path)]
+
+
+def retry_conf(**kv):
+    """A queue section's retry block: retry_conf(attempts=3, delay=1)."""
+    return "    retry { " + "  ".join(f"{k} = {v}" for k, v in kv.items()) + " }"

@@ -28,7 +28,8 @@ import pytest
 
 from conftest import (BROKER_SCRIPT, WARREND, Broker, Warrend, conf_list,
                       conf_string, finish_daemons, free_port, pid_alive,
-                      queue_name_for, read_lines, wait_for, write_script)
+                      queue_name_for, retry_conf, runs_of,
+                      wait_for, write_script)
 
 EX_CONFIG = 78
 
@@ -144,14 +145,6 @@ def runs_so_far():
 
 def handler(path, code):
     return write_script(path, PRELUDE + code.lstrip("\n"))
-
-
-def runs_of(path):
-    return [json.loads(line) for line in read_lines(path)]
-
-
-def retry_conf(**kv):
-    return "    retry { " + "  ".join(f"{k} = {v}" for k, v in kv.items()) + " }"
 
 
 def result_lines(w, mid):

@@ -21,7 +21,8 @@ import time
 import pika.exceptions
 import pytest
 
-from conftest import pid_alive, queue_name_for, read_lines, wait_for, write_script
+from conftest import (pid_alive, queue_name_for, read_lines, retry_conf, runs_of,
+                      wait_for, write_script)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -47,14 +48,6 @@ os.close(_fd)
 def handler(path, code):
     """A Python handler: PRELUDE followed by code."""
     return write_script(path, PRELUDE + code.lstrip("\n"))
-
-
-def runs_of(path):
-    return [json.loads(line) for line in read_lines(path)]
-
-
-def retry_conf(**kv):
-    return "    retry { " + "  ".join(f"{k} = {v}" for k, v in kv.items()) + " }"
 
 
 def exists(broker, queue):
