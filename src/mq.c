@@ -720,11 +720,34 @@ static char *bytes_str(amqp_bytes_t b)
 	return s;
 }
 
+static void to_field(const amqp_field_value_t *v, struct field *f, int depth);
+
+/* An array or table as plain data, its items allocated. */
+static void to_list(const amqp_field_value_t *v, struct field *f, int depth)
+{
+	bool array = v->kind == AMQP_FIELD_KIND_ARRAY;
+	int n = array ? v->value.array.num_entries : v->value.table.num_entries;
+	struct field *items = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*items));
+
+	for (int i = 0; i < n; i++) {
+		if (array) {
+			to_field(&v->value.array.entries[i], &items[i],
+				 depth + 1);
+			continue;
+		}
+		to_field(&v->value.table.entries[i].value, &items[i],
+			 depth + 1);
+		items[i].key = v->value.table.entries[i].key.bytes;
+		items[i].key_len = v->value.table.entries[i].key.len;
+	}
+	f->kind = array ? FIELD_ARRAY : FIELD_TABLE;
+	f->v.list.items = items;
+	f->v.list.n = n;
+}
+
 /* An AMQP value as plain data (fields.c renders it); release after. */
 static void to_field(const amqp_field_value_t *v, struct field *f, int depth)
 {
-	struct field *items;
-	int n;
 
 	f->kind = FIELD_VOID;
 	switch (v->kind) {
@@ -790,29 +813,8 @@ static void to_field(const amqp_field_value_t *v, struct field *f, int depth)
 		break;
 	case AMQP_FIELD_KIND_ARRAY:
 	case AMQP_FIELD_KIND_TABLE:
-		if (depth >= MAX_DEPTH)
-			break; /* deeper than anyone means: void */
-		n = v->kind == AMQP_FIELD_KIND_ARRAY
-			? v->value.array.num_entries
-			: v->value.table.num_entries;
-		items = xcalloc(n > 0 ? (size_t)n : 1, sizeof(*items));
-		for (int i = 0; i < n; i++) {
-			if (v->kind == AMQP_FIELD_KIND_ARRAY) {
-				to_field(&v->value.array.entries[i], &items[i],
-					 depth + 1);
-				continue;
-			}
-			const amqp_table_entry_t *e =
-			    &v->value.table.entries[i];
-
-			to_field(&e->value, &items[i], depth + 1);
-			items[i].key = e->key.bytes;
-			items[i].key_len = e->key.len;
-		}
-		f->kind = v->kind == AMQP_FIELD_KIND_ARRAY ? FIELD_ARRAY
-							   : FIELD_TABLE;
-		f->v.list.items = items;
-		f->v.list.n = n;
+		if (depth < MAX_DEPTH) /* deeper than anyone means: void */
+			to_list(v, f, depth);
 		break;
 	default:
 		break; /* void */

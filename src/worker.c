@@ -35,7 +35,9 @@ struct worker {
 	struct delivery *d; /* the message in hand */
 	struct handler *h;  /* its handler, while it runs */
 	struct handler_result r;
-	bool settling; /* the handler is done, its outcome being applied */
+	bool settling;	    /* the handler is done, its outcome being applied */
+	bool replaying;	    /* that outcome came from the master's mark */
+	bool told_prefetch; /* a message given back from the prefetch */
 	struct settler set;
 	struct ledger marks; /* the master's notes on messages */
 	int ct_ms;	     /* consumer_timeout in force */
@@ -154,11 +156,14 @@ static void continue_settling(struct worker *w)
 	case SETTLE_WAIT:
 		return;
 	case SETTLE_LOST:
-		log_warnx("%s: lost the broker while settling it (%s); the "
-			  "broker gives it back, to be settled %s without "
-			  "running again",
-			  w->d->message_id ? w->d->message_id : "-",
-			  mq_error(w->mq), outcome_name(w->set.o.kind));
+		/* said once per message: a replayed outcome lost again (a
+		 * long alarm) is the same story */
+		(w->replaying ? log_debug : log_warnx)(
+		    "%s: lost the broker while settling it (%s); the "
+		    "broker gives it back, to be settled %s without "
+		    "running again",
+		    w->d->message_id ? w->d->message_id : "-", mq_error(w->mq),
+		    outcome_name(w->set.o.kind));
 		report_pending(w);
 		report(w, REPORT_REQUEUED, NULL);
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
@@ -169,7 +174,7 @@ static void continue_settling(struct worker *w)
 	report(w, report_of(w->set.o.kind), NULL);
 	delivery_free(w->d);
 	w->d = NULL;
-	w->settling = false;
+	w->settling = w->replaying = false;
 }
 
 /* Settle without running the handler: o says why. */
@@ -204,6 +209,7 @@ static bool marked_by_master(struct worker *w, int lost)
 		w->attempt = k->attempt;
 		memset(&w->r, 0, sizeof(w->r));
 		begin_settling(w, &o, "");
+		w->replaying = true;
 		return true;
 	}
 	if (k->deaths >= LEDGER_DEATHS_MAX) {
@@ -250,10 +256,13 @@ static bool waited_too_long(struct worker *w)
 
 	if (w->q->prefetch <= 1 || now_ms() - w->d->received < budget / 2)
 		return false;
-	log_warnx("%s: waited %lld ms in the prefetch, too near the "
-		  "consumer_timeout (%d ms): back to the queue unrun",
-		  w->d->message_id ? w->d->message_id : "-",
-		  (long long)(now_ms() - w->d->received), w->ct_ms);
+	/* explained once per worker; each message after at debug */
+	(w->told_prefetch ? log_debug : log_warnx)(
+	    "%s: waited %lld ms in the prefetch, too near the "
+	    "consumer_timeout (%d ms): back to the queue unrun",
+	    w->d->message_id ? w->d->message_id : "-",
+	    (long long)(now_ms() - w->d->received), w->ct_ms);
+	w->told_prefetch = true;
 	mq_nack(w->mq, w->d->tag, true);
 	report(w, REPORT_REQUEUED, NULL);
 	delivery_free(w->d);
@@ -682,9 +691,11 @@ void worker_main(const struct worker_start *ws)
 	w.home_moves = ws->home_moves;
 	w.next_probe = now_ms() + probe_interval(&w);
 	if (w.node != w.home)
-		log_info("consuming %s from node %d of broker.url (its own, "
-			 "%d, is down)",
-			 w.q->name, w.node + 1, w.home + 1);
+		/* a mute home node: said at the first fall back only */
+		(w.home_moves == 0 ? log_info : log_debug)(
+		    "consuming %s from node %d of broker.url (its own, "
+		    "%d, is down)",
+		    w.q->name, w.node + 1, w.home + 1);
 	else
 		log_info("consuming %s", w.q->name);
 	loop(&w);
