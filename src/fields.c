@@ -1,4 +1,4 @@
-/* fields.c: AMQP field values as handler text; the only user of json-c. */
+/* fields.c: AMQP field values as handler text (JSON through json.c). */
 #include "config.h"
 
 #include <inttypes.h>
@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "warren.h"
 
 /*
@@ -17,8 +15,6 @@
  * a hostile header cannot exhaust the stack (ours or json-c's printer).
  */
 #define FIELD_MAX_DEPTH 64
-
-#define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* Longest scalar text: a decimal of scale 255, sign, "0." and NUL. */
 #define SCALAR_MAX 300
@@ -172,36 +168,35 @@ static char *json_safe(const char *bytes, size_t n, bool key, size_t *outlen)
 	return out;
 }
 
-static struct json_object *json_string(const char *bytes, size_t n)
+static struct json *field_string(const char *bytes, size_t n)
 {
 	const char *s = bytes != NULL ? bytes : "";
 	size_t len = bytes != NULL ? n : 0;
-	struct json_object *j = NULL;
+	struct json *j;
 	char *safe = json_safe(s, len, false, &len);
 
 	if (safe != NULL)
 		s = safe;
-	if (len <= INT_MAX) /* json-c's limit; no frame comes near it */
-		j = json_object_new_string_len(s, (int)len);
+	j = json_string_len(s, len); /* NULL past 2 GiB: no frame is */
 	free(safe);
 	return j;
 }
 
-static struct json_object *to_json(const struct field *f, int depth);
+static struct json *to_json(const struct field *f, int depth);
 
-static struct json_object *json_array(const struct field *f, int depth)
+static struct json *field_array(const struct field *f, int depth)
 {
-	struct json_object *a = json_object_new_array();
+	struct json *a = json_new_array();
 
 	for (int i = 0; i < f->v.list.n; i++)
-		json_object_array_add(a, to_json(&f->v.list.items[i], depth));
+		json_push(a, to_json(&f->v.list.items[i], depth));
 	return a;
 }
 
 /* Keys may be empty or hold any byte; of duplicates the first wins. */
-static struct json_object *json_table(const struct field *f, int depth)
+static struct json *field_table(const struct field *f, int depth)
 {
-	struct json_object *o = json_object_new_object();
+	struct json *o = json_new_object();
 
 	for (int i = 0; i < f->v.list.n; i++) {
 		const struct field *item = &f->v.list.items[i];
@@ -213,8 +208,8 @@ static struct json_object *json_table(const struct field *f, int depth)
 			if (klen > 0)
 				memcpy(key, item->key, klen);
 		}
-		if (!json_object_object_get_ex(o, key, NULL))
-			json_object_object_add(o, key, to_json(item, depth));
+		if (!json_has(o, key))
+			json_set(o, key, to_json(item, depth));
 		free(key);
 	}
 	return o;
@@ -225,48 +220,48 @@ static struct json_object *json_table(const struct field *f, int depth)
  * Negative zero is "-0.0", which JSON readers (json-c, Python) keep as a
  * negative float where "-0" would read as the integer 0.
  */
-static struct json_object *json_number(double d, bool single)
+static struct json *field_number(double d, bool single)
 {
 	char text[SCALAR_MAX];
 
 	if (!isfinite(d))
 		return NULL;
 	if (d == 0 && signbit(d))
-		return json_object_new_double_s(d, "-0.0");
+		return json_double_text(d, "-0.0");
 	number_text(d, single, text, sizeof(text));
-	return json_object_new_double_s(d, text);
+	return json_double_text(d, text);
 }
 
-/* f as a json-c value (NULL is JSON null); depth counts enclosing lists. */
-static struct json_object *to_json(const struct field *f, int depth)
+/* f as a JSON value (NULL is JSON null); depth counts enclosing lists. */
+static struct json *to_json(const struct field *f, int depth)
 {
 	char text[SCALAR_MAX];
 
 	switch (f->kind) {
 	case FIELD_BOOL:
-		return json_object_new_boolean(f->v.b);
+		return json_new_bool(f->v.b);
 	case FIELD_INT:
-		return json_object_new_int64(f->v.i);
+		return json_int(f->v.i);
 	case FIELD_UINT:
 	case FIELD_TIMESTAMP:
 		if (f->v.u > INT64_MAX)
-			return json_object_new_uint64(f->v.u);
-		return json_object_new_int64((int64_t)f->v.u);
+			return json_uint(f->v.u);
+		return json_int((int64_t)f->v.u);
 	case FIELD_FLOAT:
-		return json_number(f->v.d, true);
+		return field_number(f->v.d, true);
 	case FIELD_DOUBLE:
-		return json_number(f->v.d, false);
+		return field_number(f->v.d, false);
 	case FIELD_DECIMAL:
 		decimal_text(f->v.dec.value, f->v.dec.scale, text);
-		return json_object_new_double_s(strtod(text, NULL), text);
+		return json_double_text(strtod(text, NULL), text);
 	case FIELD_STRING:
 	case FIELD_BYTES:
-		return json_string(f->v.s.bytes, f->v.s.len);
+		return field_string(f->v.s.bytes, f->v.s.len);
 	case FIELD_ARRAY:
-		return depth < FIELD_MAX_DEPTH ? json_array(f, depth + 1)
+		return depth < FIELD_MAX_DEPTH ? field_array(f, depth + 1)
 					       : NULL;
 	case FIELD_TABLE:
-		return depth < FIELD_MAX_DEPTH ? json_table(f, depth + 1)
+		return depth < FIELD_MAX_DEPTH ? field_table(f, depth + 1)
 					       : NULL;
 	case FIELD_VOID:
 	default:
@@ -293,9 +288,7 @@ static char *copy_out(const char *s, size_t n, size_t *len)
 char *field_text(const struct field *f, size_t *len)
 {
 	char text[SCALAR_MAX];
-	struct json_object *j;
-	const char *s;
-	size_t n;
+	struct json *j;
 	char *v;
 
 	switch (f->kind) {
@@ -331,9 +324,9 @@ char *field_text(const struct field *f, size_t *len)
 	case FIELD_ARRAY:
 	case FIELD_TABLE:
 		j = to_json(f, 0);
-		s = json_object_to_json_string_length(j, JSON_FLAGS, &n);
-		v = copy_out(s, n, len);
-		json_object_put(j);
+		v = json_text(j);
+		*len = strlen(v);
+		json_free(j);
 		return v;
 	default:
 		return copy_out("", 0, len);

@@ -127,7 +127,7 @@ void fatalx(const char *fmt, ...)
 
 /* ------------------------------------------------------------------ */
 /* fields.c: AMQP field values as plain data, rendered as text for the
- * handler's environment; the only user of json-c */
+ * handler's environment */
 
 enum field_kind {
 	FIELD_VOID,	 /* 'V': no value */
@@ -176,6 +176,44 @@ struct field {
  * itself may hold NUL bytes).
  */
 char *field_text(const struct field *f, size_t *len);
+
+/* ------------------------------------------------------------------ */
+/* json.c: JSON texts, built and read; the only user of json-c */
+
+struct json; /* a JSON value */
+
+struct json *json_new_object(void);
+struct json *json_new_array(void);
+struct json *json_string(const char *s); /* NULL s: JSON null */
+struct json *json_string_len(const char *bytes, size_t len);
+struct json *json_int(int64_t v);
+struct json *json_uint(uint64_t v);
+struct json *json_double(double v);
+/* v, written as text (which must be JSON for v) */
+struct json *json_double_text(double v, const char *text);
+struct json *json_new_bool(bool v);
+/* Set o[key] = v (v NULL: null); o takes v. */
+void json_set(struct json *o, const char *key, struct json *v);
+/* Append v to array a; a takes v. */
+void json_push(struct json *a, struct json *v);
+/* Compact text of v, caller frees; v stays. */
+char *json_text(const struct json *v);
+void json_free(struct json *v);
+/* Parse text; NULL when it is not JSON. */
+struct json *json_parse(const char *text);
+/* whether object o has key (its value may be null) */
+bool json_has(const struct json *o, const char *key);
+/* o[key], NULL when absent or o not an object; owned by o */
+const struct json *json_get(const struct json *o, const char *key);
+/* Its value: a string (NULL if not one), number, boolean. */
+const char *json_str(const struct json *v);
+int64_t json_num(const struct json *v);
+double json_real(const struct json *v);
+bool json_true(const struct json *v);
+bool json_is_null(const struct json *v);
+/* An array's length (0 if not one) and item i. */
+int json_len(const struct json *a);
+const struct json *json_at(const struct json *a, int i);
 
 /* ------------------------------------------------------------------ */
 /* delivery.c: a received message, independent of the AMQP library */
