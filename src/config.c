@@ -288,7 +288,7 @@ static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
 static cfg_opt_t root_opts[] = {
     CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
     CFG_INT("shutdown_timeout", 30, CFGF_NONE),
-    CFG_STR("control_socket", "/run/warren/warrend.sock", CFGF_NONE),
+    CFG_STR("control_socket", CONTROL_SOCKET_DEFAULT, CFGF_NONE),
     CFG_SEC("metrics", metrics_opts, CFGF_NONE),
     CFG_SEC("queue", queue_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
     CFG_END()};

@@ -307,9 +307,13 @@ void control_open(const char *path)
 		return;
 	}
 	if (!bind_socket(fd, path, why, sizeof(why))) {
-		log_warnx("control socket: %s; running without it "
-			  "(warrenctl cannot reach this warrend)",
-			  why);
+		/* the default's directory comes with the unit: started by
+		 * hand, a warrend without it is no surprise */
+		(errno == ENOENT && strcmp(path, CONTROL_SOCKET_DEFAULT) == 0
+		     ? log_info
+		     : log_warnx)("control socket: %s; running without it "
+				  "(warrenctl cannot reach this warrend)",
+				  why);
 		close(fd);
 		return;
 	}

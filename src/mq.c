@@ -522,8 +522,8 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 	}
 	amqp_channel_open(m->conn, CHANNEL);
 	r = check_reply(m, amqp_get_rpc_reply(m->conn), "channel.open");
-	if (r == 0)
-		r = pub_channel(m);
+	/* channel 2 opens at the first side queue or copy: a worker that
+	 * only acks never costs the broker a second channel */
 out:
 	if (r != 0 && m->conn != NULL) {
 		amqp_destroy_connection(m->conn);
@@ -1371,8 +1371,10 @@ int mq_confirm_select(struct mq *m)
 {
 	if (m->confirming)
 		return 0;
-	if (pub_channel(m) != 0)
-		return -1;
+	if (!m->pub_open) { /* pub_channel() selects it when it opens */
+		m->confirming = true;
+		return 0;
+	}
 	amqp_confirm_select(m->conn, PUB_CHANNEL);
 	if (check_reply_on(m, amqp_get_rpc_reply(m->conn), "confirm.select",
 			   PUB_CHANNEL))

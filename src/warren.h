@@ -371,9 +371,9 @@ enum mq_event {
  * the others in turn from one that rotate picks (*node: the one reached),
  * within connect_timeout each, log in
  * (announcing consumer_cancel_notify, connection.blocked, publisher_confirms),
- * and open channel 1 for consuming and channel 2 for declaring side queues and
- * publishing (the broker closing channel 2 over a refused declare or publish
- * leaves channel 1 and its unacked deliveries untouched). NULL on failure,
+ * and open channel 1 for consuming. Channel 2, for declaring side queues and
+ * publishing, opens at its first use (the broker closing it over a refused
+ * declare or publish leaves channel 1 and its unacked deliveries untouched). NULL on failure,
  * reason in err (never the password) and *status set to
  * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
  */
@@ -694,6 +694,8 @@ void prom_histogram(FILE *f, const char *name, const char *const *kv,
 
 /* ------------------------------------------------------------------ */
 /* control.c: the master's unix socket for warrenctl */
+
+#define CONTROL_SOCKET_DEFAULT "/run/warren/warrend.sock"
 
 /* Answer at path ("" : none); reasons it cannot are said once. */
 void control_open(const char *path);
