@@ -243,6 +243,7 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 static cfg_opt_t root_opts[] = {
     CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
     CFG_INT("shutdown_timeout", 30, CFGF_NONE),
+    CFG_STR("control_socket", "/run/warren/warrend.sock", CFGF_NONE),
     CFG_SEC("queue", queue_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
     CFG_END()};
 
@@ -349,6 +350,7 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->broker.tls.verify_peer = cfg_getbool(b, "tls|verify_peer");
 	cf->broker.tls.verify_hostname = cfg_getbool(b, "tls|verify_hostname");
 	cf->shutdown_timeout = (int)cfg_getint(cfg, "shutdown_timeout");
+	cf->control_socket = xstrdup(cfg_getstr(cfg, "control_socket"));
 	cf->nqueues = (int)cfg_size(cfg, "queue");
 	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
 	for (int i = 0; i < cf->nqueues; i++)
@@ -578,6 +580,7 @@ void config_free(struct config *cf)
 	free(cf->broker.tls.ca_cert);
 	free(cf->broker.tls.cert);
 	free(cf->broker.tls.key);
+	free(cf->control_socket);
 	free(cf->path);
 	free(cf);
 }
