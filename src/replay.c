@@ -220,7 +220,6 @@ static void json_row(const struct delivery *d, bool first)
 	json_set(o, "failed_at_utc", at >= 0 ? json_string(when) : NULL);
 	json_set(o, "stderr", header_json(d, "x-warren-stderr"));
 	json_set(o, "replayed_from", header_json(d, "x-warren-replayed-from"));
-	json_set(o, "redelivered", json_new_bool(d->redelivered));
 	json_set(o, "body_bytes", json_uint(d->body_len));
 	text = json_text(o);
 	printf("%s%s", first ? "\n" : ",\n", text);
