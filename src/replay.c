@@ -32,10 +32,18 @@
 
 /* Headers of a parked message's former life, left out of its replay. */
 static const char *const parking_headers[] = {
-    "x-warren-attempts",      "x-warren-reason",      "x-warren-stderr",
-    "x-warren-failed-at",     "x-warren-attempt",     "x-warren-replayed-from",
-    "x-death",		      "x-first-death-exchange", "x-first-death-queue",
-    "x-first-death-reason",   "x-delivery-count",     NULL,
+    "x-warren-attempts",
+    "x-warren-reason",
+    "x-warren-stderr",
+    "x-warren-failed-at",
+    "x-warren-attempt",
+    "x-warren-replayed-from",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-delivery-count",
+    NULL,
 };
 
 char *ctl_printable(const char *s, size_t len, size_t max)
@@ -155,8 +163,7 @@ static char *last_line(const char *s, size_t len)
 	return ctl_printable(s + start, end - start, STDERR_WIDTH);
 }
 
-static char *header_cell(const struct delivery *d, const char *name,
-			 size_t max)
+static char *header_cell(const struct delivery *d, const char *name, size_t max)
 {
 	const struct header *h = header_of(d, name);
 
@@ -173,14 +180,14 @@ static void table_head(void)
 static void table_row(const struct delivery *d)
 {
 	const struct header *err = header_of(d, "x-warren-stderr");
-	char *id = d->message_id
-		       ? ctl_printable(d->message_id, strlen(d->message_id),
-				       ID_WIDTH)
-		       : xstrdup("-");
+	char *id =
+	    d->message_id
+		? ctl_printable(d->message_id, strlen(d->message_id), ID_WIDTH)
+		: xstrdup("-");
 	char *reason = header_cell(d, "x-warren-reason", REASON_WIDTH);
 	char *from = header_cell(d, "x-warren-replayed-from", REASON_WIDTH);
-	char *tail = err != NULL ? last_line(err->value, err->len)
-				 : xstrdup("-");
+	char *tail =
+	    err != NULL ? last_line(err->value, err->len) : xstrdup("-");
 	long long attempts = int_header(d, "x-warren-attempts");
 	char when[32], att[24];
 
@@ -288,8 +295,7 @@ int replay_list(const struct replay_opts *o)
 }
 
 /* Publish d's copy to queue, wait for its confirm. 0, or -1. */
-static int republish(struct mq *m, const char *queue,
-		     const struct delivery *d)
+static int republish(struct mq *m, const char *queue, const struct delivery *d)
 {
 	const struct header *reason = header_of(d, "x-warren-reason");
 	struct header from = {0};

@@ -430,8 +430,8 @@ struct publish {
 	const char *drop_header; /* left out of like's, or NULL;
 				  * x-delivery-count always is */
 	const char *expiration;	 /* per-message TTL (ms), or NULL */
-	const char *const *drop_headers; /* NULL-terminated, also left out
-					  * of like's; or NULL */
+	/* more names left out of like's, NULL-terminated; or NULL */
+	const char *const *drop_headers;
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* About how many bytes d's headers take in a content header frame. */
@@ -652,10 +652,10 @@ const char *worker_exit_reason(int status);
 #define EX_USAGE_STATUS 64 /* sysexits.h EX_USAGE */
 
 struct replay_opts {
-	const char *conf;   /* the configuration file */
-	const char *queue;  /* QUEUE; its parked messages are QUEUE.failed */
-	long limit;	    /* messages at most (replayed, for replay); 0: all */
-	bool json;	    /* failed: JSON instead of a table */
+	const char *conf;  /* the configuration file */
+	const char *queue; /* QUEUE; its parked messages are QUEUE.failed */
+	long limit;	   /* messages at most (replayed, for replay); 0: all */
+	bool json;	   /* failed: JSON instead of a table */
 	const char *reason; /* replay: only reasons containing it, or NULL */
 };
 

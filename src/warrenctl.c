@@ -161,8 +161,8 @@ static char *read_answer(int fd, int64_t deadline, size_t *lenp)
 			break;
 		}
 		if (len + 1 == cap) {
-			cap = cap * 2 > ANSWER_MAX + 1 ? ANSWER_MAX + 1
-						       : cap * 2;
+			cap =
+			    cap * 2 > ANSWER_MAX + 1 ? ANSWER_MAX + 1 : cap * 2;
 			buf = realloc(buf, cap);
 			if (buf == NULL)
 				fatal("realloc");
@@ -217,8 +217,9 @@ static struct json *ask(const char *path, const char *request, char **text,
 		return NULL;
 	j = memchr(*text, '\0', len) == NULL ? json_parse(*text) : NULL;
 	if (j == NULL || json_get(j, "ok") == NULL) {
-		fprintf(stderr, "warrenctl: %s: the answer is not warrend's "
-				"JSON\n",
+		fprintf(stderr,
+			"warrenctl: %s: the answer is not warrend's "
+			"JSON\n",
 			path);
 	} else if (!json_true(json_get(j, "ok"))) {
 		const char *e = json_str(json_get(j, "error"));
@@ -274,8 +275,7 @@ static void worker_row(const struct json *w, struct row *r)
 		char *st = cell(json_get(w, "state"), 16);
 
 		snprintf(buf, sizeof(buf), "%s%s", st,
-			 json_true(json_get(w, "retiring")) ? ",retiring"
-							    : "");
+			 json_true(json_get(w, "retiring")) ? ",retiring" : "");
 		free(st);
 		r->c[3] = xstrdup(buf);
 	}
@@ -318,15 +318,15 @@ static void queue_line(const struct json *q)
 	char *name = cell(json_get(q, "name"), 128);
 	const struct json *le = json_get(q, "last_error");
 
-	printf("queue %s: %s, %lld workers (starting %lld, idle %lld, "
+	printf("queue %s: %s, %lld worker%s (starting %lld, idle %lld, "
 	       "busy %lld, paused %lld, down %lld), handled %lld, "
 	       "retried %lld, failed %lld, requeued %lld, restarts %lld",
 	       name, json_true(json_get(q, "paused")) ? "paused" : "running",
-	       num_of(q, "workers"), num_of(q, "starting"), num_of(q, "idle"),
-	       num_of(q, "busy"), num_of(q, "paused_workers"),
-	       num_of(q, "down"), num_of(q, "acked"), num_of(q, "retried"),
-	       num_of(q, "failed"), num_of(q, "requeued"),
-	       num_of(q, "restarts"));
+	       num_of(q, "workers"), num_of(q, "workers") == 1 ? "" : "s",
+	       num_of(q, "starting"), num_of(q, "idle"), num_of(q, "busy"),
+	       num_of(q, "paused_workers"), num_of(q, "down"),
+	       num_of(q, "acked"), num_of(q, "retried"), num_of(q, "failed"),
+	       num_of(q, "requeued"), num_of(q, "restarts"));
 	if (!json_is_null(le)) {
 		char *e = cell(le, 200);
 
@@ -347,8 +347,8 @@ static void print_status(const struct json *j)
 
 	printf("warrend %lld (%s): %s\n", num_of(j, "pid"), conf,
 	       json_true(json_get(j, "stopping")) ? "stopping"
-	       : json_true(json_get(j, "ready")) ? "ready"
-						 : "starting");
+	       : json_true(json_get(j, "ready"))  ? "ready"
+						  : "starting");
 	free(conf);
 	for (int i = 0; i < 10; i++)
 		width[i] = (int)strlen(columns[i]);
@@ -458,10 +458,9 @@ static int parse_limit(const char *s, long *out)
  */
 static int parse_command(int argc, char **argv, struct cmd *c)
 {
-	static const char *const names[] = {"status", "pause",	"resume",
+	static const char *const names[] = {"status",  "pause",	 "resume",
 					    "metrics", "failed", "replay"};
-	bool known = false, takes_queue, takes_limit, takes_json,
-	     takes_reason;
+	bool known = false, takes_queue, takes_limit, takes_json, takes_reason;
 
 	memset(c, 0, sizeof(*c));
 	if (argc < 1)
@@ -471,12 +470,12 @@ static int parse_command(int argc, char **argv, struct cmd *c)
 		known |= strcmp(c->name, names[i]) == 0;
 	if (!known)
 		return usage_error("unknown command '%s'", c->name);
-	takes_queue = strcmp(c->name, "status") != 0 &&
-		      strcmp(c->name, "metrics") != 0;
-	takes_limit = strcmp(c->name, "failed") == 0 ||
-		      strcmp(c->name, "replay") == 0;
-	takes_json = strcmp(c->name, "status") == 0 ||
-		     strcmp(c->name, "failed") == 0;
+	takes_queue =
+	    strcmp(c->name, "status") != 0 && strcmp(c->name, "metrics") != 0;
+	takes_limit =
+	    strcmp(c->name, "failed") == 0 || strcmp(c->name, "replay") == 0;
+	takes_json =
+	    strcmp(c->name, "status") == 0 || strcmp(c->name, "failed") == 0;
 	takes_reason = strcmp(c->name, "replay") == 0;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -486,14 +485,16 @@ static int parse_command(int argc, char **argv, struct cmd *c)
 			c->json = true;
 		} else if (takes_limit && (strcmp(a, "--limit") == 0 ||
 					   strncmp(a, "--limit=", 8) == 0)) {
-			v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+			v = a[7] == '=' ? a + 8
+					: (i + 1 < argc ? argv[++i] : NULL);
 			if (v == NULL)
 				return usage_error("%s", "--limit needs N");
 			if (parse_limit(v, &c->limit))
 				return EX_USAGE_STATUS;
 		} else if (takes_reason && (strcmp(a, "--reason") == 0 ||
 					    strncmp(a, "--reason=", 9) == 0)) {
-			v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+			v = a[8] == '=' ? a + 9
+					: (i + 1 < argc ? argv[++i] : NULL);
 			if (v == NULL)
 				return usage_error("%s", "--reason needs TEXT");
 			c->reason = v;

@@ -587,7 +587,7 @@ def test_status_table(fake):
     assert all(l[col - 2:col] == "  " for l in lines[2:5])
     assert lines[6].startswith("queue images: running, 2 workers")
     assert "handled 2020, retried 5, failed 1" in lines[6]
-    assert lines[7].startswith("queue mail: paused")
+    assert lines[7].startswith("queue mail: paused, 1 worker (")
     assert lines[7].endswith("last error: cannot connect")
     assert fake.requests == [b"status\n"]
 
@@ -627,3 +627,28 @@ def test_garbage_and_silence_are_failures(tmp_path):
         assert 9 <= took < 14, took
     finally:
         m.close()
+
+
+def test_socket_of_another_user_is_refused_with_words(tmp_path):
+    """A socket the caller may not write to: EACCES, exit 1, said as such."""
+    import shutil
+    import tempfile
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run warrenctl as another user")
+    d = tempfile.mkdtemp(prefix="warrenctl-acl-")
+    try:
+        os.chmod(d, 0o755)
+        m = FakeMaster(os.path.join(d, "w.sock"), answers)
+        try:
+            os.chmod(m.path, 0o600)
+            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                "--clear-groups", str(WARRENCTL), "-s", m.path, "status"],
+                               capture_output=True, text=True, timeout=10)
+            assert r.returncode == 1, r.stderr
+            assert r.stderr == (f"warrenctl: {m.path}: permission denied (only root "
+                                "and warrend's user may use it)\n")
+            assert m.requests == []
+        finally:
+            m.close()
+    finally:
+        shutil.rmtree(d)
