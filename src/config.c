@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 
 #include <confuse.h>
 
@@ -98,6 +100,47 @@ static int v_url(cfg_t *cfg, cfg_opt_t *opt)
 			cfg_error(cfg, "url: %s", err);
 			return -1;
 		}
+	}
+	return 0;
+}
+
+static int v_control_socket(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	struct sockaddr_un sun;
+
+	if (v == NULL || v[0] == '\0')
+		return 0; /* off */
+	if (v[0] != '/') {
+		cfg_error(cfg,
+			  "control_socket = \"%s\": must be an absolute "
+			  "path, or \"\" for none",
+			  v);
+		return -1;
+	}
+	if (strlen(v) >= sizeof(sun.sun_path)) {
+		cfg_error(cfg, "control_socket: longer than %zu bytes",
+			  sizeof(sun.sun_path) - 1);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_listen(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (v == NULL || v[0] == '\0')
+		return 0; /* off */
+	if (parse_listen(v, &ss, &len) != 0) {
+		cfg_error(cfg,
+			  "listen = \"%s\": must be \"ADDRESS:PORT\" with "
+			  "an IP address, e.g. \"127.0.0.1:9187\" or "
+			  "\"[::1]:9187\"",
+			  v);
+		return -1;
 	}
 	return 0;
 }
@@ -240,10 +283,13 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR("workdir", "/", CFGF_NONE),
 				 CFG_END()};
 
+static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
+
 static cfg_opt_t root_opts[] = {
     CFG_SEC("broker", broker_opts, CFGF_NODEFAULT),
     CFG_INT("shutdown_timeout", 30, CFGF_NONE),
     CFG_STR("control_socket", "/run/warren/warrend.sock", CFGF_NONE),
+    CFG_SEC("metrics", metrics_opts, CFGF_NONE),
     CFG_SEC("queue", queue_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
     CFG_END()};
 
@@ -259,6 +305,8 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "broker|consumer_timeout",
 			      v_consumer_timeout);
 	cfg_set_validate_func(cfg, "shutdown_timeout", v_seconds);
+	cfg_set_validate_func(cfg, "control_socket", v_control_socket);
+	cfg_set_validate_func(cfg, "metrics|listen", v_listen);
 	cfg_set_validate_func(cfg, "queue", v_queue);
 	cfg_set_validate_func(cfg, "queue|workers", v_workers);
 	cfg_set_validate_func(cfg, "queue|command", v_command);
@@ -351,6 +399,7 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->broker.tls.verify_hostname = cfg_getbool(b, "tls|verify_hostname");
 	cf->shutdown_timeout = (int)cfg_getint(cfg, "shutdown_timeout");
 	cf->control_socket = xstrdup(cfg_getstr(cfg, "control_socket"));
+	cf->metrics_listen = xstrdup(cfg_getstr(cfg, "metrics|listen"));
 	cf->nqueues = (int)cfg_size(cfg, "queue");
 	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
 	for (int i = 0; i < cf->nqueues; i++)
@@ -575,12 +624,13 @@ void config_free(struct config *cf)
 		free(q->workdir);
 	}
 	free(cf->queues);
+	free(cf->control_socket);
+	free(cf->metrics_listen);
 	free_list(cf->broker.urls);
 	free(cf->broker.password_file);
 	free(cf->broker.tls.ca_cert);
 	free(cf->broker.tls.cert);
 	free(cf->broker.tls.key);
-	free(cf->control_socket);
 	free(cf->path);
 	free(cf);
 }

@@ -34,8 +34,8 @@ struct json *json_string_len(const char *bytes, size_t len)
 {
 	if (len > INT_MAX) /* json-c's limit */
 		return NULL;
-	return W(json_object_new_string_len(bytes != NULL ? bytes : "",
-					    (int)len));
+	return W(
+	    json_object_new_string_len(bytes != NULL ? bytes : "", (int)len));
 }
 
 struct json *json_int(int64_t v)
@@ -76,8 +76,7 @@ void json_push(struct json *a, struct json *v)
 char *json_text(const struct json *v)
 {
 	size_t n;
-	const char *s =
-	    json_object_to_json_string_length(J(v), JSON_FLAGS, &n);
+	const char *s = json_object_to_json_string_length(J(v), JSON_FLAGS, &n);
 	char *t = xcalloc(n + 1, 1);
 
 	memcpy(t, s, n);

@@ -2,18 +2,23 @@
  * master.c: the supervisor. Owns no AMQP connection. Keeps a pool of
  * worker slots per queue, forks workers into them, reaps them, respawns
  * the dead with exponential backoff and jitter, reloads on SIGHUP and
- * stops gracefully on SIGTERM/SIGINT. Signals arrive through a signalfd
- * read in the one poll loop, whose timeout also drives the timers.
+ * stops gracefully on SIGTERM/SIGINT. Signals, the workers' control
+ * sockets, warrenctl's clients and the metrics listener are read through
+ * one epoll set (evloop.c); the wait's timeout drives the timers, kept in
+ * a heap (timerq.c). Nothing per turn walks every slot: an event names
+ * its slot, and the counts READY and the worker numbers need are kept as
+ * they change.
  */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -21,6 +26,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "pool.h"
 #include "warren.h"
 
 #define BACKOFF_FIRST_MS 1000
@@ -28,39 +34,8 @@
 #define STAYED_UP_MS 30000  /* a worker up this long resets backoff */
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
 
-struct pool;
-
-struct slot {
-	struct pool *pool;
-	int number; /* WARREN_WORKER, from 1 */
-	pid_t pid;  /* 0: not running */
-	int ctl;    /* master's end of the control socket */
-	int64_t started;
-	int64_t respawn_at; /* 0: none scheduled */
-	int failures;	    /* quick deaths in a row */
-	char state;	    /* 0, REPORT_CONSUMING, REPORT_BUSY */
-	pid_t handler;	    /* its handler's process group, or 0 */
-	bool reported;	    /* said it consumes, or why it cannot */
-	bool retiring;	    /* told to finish and go; not respawned */
-	bool blocked;	    /* the broker blocks its publishing */
-	int home_moves;	    /* moves home since it last consumed there */
-	char *holding;	    /* key of the message in hand, or NULL */
-	char why[700];	    /* last REPORT_DOWN text */
-};
-
-struct pool {
-	const struct queue_conf *q;
-	struct slot **slots;
-	int nslots;
-	unsigned long done, retried, failed;
-	char last_error[800]; /* logged once per change */
-	bool recovery_told;   /* "consuming again" said for it */
-	bool removed;	      /* dropped by a reload; goes when empty */
-	struct ledger marks;  /* messages that outlived their workers */
-	struct pool *next;
-};
-
 static void on_report(struct slot *s);
+static void open_listeners(const struct config *cf, const struct config *old);
 
 struct cf_gen {
 	struct config *cf;
@@ -86,7 +61,82 @@ static struct {
 	int spawn_errno; /* the last cause a worker could not start */
 	int64_t spawn_told;
 	int64_t blocked_since;
+	struct ev *sigev;
+	struct timerq respawns; /* slots waiting to be started again */
+	int unreported;		/* active slots yet to report: READY waits */
+	int nchildren;		/* workers alive */
+	int fd_floor;		/* fds from here up are the master's own: a new
+				 * worker closes them */
+	struct pidmap {
+		struct slot **v; /* open addressing on pid; NULL: free */
+		int cap, n;
+	} pids;
+	struct master_view view;
 } m;
+
+#define PIDMAP_GONE ((struct slot *)1) /* a deleted entry */
+
+static unsigned pid_hash(pid_t pid, int cap)
+{
+	return ((unsigned)pid * 2654435761u) & (unsigned)(cap - 1);
+}
+
+static void pidmap_put(struct slot *s);
+
+static void pidmap_grow(void)
+{
+	struct pidmap old = m.pids;
+	int live = 0;
+
+	for (int i = 0; i < old.cap; i++)
+		if (old.v[i] != NULL && old.v[i] != PIDMAP_GONE)
+			live++;
+	/* sized by the live entries: deleted ones do not make it grow */
+	for (m.pids.cap = 256; m.pids.cap < 4 * (live + 1);)
+		m.pids.cap *= 2;
+	m.pids.v = xcalloc((size_t)m.pids.cap, sizeof(*m.pids.v));
+	m.pids.n = 0;
+	for (int i = 0; i < old.cap; i++)
+		if (old.v[i] != NULL && old.v[i] != PIDMAP_GONE)
+			pidmap_put(old.v[i]);
+	free(old.v);
+}
+
+/* s by s->pid; entries, deleted ones included, stay below half full */
+static void pidmap_put(struct slot *s)
+{
+	unsigned i;
+
+	if ((m.pids.n + 1) * 2 > m.pids.cap)
+		pidmap_grow();
+	i = pid_hash(s->pid, m.pids.cap);
+	while (m.pids.v[i] != NULL && m.pids.v[i] != PIDMAP_GONE)
+		i = (i + 1) & (unsigned)(m.pids.cap - 1);
+	if (m.pids.v[i] == NULL)
+		m.pids.n++;
+	m.pids.v[i] = s;
+}
+
+static struct slot **pidmap_find(pid_t pid)
+{
+	unsigned i;
+
+	if (m.pids.cap == 0)
+		return NULL;
+	for (i = pid_hash(pid, m.pids.cap); m.pids.v[i] != NULL;
+	     i = (i + 1) & (unsigned)(m.pids.cap - 1))
+		if (m.pids.v[i] != PIDMAP_GONE && m.pids.v[i]->pid == pid)
+			return &m.pids.v[i];
+	return NULL;
+}
+
+static void pidmap_del(pid_t pid)
+{
+	struct slot **e = pidmap_find(pid);
+
+	if (e != NULL)
+		*e = PIDMAP_GONE;
+}
 
 static struct pool *pool_find(const char *name)
 {
@@ -96,6 +146,31 @@ static struct pool *pool_find(const char *name)
 	return NULL;
 }
 
+/* used[n]: whether an active slot of p holds number n */
+static void number_use(struct pool *p, int n, bool used)
+{
+	if (n >= p->nused) {
+		int cap = n * 2 + 16;
+
+		p->used = realloc(p->used, (size_t)cap);
+		if (p->used == NULL)
+			fatal("realloc");
+		memset(p->used + p->nused, 0, (size_t)(cap - p->nused));
+		p->nused = cap;
+	}
+	p->used[n] = used;
+}
+
+/* Lowest worker number from n up that no active slot of p holds. */
+static int number_free(const struct pool *p, int n)
+{
+	while (n < p->nused && p->used[n])
+		n++;
+	return n;
+}
+
+static void on_slot_event(void *arg, uint32_t events);
+
 static struct slot *slot_add(struct pool *p, int number)
 {
 	struct slot *s = xcalloc(1, sizeof(*s));
@@ -103,43 +178,96 @@ static struct slot *slot_add(struct pool *p, int number)
 	s->pool = p;
 	s->number = number;
 	s->ctl = -1;
-	p->slots =
-	    realloc(p->slots, (size_t)(p->nslots + 1) * sizeof(*p->slots));
-	if (p->slots == NULL)
-		fatal("realloc");
+	s->node = -1;
+	if (p->nslots == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		p->slots =
+		    realloc(p->slots, (size_t)p->cap * sizeof(*p->slots));
+		if (p->slots == NULL)
+			fatal("realloc");
+	}
+	s->index = p->nslots;
 	p->slots[p->nslots++] = s;
+	p->active++;
+	number_use(p, number, true);
+	m.unreported++;
 	return s;
+}
+
+/* A slot has reported: consuming, paused, or why it cannot. */
+static void set_reported(struct slot *s)
+{
+	if (s->reported)
+		return;
+	s->reported = true;
+	if (!s->retiring)
+		m.unreported--;
+}
+
+/* A slot leaves the active count: retiring or removed. */
+static void deactivate(struct slot *s)
+{
+	if (s->retiring)
+		return;
+	s->retiring = true;
+	s->pool->active--;
+	number_use(s->pool, s->number, false);
+	if (!s->reported)
+		m.unreported--;
+}
+
+static void close_ctl(struct slot *s)
+{
+	ev_del(s->ev);
+	s->ev = NULL;
+	if (s->ctl >= 0)
+		close(s->ctl);
+	s->ctl = -1;
 }
 
 static void slot_remove(struct slot *s)
 {
 	struct pool *p = s->pool;
 
-	for (int i = 0; i < p->nslots; i++) {
-		if (p->slots[i] == s) {
-			memmove(&p->slots[i], &p->slots[i + 1],
-				(size_t)(p->nslots - i - 1) *
-				    sizeof(*p->slots));
-			p->nslots--;
-			break;
-		}
-	}
-	if (s->ctl >= 0)
-		close(s->ctl);
+	deactivate(s);
+	p->slots[s->index] = p->slots[--p->nslots];
+	p->slots[s->index]->index = s->index;
+	close_ctl(s);
 	if (s->blocked)
 		m.nblocked--;
 	free(s->holding);
-	free(s);
+	s->holding = NULL;
+	if (s->timers > 0)
+		s->gone = true; /* the respawn heap frees it */
+	else
+		free(s);
 }
 
-/* Close, in a new worker, every fd of the master that is not its own. */
-static void close_master_fds(const struct slot *mine)
+/*
+ * Close, in a new worker, every fd the master opened (worker sockets,
+ * epoll, warrenctl's and the metrics listener's) but its own end: one
+ * close_range() each side of it, however many workers there are.
+ */
+static void close_master_fds(int keep)
 {
-	close(m.sigfd);
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++)
-			if (p->slots[i] != mine && p->slots[i]->ctl >= 0)
-				close(p->slots[i]->ctl);
+	DIR *d;
+	struct dirent *e;
+
+	if ((keep <= m.fd_floor ||
+	     close_range((unsigned)m.fd_floor, (unsigned)keep - 1, 0) == 0) &&
+	    close_range((unsigned)keep + 1, ~0U, 0) == 0)
+		return;
+	/* a seccomp filter without close_range: the fds that are open */
+	if ((d = opendir("/proc/self/fd")) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name);
+
+		if (e->d_name[0] != '.' && fd >= m.fd_floor && fd != keep &&
+		    fd != dirfd(d))
+			close(fd);
+	}
+	closedir(d);
 }
 
 static int backoff_ms(int failures);
@@ -148,12 +276,20 @@ static int backoff_ms(int failures);
  * A fork or its socket failed (out of fds or processes): said once per
  * cause a minute, and the slot backs off like a worker that died young.
  */
+/* Start s again at monotonic ms at. */
+static void schedule(struct slot *s, int64_t at)
+{
+	s->respawn_at = at;
+	s->timers++;
+	timerq_push(&m.respawns, at, s);
+}
+
 static void spawn_failed(struct slot *s, const char *what)
 {
 	int e = errno;
 
 	s->failures++;
-	s->respawn_at = now_ms() + backoff_ms(s->failures);
+	schedule(s, now_ms() + backoff_ms(s->failures));
 	if (e == m.spawn_errno && now_ms() < m.spawn_told + 60000) {
 		log_debug("cannot start worker %s/%d: %s: %s", s->pool->q->name,
 			  s->number, what, strerror(e));
@@ -185,52 +321,34 @@ static void spawn(struct slot *s)
 		return;
 	}
 	if (pid == 0) {
-		close_master_fds(s);
-		close(sv[0]);
+		close_master_fds(sv[1]);
 		/* until its loop watches the control socket, the worker
 		 * dies with the master */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() == 1)
 			_exit(WORKER_EXIT_MASTER);
 		struct worker_start ws = {
-		    m.cf,    s->pool->q,   s->number, sv[1], &s->pool->marks,
-		    m.ct_ms, s->home_moves};
+		    m.cf,	   s->pool->q,	    s->number,
+		    sv[1],	   &s->pool->marks, m.ct_ms,
+		    s->home_moves, s->pool->paused};
 		worker_main(&ws);
 	}
 	close(sv[1]);
-	if (s->ctl >= 0)
-		close(s->ctl);
+	close_ctl(s);
 	s->ctl = sv[0];
+	s->ev = ev_add(s->ctl, EPOLLIN, on_slot_event, s);
 	s->pid = pid;
+	pidmap_put(s);
+	m.nchildren++;
+	if (s->ran)
+		s->pool->restarts++;
+	s->ran = true;
 	s->started = now_ms();
 	s->state = 0;
+	s->node = -1;
 	s->why[0] = '\0';
 	log_debug("started worker %s/%d, pid %ld", s->pool->q->name, s->number,
 		  (long)pid);
-}
-
-/* Lowest worker number no live, non-retiring slot of p holds. */
-static int free_number(struct pool *p)
-{
-	for (int n = 1;; n++) {
-		bool used = false;
-
-		for (int i = 0; i < p->nslots; i++)
-			if (!p->slots[i]->retiring && p->slots[i]->number == n)
-				used = true;
-		if (!used)
-			return n;
-	}
-}
-
-static int active_count(struct pool *p)
-{
-	int n = 0;
-
-	for (int i = 0; i < p->nslots; i++)
-		if (!p->slots[i]->retiring)
-			n++;
-	return n;
 }
 
 /* A command, code byte then optional text; never waits for the worker. */
@@ -283,32 +401,45 @@ static void forget_holding(struct slot *s)
 /* Tell a slot's worker to finish its message and go; never respawned. */
 static void retire(struct slot *s)
 {
-	s->retiring = true;
+	deactivate(s);
 	if (s->pid > 0)
 		send_command(s, COMMAND_RETIRE);
 	else
 		slot_remove(s);
 }
 
+/* Retire first idle ones, then by highest number: busy ones never die. */
+static int retire_order(const void *a, const void *b)
+{
+	const struct slot *x = *(struct slot *const *)a,
+			  *y = *(struct slot *const *)b;
+	bool bx = x->state == REPORT_BUSY, by = y->state == REPORT_BUSY;
+
+	if (bx != by)
+		return bx ? 1 : -1;
+	return y->number - x->number;
+}
+
 /* Start or retire workers until p has q->workers active ones. */
 static void pool_resize(struct pool *p)
 {
-	int want = p->q->workers;
+	int want = p->q->workers, n = 0, k = 0;
+	struct slot **v;
 
-	while (active_count(p) < want)
-		spawn(slot_add(p, free_number(p)));
-	/* idle ones first, highest numbers first: busy ones never die */
-	for (int pass = 0; pass < 2 && active_count(p) > want; pass++) {
-		for (int i = p->nslots - 1; i >= 0 && active_count(p) > want;
-		     i--) {
-			struct slot *s = p->slots[i];
-
-			if (s->retiring ||
-			    (pass == 0 && s->state == REPORT_BUSY))
-				continue;
-			retire(s);
-		}
+	while (p->active < want) {
+		n = number_free(p, n + 1);
+		spawn(slot_add(p, n));
 	}
+	if (p->active <= want)
+		return;
+	v = xcalloc((size_t)p->active, sizeof(*v));
+	for (int i = 0; i < p->nslots; i++)
+		if (!p->slots[i]->retiring)
+			v[k++] = p->slots[i];
+	qsort(v, (size_t)k, sizeof(*v), retire_order);
+	for (int i = 0; i < k - want; i++)
+		retire(v[i]);
+	free(v);
 }
 
 static struct pool *pool_new(const struct queue_conf *q)
@@ -320,6 +451,16 @@ static struct pool *pool_new(const struct queue_conf *q)
 		tail = &(*tail)->next;
 	*tail = p;
 	return p;
+}
+
+static void pool_free(struct pool *p)
+{
+	ledger_free(&p->marks);
+	for (int i = 0; i < POOL_NODES_MAX; i++)
+		free(p->conns[i].node);
+	free(p->slots);
+	free(p->used);
+	free(p);
 }
 
 static void pool_retire_all(struct pool *p)
@@ -365,9 +506,7 @@ static void pools_gc(void)
 
 		if (p->removed && p->nslots == 0) {
 			*pp = p->next;
-			ledger_free(&p->marks);
-			free(p->slots);
-			free(p);
+			pool_free(p);
 		} else {
 			pp = &p->next;
 		}
@@ -459,6 +598,7 @@ static void reload(void)
 	g->next = m.old;
 	m.old = g;
 	m.cf = ncf;
+	open_listeners(ncf, g->cf);
 	for (int i = 0; i < ncf->nqueues; i++) {
 		struct pool *p = pool_find(ncf->queues[i].name);
 
@@ -491,8 +631,10 @@ static int backoff_ms(int failures)
 {
 	int64_t d;
 
+	/* the first respawn spreads too: after a broker restart every
+	 * worker dies at once, and would all come back in one instant */
 	if (failures <= 1)
-		return failures == 1 ? 100 : 0;
+		return failures == 1 ? 100 + (int)(random() % 901) : 0;
 	d = (int64_t)BACKOFF_FIRST_MS
 	    << (failures - 2 > 16 ? 16 : failures - 2);
 	if (d > BACKOFF_MAX_MS)
@@ -539,6 +681,8 @@ static void on_exit_of(struct slot *s, int st)
 	/* its last words first: outcome counts, handler group, reason */
 	if (s->ctl >= 0)
 		on_report(s);
+	pidmap_del(s->pid);
+	m.nchildren--;
 	s->pid = 0;
 	count_death(s, st);
 	if (s->blocked) {
@@ -560,10 +704,10 @@ static void on_exit_of(struct slot *s, int st)
 	if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_HOME) {
 		/* between messages, by choice: back at once, no backoff */
 		s->home_moves++;
-		s->respawn_at = now_ms();
+		schedule(s, now_ms());
 		return;
 	}
-	s->reported = true;
+	set_reported(s);
 	if (now_ms() - s->started >= STAYED_UP_MS) {
 		s->failures = 0;
 		p->last_error[0] = '\0'; /* a new episode */
@@ -582,16 +726,7 @@ static void on_exit_of(struct slot *s, int st)
 		log_debug("worker %s/%d %s (again)", p->q->name, s->number,
 			  words);
 	}
-	s->respawn_at = now_ms() + backoff_ms(s->failures);
-}
-
-static struct slot *slot_of_pid(pid_t pid)
-{
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++)
-			if (p->slots[i]->pid == pid)
-				return p->slots[i];
-	return NULL;
+	schedule(s, now_ms() + backoff_ms(s->failures));
 }
 
 static void reap(void)
@@ -600,30 +735,85 @@ static void reap(void)
 	int st;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		struct slot *s = slot_of_pid(pid);
+		struct slot **s = pidmap_find(pid);
 
 		if (s != NULL)
-			on_exit_of(s, st);
+			on_exit_of(*s, st);
 	}
 	if (pid == -1 && errno != ECHILD)
 		log_warn("waitpid");
 	pools_gc();
 }
 
-/* The STATUS= counts; a handled message also ends a failure episode. */
-static void count_outcome(struct pool *p, char report)
+/*
+ * The STATUS= and metrics counts, of the pool and the slot; text is the
+ * handler's run time in ms, when it ran. A handled message also ends a
+ * failure episode.
+ */
+static void count_outcome(struct slot *s, char report, const char *text)
 {
+	struct pool *p = s->pool;
+	char *end;
+	long ms = strtol(text, &end, 10);
+
 	switch (report) {
 	case REPORT_ACK:
 		p->done++;
+		s->acked++;
 		p->last_error[0] = '\0';
 		break;
 	case REPORT_RETRY:
 		p->retried++;
+		s->retried++;
 		break;
 	case REPORT_FAILED:
 		p->failed++;
+		s->failed++;
 		break;
+	case REPORT_REQUEUED:
+		p->requeued++;
+		s->requeued++;
+		return;
+	}
+	if (end != text && ms >= 0)
+		histogram_observe(&p->durations, (double)ms / 1000.0);
+}
+
+/* A new connection of s's worker, to node (its index in broker.url). */
+static void count_connection(struct slot *s, int node)
+{
+	struct pool *p = s->pool;
+	int i = node >= 0 && node < POOL_NODES_MAX ? node : POOL_NODES_MAX - 1;
+	const char *name = status_node_name(node);
+
+	s->node = node;
+	if (p->conns[i].node == NULL || strcmp(p->conns[i].node, name) != 0) {
+		/* the URL list changed under this index: count anew */
+		free(p->conns[i].node);
+		p->conns[i].node = xstrdup(name);
+		p->conns[i].n = 0;
+	}
+	p->conns[i].n++;
+}
+
+/* C or Z: "home" or "away", a tab and the node's index */
+static void consuming(struct slot *s, char report, const char *text)
+{
+	struct pool *p = s->pool;
+	const char *tab = strchr(text, '\t');
+
+	if (s->state == 0 && tab != NULL)
+		count_connection(s, atoi(tab + 1));
+	s->state = report;
+	set_reported(s);
+	if (strncmp(text, "home", 4) == 0)
+		s->home_moves = 0;
+	/* said once per episode; the cause stays until a message is
+	 * handled: consuming alone proves little */
+	if (p->last_error[0] != '\0' && !p->recovery_told) {
+		log_info("queue %s: worker %d consuming again", p->q->name,
+			 s->number);
+		p->recovery_told = true;
 	}
 }
 
@@ -718,7 +908,6 @@ static void blocked(struct slot *s, bool now_blocked, const char *why)
 
 static void on_report(struct slot *s)
 {
-	struct pool *p = s->pool;
 	char buf[1200];
 	ssize_t n;
 
@@ -733,17 +922,8 @@ static void on_report(struct slot *s)
 		buf[n] = '\0';
 		switch (buf[0]) {
 		case REPORT_CONSUMING:
-			s->state = REPORT_CONSUMING;
-			s->reported = true;
-			if (strcmp(buf + 1, "home") == 0)
-				s->home_moves = 0;
-			/* said once per episode; the cause stays until a
-			 * message is handled: consuming alone proves little */
-			if (p->last_error[0] != '\0' && !p->recovery_told) {
-				log_info("queue %s: worker %d consuming again",
-					 p->q->name, s->number);
-				p->recovery_told = true;
-			}
+		case REPORT_PAUSED:
+			consuming(s, buf[0], buf + 1);
 			break;
 		case REPORT_BUSY:
 			s->state = REPORT_BUSY;
@@ -752,6 +932,7 @@ static void on_report(struct slot *s)
 		case REPORT_HOLDING:
 			free(s->holding);
 			s->holding = xstrdup(buf + 1);
+			s->held_since = now_ms();
 			s->state = REPORT_BUSY;
 			break;
 		/* an outcome also means the worker is idle again */
@@ -761,7 +942,7 @@ static void on_report(struct slot *s)
 			forget_holding(s);
 			/* fall through */
 		case REPORT_REQUEUED:
-			count_outcome(p, buf[0]);
+			count_outcome(s, buf[0], buf + 1);
 			s->state = REPORT_CONSUMING;
 			s->handler = 0;
 			free(s->holding);
@@ -778,15 +959,19 @@ static void on_report(struct slot *s)
 			blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
 			break;
 		case REPORT_DOWN:
-			s->reported = true;
+			set_reported(s);
 			snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
 			break;
 		}
 	}
-	if (n == 0) { /* worker closed it: it is exiting */
-		close(s->ctl);
-		s->ctl = -1;
-	}
+	if (n == 0) /* worker closed it: it is exiting */
+		close_ctl(s);
+}
+
+static void on_slot_event(void *arg, uint32_t events)
+{
+	(void)events;
+	on_report(arg);
 }
 
 static void begin_stop(void)
@@ -815,17 +1000,6 @@ static void begin_stop(void)
 		    STOP_MARGIN_MS;
 }
 
-static int children(void)
-{
-	int n = 0;
-
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++)
-			if (p->slots[i]->pid > 0)
-				n++;
-	return n;
-}
-
 static void kill_all(int sig)
 {
 	for (struct pool *p = m.pools; p != NULL; p = p->next)
@@ -834,10 +1008,12 @@ static void kill_all(int sig)
 				kill(p->slots[i]->pid, sig);
 }
 
-static void on_signals(void)
+static void on_signals(void *arg, uint32_t events)
 {
 	struct signalfd_siginfo si;
 
+	(void)arg;
+	(void)events;
 	while (read(m.sigfd, &si, sizeof(si)) == sizeof(si)) {
 		switch (si.ssi_signo) {
 		case SIGTERM:
@@ -853,18 +1029,25 @@ static void on_signals(void)
 	}
 }
 
+/* Start the slots whose respawn time has come, earliest first. */
 static void respawn_due(void)
 {
+	const struct timer *t;
 	int64_t now = now_ms();
 
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++) {
-			struct slot *s = p->slots[i];
+	while ((t = timerq_peek(&m.respawns)) != NULL && t->at <= now) {
+		struct slot *s = t->p;
 
-			if (s->pid == 0 && s->respawn_at != 0 &&
-			    s->respawn_at <= now)
-				spawn(s);
+		timerq_pop(&m.respawns);
+		if (--s->timers == 0 && s->gone) {
+			free(s);
+			continue;
 		}
+		/* a stale entry: the slot was started or moved since */
+		if (!s->gone && s->pid == 0 && s->respawn_at != 0 &&
+		    s->respawn_at <= now)
+			spawn(s);
+	}
 }
 
 /* The STATUS= line: per queue, workers consuming, busy, and counts. */
@@ -890,10 +1073,11 @@ static void update_status(void)
 		}
 		o += (size_t)snprintf(
 		    buf + o, sizeof(buf) - o,
-		    "%s%s %d/%d consuming, %d busy; %lu done, %lu retried, %lu "
+		    "%s%s %d/%d %s, %d busy; %lu done, %lu retried, %lu "
 		    "failed%s",
-		    o ? " | " : "", p->q->name, cons, p->q->workers, busy,
-		    p->done, p->retried, p->failed,
+		    o ? " | " : "", p->q->name, cons, p->q->workers,
+		    p->paused ? "paused" : "consuming", busy, p->done,
+		    p->retried, p->failed,
 		    p->last_error[0] ? " (workers failing)" : "");
 	}
 	if (strcmp(buf, m.status) != 0) {
@@ -906,38 +1090,37 @@ static void check_ready(void)
 {
 	int n = 0;
 
-	if (m.ready_sent || m.stopping)
+	if (m.ready_sent || m.stopping || m.unreported > 0)
 		return;
 	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++) {
-			if (p->slots[i]->retiring)
-				continue;
-			if (!p->slots[i]->reported)
-				return;
-			n++;
-		}
+		n += p->active;
 	m.ready_sent = true;
 	update_status();
+	m.next_status = now_ms() + 1000;
 	notify_ready();
 	log_info("ready: %d workers started", n);
 }
 
+/* The earliest of the timers, as a wait in ms (-1: none). */
 static int next_timeout(void)
 {
-	int64_t next = 0, now = now_ms();
+	int64_t next = 0, now = now_ms(), t;
+	const struct timer *r = timerq_peek(&m.respawns);
 
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		for (int i = 0; i < p->nslots; i++) {
-			int64_t r = p->slots[i]->respawn_at;
-
-			if (p->slots[i]->pid == 0 && r != 0 &&
-			    (next == 0 || r < next))
-				next = r;
-		}
-	if (m.stopping && m.kill_at != 0 && (next == 0 || m.kill_at < next))
+#define EARLIER(x) (next == 0 || (x) < next)
+	if (r != NULL && !m.stopping)
+		next = r->at;
+	if (m.stopping && m.kill_at != 0 && EARLIER(m.kill_at))
 		next = m.kill_at;
-	if (m.watchdog_ms > 0 && (next == 0 || m.next_watchdog < next))
+	if (m.watchdog_ms > 0 && EARLIER(m.next_watchdog))
 		next = m.next_watchdog;
+	if (m.ready_sent && EARLIER(m.next_status))
+		next = m.next_status;
+	if ((t = control_next_timer()) > 0 && EARLIER(t))
+		next = t;
+	if ((t = metrics_next_timer()) > 0 && EARLIER(t))
+		next = t;
+#undef EARLIER
 	if (next == 0)
 		return -1;
 	if (next - now > INT_MAX)
@@ -947,46 +1130,17 @@ static int next_timeout(void)
 
 static void loop(void)
 {
-	struct pollfd *pfd = NULL;
-	struct slot **who = NULL;
-	size_t cap = 0;
-
 	for (;;) {
-		size_t n = 1;
-		int total = 0;
-
-		for (struct pool *p = m.pools; p != NULL; p = p->next)
-			total += p->nslots;
-		if ((size_t)total + 1 > cap) {
-			cap = (size_t)total + 16;
-			pfd = realloc(pfd, cap * sizeof(*pfd));
-			who = realloc(who, cap * sizeof(*who));
-			if (pfd == NULL || who == NULL)
-				fatal("realloc");
-		}
-		pfd[0].fd = m.sigfd;
-		pfd[0].events = POLLIN;
-		for (struct pool *p = m.pools; p != NULL; p = p->next)
-			for (int i = 0; i < p->nslots; i++)
-				if (p->slots[i]->ctl >= 0) {
-					pfd[n].fd = p->slots[i]->ctl;
-					pfd[n].events = POLLIN;
-					who[n++] = p->slots[i];
-				}
-		if (poll(pfd, n, next_timeout()) == -1 && errno != EINTR)
-			fatal("poll");
-		for (size_t i = 1; i < n; i++)
-			if (pfd[i].revents)
-				on_report(who[i]);
-		if (pfd[0].revents)
-			on_signals();
+		ev_wait(next_timeout());
 		reap();
+		control_timers();
+		metrics_timers();
 		if (m.reload_pending && !m.stopping) {
 			m.reload_pending = false;
 			reload();
 		}
 		if (m.stopping) {
-			if (children() == 0)
+			if (m.nchildren == 0)
 				break;
 			if (now_ms() >= m.kill_at) {
 				log_warnx("workers still running past the stop "
@@ -1007,23 +1161,30 @@ static void loop(void)
 			m.next_status = now_ms() + 1000;
 		}
 	}
-	free(pfd);
-	free(who);
 }
 
 static void cleanup(void)
 {
 	struct cf_gen *g, *gn;
+	const struct timer *t;
 
+	control_close();
+	metrics_close();
+	while ((t = timerq_peek(&m.respawns)) != NULL) {
+		struct slot *s = t->p;
+
+		timerq_pop(&m.respawns);
+		if (--s->timers == 0 && s->gone)
+			free(s);
+	}
+	timerq_free(&m.respawns);
 	while (m.pools != NULL) {
 		struct pool *p = m.pools;
 
 		m.pools = p->next;
 		while (p->nslots > 0)
 			slot_remove(p->slots[0]);
-		ledger_free(&p->marks);
-		free(p->slots);
-		free(p);
+		pool_free(p);
 	}
 	for (g = m.old; g != NULL; g = gn) {
 		gn = g->next;
@@ -1031,7 +1192,50 @@ static void cleanup(void)
 		free(g);
 	}
 	config_free(m.cf);
+	free(m.pids.v);
+	ev_del(m.sigev);
 	close(m.sigfd);
+	close(ev_fd());
+}
+
+const struct master_view *master_view(void)
+{
+	m.view.path = m.path;
+	m.view.cf = m.cf;
+	m.view.pools = m.pools;
+	m.view.ready = m.ready_sent;
+	m.view.stopping = m.stopping;
+	return &m.view;
+}
+
+int master_pause(const char *name, bool pause)
+{
+	struct pool *p = pool_find(name);
+
+	if (p == NULL)
+		return -1;
+	if (p->paused == pause)
+		return 0;
+	p->paused = pause;
+	log_info("queue %s %s by warrenctl%s", name,
+		 pause ? "paused" : "resumed",
+		 pause ? ": its workers stop consuming after their current "
+			 "message"
+		       : "");
+	for (int i = 0; i < p->nslots; i++)
+		send_command(p->slots[i],
+			     pause ? COMMAND_PAUSE : COMMAND_RESUME);
+	m.next_status = now_ms(); /* STATUS= says it at once */
+	return 0;
+}
+
+/* The control socket and metrics listener of cf; reopened if moved. */
+static void open_listeners(const struct config *cf, const struct config *old)
+{
+	if (old == NULL || strcmp(cf->control_socket, old->control_socket))
+		control_open(cf->control_socket);
+	if (old == NULL || strcmp(cf->metrics_listen, old->metrics_listen) != 0)
+		metrics_open(cf->metrics_listen);
 }
 
 int master_run(const char *path, struct config *cf)
@@ -1039,17 +1243,24 @@ int master_run(const char *path, struct config *cf)
 	m.path = path;
 	m.cf = cf;
 	srandom((unsigned)getpid() ^ (unsigned)now_ms());
+	/* the first record opens the journal's socket, below fd_floor:
+	 * workers keep it */
+	log_info("starting with %s: %d queue%s", path, cf->nqueues,
+		 cf->nqueues == 1 ? "" : "s");
 	m.sigfd = signal_fd();
+	m.fd_floor = m.sigfd;
+	if (ev_init() == -1)
+		fatal("epoll_create1");
+	m.sigev = ev_add(m.sigfd, EPOLLIN, on_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	/* orphans of dead workers' handlers come to us, to be reaped */
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1) == -1)
 		log_warn("PR_SET_CHILD_SUBREAPER");
 	m.watchdog_ms = notify_watchdog_ms();
 	m.next_watchdog = now_ms();
-	log_info("starting with %s: %d queue%s", path, cf->nqueues,
-		 cf->nqueues == 1 ? "" : "s");
 	warn_exposed(cf);
 	mq_preload_ca(&cf->broker);
+	open_listeners(cf, NULL);
 	for (int i = 0; i < cf->nqueues; i++)
 		pool_resize(pool_new(&cf->queues[i]));
 	check_ready(); /* no worker to wait for: ready now */

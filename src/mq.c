@@ -235,6 +235,22 @@ char *mq_url_redacted(const char *url)
 	return out;
 }
 
+char *mq_url_node(const char *url)
+{
+	struct amqp_connection_info ci;
+	char *copy = xstrdup(url), *out;
+
+	if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
+		free(copy);
+		return xstrdup("?");
+	}
+	if (asprintf(&out, strchr(ci.host, ':') ? "[%s]:%d" : "%s:%d",
+		     ci.host, ci.port) == -1)
+		fatal("asprintf");
+	free(copy);
+	return out;
+}
+
 /* First line of a password file, without its newline. */
 static char *read_password(const char *path, char *err, size_t errlen)
 {

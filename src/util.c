@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "warren.h"
@@ -83,4 +86,46 @@ char *read_all(FILE *f, size_t *len)
 	buf[n] = '\0';
 	*len = n;
 	return buf;
+}
+
+int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[64], *end;
+	const char *colon = strrchr(text, ':');
+	long port;
+	size_t hl;
+
+	if (colon == NULL || colon[1] == '\0')
+		return -1;
+	port = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || port < 1 || port > 65535)
+		return -1;
+	hl = (size_t)(colon - text);
+	memset(ss, 0, sizeof(*ss));
+	if (text[0] == '[') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+
+		if (hl < 3 || text[hl - 1] != ']' || hl - 2 >= sizeof(host))
+			return -1;
+		memcpy(host, text + 1, hl - 2);
+		host[hl - 2] = '\0';
+		if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+			return -1;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		*len = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+
+		if (hl == 0 || hl >= sizeof(host))
+			return -1;
+		memcpy(host, text, hl);
+		host[hl] = '\0';
+		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			return -1;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		*len = sizeof(*a);
+	}
+	return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #define EX_CONFIG_STATUS 78  /* sysexits.h EX_CONFIG */
@@ -71,6 +72,7 @@ struct config {
 	struct broker_conf broker;
 	int shutdown_timeout;
 	char *control_socket; /* "" when off */
+	char *metrics_listen; /* "ADDRESS:PORT", "" when off */
 	struct queue_conf *queues;
 	int nqueues;
 };
@@ -388,6 +390,8 @@ void mq_close(struct mq *m);
 int mq_url_check(const char *url, char *err, size_t errlen);
 /* The URL with its password hidden, for logs; caller frees. */
 char *mq_url_redacted(const char *url);
+/* host:port of URL, for status and metrics; caller frees. */
+char *mq_url_node(const char *url);
 int mq_fd(struct mq *m);
 const char *mq_error(struct mq *m);
 /* true when the library holds unread frames or bytes (poll would miss) */
@@ -606,6 +610,7 @@ enum report {
 	REPORT_UNBLOCKED = 'U',
 	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
 			       * outcome the lost connection kept from it */
+	REPORT_PAUSED = 'Z',  /* + like C: connected, not consuming */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -614,6 +619,8 @@ enum command {
 	COMMAND_STOP = 'S',		/* shutdown: shutdown_timeout applies */
 	COMMAND_CONSUMER_TIMEOUT = 'T', /* + ms: the broker's, shorter */
 	COMMAND_MARK = 'M',		/* + ledger_encode() text */
+	COMMAND_PAUSE = 'Z',		/* stop consuming after this message */
+	COMMAND_RESUME = 'G',		/* consume again */
 };
 
 /* Worker exit statuses, telling the master why. */
@@ -640,6 +647,7 @@ struct worker_start {
 	const struct ledger *marks; /* the pool's, copied */
 	int consumer_timeout_ms;    /* the broker's once proven shorter */
 	int home_moves;		    /* moves home that did not stay there */
+	bool paused;		    /* its queue is paused: do not consume */
 };
 
 /* Runs in the forked child; never returns. */
@@ -666,6 +674,81 @@ int replay_run(const struct replay_opts *o);
 /* Text safe for a terminal: control bytes become '?', cut to at most max
  * bytes (at a UTF-8 boundary, "..." marking the cut). Caller frees. */
 char *ctl_printable(const char *s, size_t len, size_t max);
+
+/* ------------------------------------------------------------------ */
+/* evloop.c: the master's epoll set, a callback per fd */
+
+struct ev;
+typedef void ev_fn(void *arg, uint32_t events);
+
+int ev_init(void); /* the epoll fd, -1 on failure */
+int ev_fd(void);
+/* Watch fd for events (EPOLLIN...); NULL on failure (said). */
+struct ev *ev_add(int fd, uint32_t events, ev_fn *fn, void *arg);
+int ev_mod(struct ev *e, uint32_t events);
+/* Stop watching; call before closing the fd. NULL is fine. */
+void ev_del(struct ev *e);
+/* Wait up to timeout_ms (-1: no limit) and run the callbacks of ready fds. */
+int ev_wait(int timeout_ms);
+
+/* ------------------------------------------------------------------ */
+/* timerq.c: a min-heap of timers (pure) */
+
+struct timer {
+	int64_t at;
+	void *p;
+};
+
+struct timerq {
+	struct timer *v;
+	int n, cap;
+};
+
+void timerq_push(struct timerq *q, int64_t at, void *p);
+/* The earliest timer, or NULL. */
+const struct timer *timerq_peek(const struct timerq *q);
+void timerq_pop(struct timerq *q);
+void timerq_free(struct timerq *q);
+
+/* ------------------------------------------------------------------ */
+/* stats.c: Prometheus text exposition and histograms (pure) */
+
+#define HISTOGRAM_BUCKETS 17
+extern const double histogram_bounds[HISTOGRAM_BUCKETS]; /* seconds */
+
+struct histogram {
+	uint64_t counts[HISTOGRAM_BUCKETS + 1]; /* per bucket, not summed */
+	uint64_t count;
+	double sum;
+};
+
+void histogram_observe(struct histogram *h, double seconds);
+/* "# HELP" and "# TYPE" lines of a family */
+void prom_family(FILE *f, const char *name, const char *type,
+		 const char *help);
+/* name{labels} v; kv: NULL-terminated label name, value pairs, or NULL */
+void prom_sample(FILE *f, const char *name, const char *const *kv, double v);
+/* name_bucket{...,le=}, name_sum and name_count, buckets cumulative */
+void prom_histogram(FILE *f, const char *name, const char *const *kv,
+		    const struct histogram *h);
+
+/* ------------------------------------------------------------------ */
+/* control.c: the master's unix socket for warrenctl */
+
+/* Answer at path ("" : none); reasons it cannot are said once. */
+void control_open(const char *path);
+void control_close(void);
+/* monotonic ms of the next client deadline, 0 if none */
+int64_t control_next_timer(void);
+void control_timers(void);
+
+/* ------------------------------------------------------------------ */
+/* metrics.c: the Prometheus listener; the only user of libmicrohttpd */
+
+void metrics_open(const char *listen); /* "" : none */
+void metrics_close(void);
+int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */
+void metrics_timers(void);
 
 /* ------------------------------------------------------------------ */
 /* master.c: the supervisor */
@@ -697,6 +780,10 @@ char *xstrdup(const char *s);
 int set_nonblock(int fd);
 /* All of f, NUL-terminated (it may hold NULs of its own); caller frees. */
 char *read_all(FILE *f, size_t *len);
+/* "IPv4:PORT" or "[IPv6]:PORT" as a socket address; -1 if not one. */
+struct sockaddr_storage;
+int parse_listen(const char *text, struct sockaddr_storage *ss,
+		 socklen_t *len);
 /* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
 int signal_fd(void);
 

@@ -47,8 +47,10 @@ struct worker {
 	int home_moves;	     /* earlier moves home that fell back again */
 	int attempt;
 	int64_t started;
-	bool retiring; /* finish the current message, then exit */
-	bool stopping; /* shutdown: shutdown_timeout applies */
+	int64_t ran_ms; /* how long its handler ran, -1 if it did not */
+	bool paused;	/* warrenctl paused the queue: not consuming */
+	bool retiring;	/* finish the current message, then exit */
+	bool stopping;	/* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
@@ -149,9 +151,21 @@ static void report_pending(struct worker *w)
 	report(w, REPORT_PENDING, buf);
 }
 
+/* Consuming (C) or paused (Z), on which node, for the master. */
+static void report_consuming(struct worker *w)
+{
+	char text[32];
+
+	snprintf(text, sizeof(text), "%s\t%d",
+		 w->node == w->home ? "home" : "away", w->node);
+	report(w, w->paused ? REPORT_PAUSED : REPORT_CONSUMING, text);
+}
+
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
+	char ms[24];
+
 	switch (settle_run(&w->set)) {
 	case SETTLE_WAIT:
 		return;
@@ -171,10 +185,13 @@ static void continue_settling(struct worker *w)
 		break;
 	}
 	settle_log(&w->set, &w->r, w->started);
-	report(w, report_of(w->set.o.kind), NULL);
+	snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
+	report(w, report_of(w->set.o.kind), w->ran_ms >= 0 ? ms : NULL);
 	delivery_free(w->d);
 	w->d = NULL;
 	w->settling = w->replaying = false;
+	if (w->paused && !w->retiring)
+		report_consuming(w);
 }
 
 /* Settle without running the handler: o says why. */
@@ -278,6 +295,7 @@ static void start_handler(struct worker *w)
 	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
 	w->started = now_ms();
+	w->ran_ms = -1;
 	if (marked_by_master(w, lost))
 		return;
 	if (waited_too_long(w))
@@ -335,6 +353,7 @@ static void handler_done(struct worker *w)
 	lf.message_id = w->d->message_id;
 	memset(&w->r, 0, sizeof(w->r));
 	handler_finish(w->h, &w->r, &lf);
+	w->ran_ms = now_ms() - w->started;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
 		/* stopped by the shutdown, not failed: another worker will
@@ -405,6 +424,31 @@ static void on_signals(struct worker *w)
 	}
 }
 
+/*
+ * warrenctl pause: basic.cancel now (a running handler goes on), stay
+ * connected; resume: basic.consume again.
+ */
+static void set_paused(struct worker *w, bool pause)
+{
+	if (w->paused == pause)
+		return;
+	w->paused = pause;
+	if (w->retiring)
+		return;
+	if (pause) {
+		if (mq_cancel(w->mq) != 0)
+			log_debug("basic.cancel: %s", mq_error(w->mq));
+		log_debug("paused");
+	} else {
+		if (mq_consume(w->mq, w->q->name, w->q->prefetch) != 0)
+			give_up(w, WORKER_EXIT_DECLARE, mq_error(w->mq));
+		log_debug("resumed");
+	}
+	/* busy: said once the message is settled */
+	if (w->d == NULL)
+		report_consuming(w);
+}
+
 /* The master's word: finish and go, stop, a consumer_timeout, a mark. */
 static void on_command(struct worker *w, const char *buf, ssize_t n)
 {
@@ -428,6 +472,10 @@ static void on_command(struct worker *w, const char *buf, ssize_t n)
 	case COMMAND_MARK:
 		if (n > 1 && ledger_apply(&w->marks, buf + 1) != 0)
 			log_debug("bad mark from the master");
+		break;
+	case COMMAND_PAUSE:
+	case COMMAND_RESUME:
+		set_paused(w, buf[0] == COMMAND_PAUSE);
 		break;
 	}
 }
@@ -525,7 +573,7 @@ static void on_broker(struct worker *w)
 			cancelled(w);
 			continue;
 		case MQ_DELIVERY:
-			if (w->retiring) {
+			if (w->retiring || w->paused) {
 				/* prefetched before the cancel: give back */
 				mq_nack(w->mq, d->tag, true);
 				delivery_free(d);
@@ -681,13 +729,14 @@ void worker_main(const struct worker_start *ws)
 	/* take no message while the handler cannot run */
 	if (handler_check(w.q, err, sizeof(err)) != 0)
 		give_up(&w, WORKER_EXIT_HANDLER, err);
+	w.paused = ws->paused;
 	if (mq_confirm_select(w.mq) != 0 ||
-	    mq_consume(w.mq, w.q->name, w.q->prefetch) != 0)
+	    (!w.paused && mq_consume(w.mq, w.q->name, w.q->prefetch) != 0))
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
 	/* from here the loop sees the master go (control socket EOF) and
 	 * stops the handler's whole group first */
 	prctl(PR_SET_PDEATHSIG, 0);
-	report(&w, REPORT_CONSUMING, w.node == w.home ? "home" : "away");
+	report_consuming(&w);
 	w.home_moves = ws->home_moves;
 	w.next_probe = now_ms() + probe_interval(&w);
 	if (w.node != w.home)
@@ -697,7 +746,9 @@ void worker_main(const struct worker_start *ws)
 		    "%d, is down)",
 		    w.q->name, w.node + 1, w.home + 1);
 	else
-		log_info("consuming %s", w.q->name);
+		log_info("%s %s",
+			 w.paused ? "paused, not consuming" : "consuming",
+			 w.q->name);
 	loop(&w);
 	exit(0);
 }

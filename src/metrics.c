@@ -1,0 +1,135 @@
+/*
+ * metrics.c: the Prometheus listener; the only user of libmicrohttpd.
+ * The daemon runs without a thread of its own: its epoll fd sits in the
+ * master's epoll set and MHD_run() is called when it is ready or its
+ * timeout comes, so a slow scraper never holds up the master.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <microhttpd.h>
+
+#include "pool.h"
+#include "warren.h"
+
+#define CONNECTIONS_MAX 16
+#define CONNECTION_TIMEOUT_S 10
+
+static struct {
+	struct MHD_Daemon *d;
+	struct ev *ev;
+} mh;
+
+static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned code,
+				  char *text, const char *type)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result ok;
+
+	if (r == NULL) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	ok = MHD_queue_response(c, code, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
+				  const char *url, const char *method,
+				  const char *version, const char *upload,
+				  size_t *upload_size, void **state)
+{
+	(void)cls;
+	(void)version;
+	(void)upload;
+	(void)state;
+	if (*upload_size != 0) /* a body we do not want */
+		return MHD_NO;
+	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+		return queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+				  xstrdup("only GET /metrics\n"),
+				  "text/plain; charset=utf-8");
+	if (strcmp(url, "/metrics") != 0)
+		return queue_text(c, MHD_HTTP_NOT_FOUND,
+				  xstrdup("warrend serves /metrics\n"),
+				  "text/plain; charset=utf-8");
+	return queue_text(c, MHD_HTTP_OK, status_metrics(),
+			  "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static void on_ready(void *arg, uint32_t events)
+{
+	(void)arg;
+	(void)events;
+	MHD_run(mh.d);
+}
+
+void metrics_open(const char *listen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const union MHD_DaemonInfo *info;
+
+	metrics_close();
+	if (listen == NULL || listen[0] == '\0')
+		return;
+	if (parse_listen(listen, &ss, &len) != 0) { /* config.c checked */
+		log_warnx("metrics: bad listen address %s", listen);
+		return;
+	}
+	mh.d = MHD_start_daemon(
+	    MHD_USE_EPOLL | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0), 0,
+	    NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &ss,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+	    MHD_OPTION_END);
+	if (mh.d == NULL) {
+		log_warnx("metrics: cannot listen on %s (in use, or not an "
+			  "address of this host); running without metrics",
+			  listen);
+		return;
+	}
+	info = MHD_get_daemon_info(mh.d, MHD_DAEMON_INFO_EPOLL_FD);
+	if (info == NULL ||
+	    (mh.ev = ev_add(info->epoll_fd, EPOLLIN, on_ready, NULL)) == NULL) {
+		log_warnx("metrics: no epoll fd; running without metrics");
+		MHD_stop_daemon(mh.d);
+		mh.d = NULL;
+		return;
+	}
+	log_info("metrics at http://%s/metrics", listen);
+}
+
+void metrics_close(void)
+{
+	if (mh.d == NULL)
+		return;
+	ev_del(mh.ev);
+	mh.ev = NULL;
+	MHD_stop_daemon(mh.d);
+	mh.d = NULL;
+}
+
+int64_t metrics_next_timer(void)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+
+	if (mh.d == NULL || MHD_get_timeout(mh.d, &t) != MHD_YES)
+		return 0;
+	return now_ms() + (int64_t)t;
+}
+
+void metrics_timers(void)
+{
+	MHD_UNSIGNED_LONG_LONG t;
+
+	if (mh.d != NULL && MHD_get_timeout(mh.d, &t) == MHD_YES && t == 0)
+		MHD_run(mh.d);
+}

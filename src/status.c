@@ -1,0 +1,246 @@
+/*
+ * status.c: what the master tells about its workers: the JSON answer to
+ * warrenctl status, and the Prometheus text of the metrics, both read
+ * from the worker table (pool.h). Master only.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool.h"
+#include "warren.h"
+
+/* host:port of the running configuration's nodes, made once per config */
+static struct {
+	const struct config *cf;
+	char **names;
+	int n;
+} nodes;
+
+const char *status_node_name(int i)
+{
+	const struct config *cf = master_view()->cf;
+
+	if (nodes.cf != cf) {
+		for (int k = 0; k < nodes.n; k++)
+			free(nodes.names[k]);
+		free(nodes.names);
+		nodes.n = cf->broker.nurls;
+		nodes.names = xcalloc((size_t)nodes.n, sizeof(char *));
+		for (int k = 0; k < nodes.n; k++)
+			nodes.names[k] = mq_url_node(cf->broker.urls[k]);
+		nodes.cf = cf;
+	}
+	return i >= 0 && i < nodes.n ? nodes.names[i] : "?";
+}
+
+static const char *state_name(const struct slot *s)
+{
+	if (s->pid == 0)
+		return "down";
+	switch (s->state) {
+	case REPORT_CONSUMING:
+		return "idle";
+	case REPORT_BUSY:
+		return "busy";
+	case REPORT_PAUSED:
+		return "paused";
+	default:
+		return "starting";
+	}
+}
+
+static const char *const states[] = {"starting", "idle", "busy", "paused",
+				     "down"};
+#define NSTATES 5
+
+static int state_index(const struct slot *s)
+{
+	const char *n = state_name(s);
+
+	for (int i = 0; i < NSTATES; i++)
+		if (strcmp(n, states[i]) == 0)
+			return i;
+	return 0;
+}
+
+static struct json *worker_json(const struct slot *s, int64_t now)
+{
+	struct json *w = json_new_object();
+	const char *id =
+	    s->holding != NULL && strncmp(s->holding, "id:", 3) == 0
+		? s->holding + 3
+		: NULL;
+
+	json_set(w, "queue", json_string(s->pool->q->name));
+	json_set(w, "number", json_int(s->number));
+	json_set(w, "pid", json_int(s->pid));
+	json_set(w, "state", json_string(state_name(s)));
+	json_set(w, "retiring", json_new_bool(s->retiring));
+	json_set(w, "message_id", json_string(id));
+	json_set(w, "busy_ms",
+		 s->holding != NULL ? json_int(now - s->held_since) : NULL);
+	json_set(w, "acked", json_int((int64_t)s->acked));
+	json_set(w, "retried", json_int((int64_t)s->retried));
+	json_set(w, "failed", json_int((int64_t)s->failed));
+	json_set(w, "requeued", json_int((int64_t)s->requeued));
+	json_set(w, "node",
+		 s->pid > 0 && s->node >= 0
+		     ? json_string(status_node_name(s->node))
+		     : NULL);
+	return w;
+}
+
+static struct json *queue_json(const struct pool *p)
+{
+	struct json *q = json_new_object();
+	int count[NSTATES] = {0};
+
+	for (int i = 0; i < p->nslots; i++)
+		if (!p->slots[i]->retiring)
+			count[state_index(p->slots[i])]++;
+	json_set(q, "name", json_string(p->q->name));
+	json_set(q, "workers", json_int(p->q->workers));
+	json_set(q, "paused", json_new_bool(p->paused));
+	json_set(q, "starting", json_int(count[0]));
+	json_set(q, "idle", json_int(count[1]));
+	json_set(q, "busy", json_int(count[2]));
+	json_set(q, "paused_workers", json_int(count[3]));
+	json_set(q, "down", json_int(count[4]));
+	json_set(q, "acked", json_int((int64_t)p->done));
+	json_set(q, "retried", json_int((int64_t)p->retried));
+	json_set(q, "failed", json_int((int64_t)p->failed));
+	json_set(q, "requeued", json_int((int64_t)p->requeued));
+	json_set(q, "restarts", json_int((int64_t)p->restarts));
+	json_set(q, "last_error",
+		 json_string(p->last_error[0] ? p->last_error : NULL));
+	return q;
+}
+
+static int by_number(const void *a, const void *b)
+{
+	return (*(struct slot *const *)a)->number -
+	       (*(struct slot *const *)b)->number;
+}
+
+char *status_json(void)
+{
+	const struct master_view *v = master_view();
+	struct json *o = json_new_object(), *qs = json_new_array(),
+		    *ws = json_new_array();
+	int64_t now = now_ms();
+	char *t;
+
+	json_set(o, "ok", json_new_bool(true));
+	json_set(o, "pid", json_int(getpid()));
+	json_set(o, "config", json_string(v->path));
+	json_set(o, "ready", json_new_bool(v->ready));
+	json_set(o, "stopping", json_new_bool(v->stopping));
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		struct slot **sorted;
+
+		if (p->removed)
+			continue;
+		json_push(qs, queue_json(p));
+		/* the table keeps worker numbers in order */
+		sorted = xcalloc((size_t)p->nslots + 1, sizeof(*sorted));
+		memcpy(sorted, p->slots, (size_t)p->nslots * sizeof(*sorted));
+		qsort(sorted, (size_t)p->nslots, sizeof(*sorted), by_number);
+		for (int i = 0; i < p->nslots; i++)
+			json_push(ws, worker_json(sorted[i], now));
+		free(sorted);
+	}
+	json_set(o, "queues", qs);
+	json_set(o, "workers", ws);
+	t = json_text(o);
+	json_free(o);
+	return t;
+}
+
+static void messages(FILE *f, const struct pool *p)
+{
+	static const char *const outcomes[] = {"ack", "retry", "failed",
+					       "requeued"};
+	unsigned long v[] = {p->done, p->retried, p->failed, p->requeued};
+
+	for (int i = 0; i < 4; i++) {
+		const char *kv[] = {"queue", p->q->name, "outcome", outcomes[i],
+				    NULL};
+
+		prom_sample(f, "warren_messages_total", kv, (double)v[i]);
+	}
+}
+
+static void workers(FILE *f, const struct pool *p)
+{
+	int count[NSTATES] = {0};
+
+	for (int i = 0; i < p->nslots; i++)
+		if (!p->slots[i]->retiring)
+			count[state_index(p->slots[i])]++;
+	for (int i = 0; i < NSTATES; i++) {
+		const char *kv[] = {"queue", p->q->name, "state", states[i],
+				    NULL};
+
+		prom_sample(f, "warren_workers", kv, count[i]);
+	}
+}
+
+static void connections(FILE *f, const struct pool *p)
+{
+	for (int i = 0; i < POOL_NODES_MAX; i++) {
+		const char *kv[] = {"queue", p->q->name, "node",
+				    p->conns[i].node, NULL};
+
+		if (p->conns[i].node != NULL)
+			prom_sample(f, "warren_broker_connections_total", kv,
+				    (double)p->conns[i].n);
+	}
+}
+
+char *status_metrics(void)
+{
+	const struct master_view *v = master_view();
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	if (f == NULL)
+		fatal("open_memstream");
+#define EACH_POOL(fn)                                                          \
+	for (const struct pool *p = v->pools; p != NULL; p = p->next)          \
+		if (!p->removed)                                               \
+			fn(f, p);
+	prom_family(f, "warren_messages_total", "counter",
+		    "Messages settled, by outcome.");
+	EACH_POOL(messages);
+	prom_family(f, "warren_handler_duration_seconds", "histogram",
+		    "How long handlers ran, per message.");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed)
+			prom_histogram(f, "warren_handler_duration_seconds", kv,
+				       &p->durations);
+	}
+	prom_family(f, "warren_workers", "gauge", "Workers, by state.");
+	EACH_POOL(workers);
+	prom_family(f, "warren_worker_restarts_total", "counter",
+		    "Workers started again after they ended.");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed)
+			prom_sample(f, "warren_worker_restarts_total", kv,
+				    (double)p->restarts);
+	}
+	prom_family(f, "warren_broker_connections_total", "counter",
+		    "Connections workers made, by broker node.");
+	EACH_POOL(connections);
+#undef EACH_POOL
+	fclose(f);
+	return text;
+}

@@ -1,0 +1,99 @@
+/* test_stats.c: Prometheus text, the duration histogram, the timer heap. */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "../../src/warren.h"
+#include "unit.h"
+
+static char *render(void (*fn)(FILE *, void *), void *arg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	fn(f, arg);
+	fclose(f);
+	return text;
+}
+
+static void sample_escaped(FILE *f, void *arg)
+{
+	const char *kv[] = {"queue", "a\"b\\c\nd", "outcome", "ack", NULL};
+
+	(void)arg;
+	prom_sample(f, "warren_messages_total", kv, 100);
+	prom_sample(f, "x", NULL, 0.5);
+}
+
+static void test_labels_escaped(void)
+{
+	char *t = render(sample_escaped, NULL);
+
+	CHECK_STR(t, "warren_messages_total{queue=\"a\\\"b\\\\c\\nd\","
+		     "outcome=\"ack\"} 100\nx{} 0.5\n");
+	free(t);
+}
+
+static void histogram_text(FILE *f, void *arg)
+{
+	const char *kv[] = {"queue", "q", NULL};
+
+	prom_histogram(f, "d", kv, arg);
+}
+
+static void test_histogram(void)
+{
+	struct histogram h = {0};
+	char *t;
+
+	histogram_observe(&h, 0.005); /* first bucket */
+	histogram_observe(&h, 0.01);  /* le is inclusive */
+	histogram_observe(&h, 0.3);   /* 0.5, not 0.25 */
+	histogram_observe(&h, 7200);  /* past an hour: +Inf only */
+	CHECK(h.count == 4);
+	CHECK(h.counts[0] == 2);
+	CHECK(h.counts[5] == 1);
+	CHECK(h.counts[HISTOGRAM_BUCKETS] == 1);
+	t = render(histogram_text, &h);
+	CHECK(strstr(t, "d_bucket{queue=\"q\",le=\"0.01\"} 2\n") != NULL);
+	CHECK(strstr(t, "d_bucket{queue=\"q\",le=\"0.25\"} 2\n") != NULL);
+	CHECK(strstr(t, "d_bucket{queue=\"q\",le=\"0.5\"} 3\n") != NULL);
+	CHECK(strstr(t, "d_bucket{queue=\"q\",le=\"3600\"} 3\n") != NULL);
+	CHECK(strstr(t, "d_bucket{queue=\"q\",le=\"+Inf\"} 4\n") != NULL);
+	CHECK(strstr(t, "d_count{queue=\"q\"} 4\n") != NULL);
+	CHECK(strstr(t, "d_sum{queue=\"q\"} 7200.315\n") != NULL);
+	free(t);
+}
+
+static void test_timerq(void)
+{
+	struct timerq q = {0};
+	int64_t at[] = {50, 10, 40, 10, 30, 20, 60, 0};
+	int64_t last = -1;
+	int n = 0;
+
+	for (int i = 0; i < 8; i++)
+		timerq_push(&q, at[i], &at[i]);
+	for (int i = 0; i < 1000; i++) /* growth past the first block */
+		timerq_push(&q, 1000 + (i * 7919) % 1000, NULL);
+	while (timerq_peek(&q) != NULL) {
+		const struct timer *t = timerq_peek(&q);
+
+		CHECK(t->at >= last);
+		last = t->at;
+		n++;
+		timerq_pop(&q);
+	}
+	CHECK(n == 1008);
+	timerq_pop(&q); /* empty: nothing happens */
+	timerq_free(&q);
+}
+
+int main(void)
+{
+	test_labels_escaped();
+	test_histogram();
+	test_timerq();
+	return unit_done("test_stats");
+}
