@@ -1474,6 +1474,11 @@ static amqp_table_t merge_headers(const amqp_basic_properties_t *like,
 			    (p->drop_header != NULL &&
 			     key_is(o->key, p->drop_header)))
 				replaced = true;
+			for (int j = 0; p->drop_headers != NULL &&
+					p->drop_headers[j] != NULL;
+			     j++)
+				if (key_is(o->key, p->drop_headers[j]))
+					replaced = true;
 			if (!replaced)
 				e[t.num_entries++] = *o;
 		}
@@ -1604,4 +1609,68 @@ int mq_wait_confirms(struct mq *m, int timeout_ms)
 			m->cancelled = true;
 	}
 	return c == MQ_CONFIRM_OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* for warrenctl: reading a queue one message at a time */
+
+int mq_declare_passive(struct mq *m, const char *name, uint32_t *messages)
+{
+	amqp_queue_declare_ok_t *ok;
+	char what[300];
+
+	snprintf(what, sizeof(what), "queue.declare %s (passive)", name);
+	ok = amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 1,
+				0, 0, 0, amqp_empty_table);
+	if (check_reply(m, amqp_get_rpc_reply(m->conn), what))
+		return m->reply_code == AMQP_NOT_FOUND ? 1 : -1;
+	if (messages != NULL)
+		*messages = ok->message_count;
+	return 0;
+}
+
+int mq_get(struct mq *m, const char *queue, struct delivery **out)
+{
+	amqp_rpc_reply_t r;
+	amqp_basic_get_ok_t *ok;
+	amqp_basic_deliver_t dv = {0};
+	struct kept *k;
+	size_t len = 0;
+
+	*out = NULL;
+	if (m->closed)
+		return -1;
+	amqp_maybe_release_buffers(m->conn);
+	r = amqp_basic_get(m->conn, CHANNEL, amqp_cstring_bytes(queue), 0);
+	if (check_reply(m, r, "basic.get"))
+		return -1;
+	if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+		return 0;
+	if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+		set_error(m, "basic.get: unexpected method 0x%08x", r.reply.id);
+		m->closed = true;
+		return -1;
+	}
+	ok = r.reply.decoded;
+	k = xcalloc(1, sizeof(*k));
+	/* as in on_deliver: the method's strings go with the next frames */
+	init_amqp_pool(&k->pool, 4096);
+	dv.delivery_tag = ok->delivery_tag;
+	dv.redelivered = ok->redelivered;
+	dv.exchange = keep_bytes(&k->pool, ok->exchange);
+	dv.routing_key = keep_bytes(&k->pool, ok->routing_key);
+	if (read_content(m, CHANNEL, k, &len) != 0) {
+		free_kept(k); /* unacked: the broker has it back at the close */
+		return -1;
+	}
+	*out = to_delivery(&dv, k, len);
+	return 1;
+}
+
+int mq_requeue_upto(struct mq *m, uint64_t tag)
+{
+	if (tag == 0)
+		return 0;
+	return check_status(m, amqp_basic_nack(m->conn, CHANNEL, tag, 1, 1),
+			    "basic.nack");
 }

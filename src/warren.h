@@ -434,6 +434,8 @@ struct publish {
 	const char *drop_header; /* left out of like's, or NULL;
 				  * x-delivery-count always is */
 	const char *expiration;	 /* per-message TTL (ms), or NULL */
+	/* more names left out of like's, NULL-terminated; or NULL */
+	const char *const *drop_headers;
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* About how many bytes d's headers take in a content header frame. */
@@ -460,6 +462,23 @@ const char *mq_blocked(const struct mq *m);
  * ms when that was the reason (0 if it did not say the value), else -1.
  */
 int mq_consumer_timeout_ms(const struct mq *m);
+/* for warrenctl: */
+/*
+ * Whether queue name exists (passive queue.declare on the consuming
+ * channel): 0 and its ready messages in *messages, 1 when there is no
+ * such queue, -1 on another error. Either failure closes the channel:
+ * only mq_close() follows.
+ */
+int mq_declare_passive(struct mq *m, const char *name, uint32_t *messages);
+/*
+ * basic.get of one message of queue, not acked (settle it with mq_ack,
+ * mq_nack or mq_requeue_upto): 1 and *out (free with delivery_free),
+ * 0 when the queue has no ready message, -1 on error (mq_error).
+ */
+int mq_get(struct mq *m, const char *queue, struct delivery **out);
+/* Give back every delivery not yet settled up to tag, requeued (one
+ * basic.nack with multiple set: the broker keeps the queue's order). */
+int mq_requeue_upto(struct mq *m, uint64_t tag);
 
 /* ------------------------------------------------------------------ */
 /* tls.c: why TLS failed, in words; the only user of OpenSSL */
@@ -634,6 +653,27 @@ struct worker_start {
 /* Runs in the forked child; never returns. */
 void worker_main(const struct worker_start *ws) __attribute__((noreturn));
 const char *worker_exit_reason(int status);
+
+/* ------------------------------------------------------------------ */
+/* replay.c: warrenctl's failed and replay, straight to the broker */
+
+#define EX_USAGE_STATUS 64 /* sysexits.h EX_USAGE */
+
+struct replay_opts {
+	const char *conf;  /* the configuration file */
+	const char *queue; /* QUEUE; its parked messages are QUEUE.failed */
+	long limit;	   /* messages at most (replayed, for replay); 0: all */
+	bool json;	   /* failed: JSON instead of a table */
+	const char *reason; /* replay: only reasons containing it, or NULL */
+};
+
+/* warrenctl failed: list QUEUE.failed, leaving it as it was. Exit status. */
+int replay_list(const struct replay_opts *o);
+/* warrenctl replay: move parked messages back to QUEUE. Exit status. */
+int replay_run(const struct replay_opts *o);
+/* Text safe for a terminal: control bytes become '?', cut to at most max
+ * bytes (at a UTF-8 boundary, "..." marking the cut). Caller frees. */
+char *ctl_printable(const char *s, size_t len, size_t max);
 
 /* ------------------------------------------------------------------ */
 /* evloop.c: the master's epoll set, a callback per fd */
