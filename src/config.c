@@ -137,8 +137,8 @@ static int v_listen(cfg_t *cfg, cfg_opt_t *opt)
 	if (parse_listen(v, &ss, &len) != 0) {
 		cfg_error(cfg,
 			  "listen = \"%s\": must be \"ADDRESS:PORT\" with "
-			  "an IP address, e.g. \"127.0.0.1:9187\" or "
-			  "\"[::1]:9187\"",
+			  "an IP address, e.g. \"127.0.0.1:9640\" or "
+			  "\"[::1]:9640\"",
 			  v);
 		return -1;
 	}

@@ -30,6 +30,7 @@ struct client {
 	char *out; /* the answer, once there is one */
 	size_t nout, sent;
 	int64_t deadline;
+	char *refused; /* why this peer may not ask: the answer to any line */
 };
 
 static struct {
@@ -48,6 +49,8 @@ static void client_close(struct client *c)
 	c->fd = -1;
 	free(c->out);
 	c->out = NULL;
+	free(c->refused);
+	c->refused = NULL;
 	ctl.nclients--;
 }
 
@@ -129,7 +132,8 @@ static void reply(struct client *c, char *text)
 	c->nout = n + 1;
 	c->sent = 0;
 	c->deadline = now_ms() + CLIENT_MS;
-	shutdown(c->fd, SHUT_RD);
+	/* what it sends from now on is left unread (no SHUT_RD: the
+	 * client's own send would fail before it reads the answer) */
 	ev_mod(c->ev, EPOLLOUT);
 }
 
@@ -166,7 +170,8 @@ static void client_read(struct client *c)
 		c->in[c->nin] = '\0';
 		if ((nl = memchr(c->in, '\n', c->nin)) != NULL) {
 			*nl = '\0';
-			reply(c, answer(c->in));
+			reply(c, c->refused != NULL ? error_answer(c->refused)
+						    : answer(c->in));
 			return;
 		}
 		if (c->nin == REQUEST_MAX) {
@@ -231,7 +236,7 @@ static void on_accept(void *arg, uint32_t events)
 		if (c->ev == NULL)
 			client_close(c);
 		else if (!peer_allowed(fd, why, sizeof(why)))
-			reply(c, error_answer(why));
+			c->refused = xstrdup(why);
 	}
 }
 
@@ -327,6 +332,11 @@ void control_open(const char *path)
 	ctl.fd = fd;
 	ctl.path = xstrdup(path);
 	log_debug("control socket at %s", path);
+}
+
+bool control_is_open(void)
+{
+	return ctl.fd >= 0;
 }
 
 void control_close(void)

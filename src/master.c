@@ -1229,12 +1229,17 @@ int master_pause(const char *name, bool pause)
 	return 0;
 }
 
-/* The control socket and metrics listener of cf; reopened if moved. */
+/*
+ * The control socket and metrics listener of cf: opened again when moved,
+ * and tried again at each reload while they could not be opened.
+ */
 static void open_listeners(const struct config *cf, const struct config *old)
 {
-	if (old == NULL || strcmp(cf->control_socket, old->control_socket))
+	if (old == NULL || strcmp(cf->control_socket, old->control_socket) ||
+	    (!control_is_open() && cf->control_socket[0] != '\0'))
 		control_open(cf->control_socket);
-	if (old == NULL || strcmp(cf->metrics_listen, old->metrics_listen) != 0)
+	if (old == NULL || strcmp(cf->metrics_listen, old->metrics_listen) ||
+	    (!metrics_is_open() && cf->metrics_listen[0] != '\0'))
 		metrics_open(cf->metrics_listen);
 }
 

@@ -107,6 +107,11 @@ void metrics_open(const char *listen)
 	log_info("metrics at http://%s/metrics", listen);
 }
 
+bool metrics_is_open(void)
+{
+	return mh.d != NULL;
+}
+
 void metrics_close(void)
 {
 	if (mh.d == NULL)

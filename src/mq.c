@@ -244,8 +244,8 @@ char *mq_url_node(const char *url)
 		free(copy);
 		return xstrdup("?");
 	}
-	if (asprintf(&out, strchr(ci.host, ':') ? "[%s]:%d" : "%s:%d",
-		     ci.host, ci.port) == -1)
+	if (asprintf(&out, strchr(ci.host, ':') ? "[%s]:%d" : "%s:%d", ci.host,
+		     ci.port) == -1)
 		fatal("asprintf");
 	free(copy);
 	return out;

@@ -373,8 +373,8 @@ enum mq_event {
  * (announcing consumer_cancel_notify, connection.blocked, publisher_confirms),
  * and open channel 1 for consuming. Channel 2, for declaring side queues and
  * publishing, opens at its first use (the broker closing it over a refused
- * declare or publish leaves channel 1 and its unacked deliveries untouched). NULL on failure,
- * reason in err (never the password) and *status set to
+ * declare or publish leaves channel 1 and its unacked deliveries untouched).
+ * NULL on failure, reason in err (never the password) and *status set to
  * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
  */
 struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
@@ -724,8 +724,7 @@ struct histogram {
 
 void histogram_observe(struct histogram *h, double seconds);
 /* "# HELP" and "# TYPE" lines of a family */
-void prom_family(FILE *f, const char *name, const char *type,
-		 const char *help);
+void prom_family(FILE *f, const char *name, const char *type, const char *help);
 /* name{labels} v; kv: NULL-terminated label name, value pairs, or NULL */
 void prom_sample(FILE *f, const char *name, const char *const *kv, double v);
 /* name_bucket{...,le=}, name_sum and name_count, buckets cumulative */
@@ -740,6 +739,7 @@ void prom_histogram(FILE *f, const char *name, const char *const *kv,
 /* Answer at path ("" : none); reasons it cannot are said once. */
 void control_open(const char *path);
 void control_close(void);
+bool control_is_open(void);
 /* monotonic ms of the next client deadline, 0 if none */
 int64_t control_next_timer(void);
 void control_timers(void);
@@ -749,6 +749,7 @@ void control_timers(void);
 
 void metrics_open(const char *listen); /* "" : none */
 void metrics_close(void);
+bool metrics_is_open(void);
 int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */
 void metrics_timers(void);
 
@@ -784,8 +785,7 @@ int set_nonblock(int fd);
 char *read_all(FILE *f, size_t *len);
 /* "IPv4:PORT" or "[IPv6]:PORT" as a socket address; -1 if not one. */
 struct sockaddr_storage;
-int parse_listen(const char *text, struct sockaddr_storage *ss,
-		 socklen_t *len);
+int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len);
 /* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
 int signal_fd(void);
 

@@ -10,14 +10,15 @@ import pytest
 from conftest import WARREND
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["warrend.8", "warrend.conf.5", "warren-submit.1"]
+PAGES = ["warrend.8", "warrend.conf.5", "warren-submit.1", "warrenctl.8"]
 
 # the schema of src/config.c, section by section
 KEYS = {
     "broker": ["url", "heartbeat", "password_file", "tls", "connect_timeout",
                "consumer_timeout"],
     "tls": ["ca_cert", "cert", "key", "verify_peer", "verify_hostname"],
-    "root": ["broker", "shutdown_timeout", "queue"],
+    "root": ["broker", "shutdown_timeout", "control_socket", "metrics", "queue"],
+    "metrics": ["listen"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
               "durable", "type", "retry", "park", "environment", "workdir"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
@@ -25,6 +26,7 @@ KEYS = {
 FLAGS = {
     "warrend.8": ["c", "t", "d", "V", "h"],
     "warren-submit.1": ["c", "u", "q", "H", "i", "l"],
+    "warrenctl.8": ["s", "c"],
 }
 VARIABLES = ["WARREN_QUEUE", "WARREN_WORKER", "WARREN_ATTEMPT",
              "WARREN_REDELIVERED", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID",

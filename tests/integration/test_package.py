@@ -48,7 +48,7 @@ TRACES = [
     "/usr/lib/systemd/system/warrend.service",
     "/var/lib/systemd/deb-systemd-helper-enabled/**/warrend.service*",
     "/var/lib/systemd/deb-systemd-helper-masked/warrend.service",
-    "/usr/sbin/warrend", "/usr/bin/warren-submit",
+    "/usr/sbin/warrend", "/usr/bin/warren-submit", "/usr/bin/warrenctl",
     "/usr/share/doc/warren", "/usr/share/man/man*/warren*",
     "/var/lib/dpkg/info/warren.*",
 ]
@@ -206,11 +206,13 @@ def test_package_metadata_and_contents(debs):
     want = {
         "/usr/sbin/warrend": "-rwxr-xr-x",
         "/usr/bin/warren-submit": "-rwxr-xr-x",
+        "/usr/bin/warrenctl": "-rwxr-xr-x",
         str(CONF): "-rw-r--r--",
         f"{unitdir}/warrend.service": "-rw-r--r--",
         "/usr/share/man/man8/warrend.8.gz": "-rw-r--r--",
         "/usr/share/man/man5/warrend.conf.5.gz": "-rw-r--r--",
         "/usr/share/man/man1/warren-submit.1.gz": "-rw-r--r--",
+        "/usr/share/man/man8/warrenctl.8.gz": "-rw-r--r--",
         "/usr/share/doc/warren/copyright": "-rw-r--r--",
         "/usr/share/doc/warren/changelog.gz": "-rw-r--r--",
     }
@@ -219,7 +221,7 @@ def test_package_metadata_and_contents(debs):
     # every man page compressed, and one for each program
     pages = [f for f in files if f.startswith("/usr/share/man/") and files[f][0] == "-"]
     assert pages and all(p.endswith(".gz") for p in pages), pages
-    for prog in ("warrend", "warren-submit"):
+    for prog in ("warrend", "warren-submit", "warrenctl"):
         assert any(re.search(rf"/{re.escape(prog)}\.[18]\.gz$", p) for p in pages), prog
 
 
@@ -349,7 +351,7 @@ def test_install(debs, system):
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", PKG]).stdout
     assert re.search(rf"^ {re.escape(str(CONF))} [0-9a-f]{{32}}$", conffiles, re.M), conffiles
 
-    for f in ("/usr/sbin/warrend", "/usr/bin/warren-submit"):
+    for f in ("/usr/sbin/warrend", "/usr/bin/warren-submit", "/usr/bin/warrenctl"):
         assert os.access(f, os.X_OK), f
     assert CONF.read_bytes() == (REPO / "etc/warrend.conf").read_bytes()
     r = run(["/usr/sbin/warrend", "-V"])
