@@ -20,6 +20,10 @@
 /* config.c: the configuration file, parsed into plain structs */
 
 enum queue_type { QUEUE_CLASSIC, QUEUE_QUORUM };
+enum queue_mode {
+	MODE_EXEC,	 /* one handler process per message */
+	MODE_PERSISTENT, /* one long-lived handler per worker, framed stdin */
+};
 
 struct tls_conf {
 	char *ca_cert;
@@ -64,6 +68,8 @@ struct queue_conf {
 	char **environment; /* NULL-terminated "NAME=value" */
 	int nenvironment;
 	char *workdir;
+	enum queue_mode mode;
+	int max_messages; /* persistent: restart after this many, 0 = never */
 };
 
 struct config {
