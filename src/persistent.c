@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@ struct persistent {
 	char **env; /* its own: PATH, queue.environment, queue, worker */
 	pid_t pid;  /* 0: not running */
 	int in_fd, out_fd;
+	bool in_shut; /* its stdin is closed at its end (EPIPE) */
 	struct stream err;
 	char ans[ANSWER_MAX];
 	size_t ans_len;
@@ -52,6 +54,7 @@ struct persistent {
 	int failures;	 /* ends not asked for, no answer in between */
 	int64_t restart_at; /* 0: none due */
 	bool closed;	    /* persistent_close(): never again */
+	char broken[512];   /* why a restart could not run it, or "" */
 	bool told_exit, told_backoff, told_chatter, told_garbage;
 };
 
@@ -186,6 +189,7 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->pid = sp.pid;
 	p->in_fd = sp.in;
 	p->out_fd = sp.out;
+	p->in_shut = false;
 	stream_init(&p->err, sp.err, "stderr", true);
 	p->ans_len = 0;
 	p->handled = 0;
@@ -200,15 +204,21 @@ pid_t persistent_pid(const struct persistent *p)
 	return p->pid;
 }
 
-/* Ask the group to go: SIGTERM now, SIGKILL grace_ms later. */
-static void stop_group(struct persistent *p, int grace_ms)
+/* Tell the group to go: SIGTERM now, SIGKILL grace_ms later. */
+static void signal_group(struct persistent *p, int grace_ms)
 {
-	p->stopping = true;
 	if (p->pid == 0 || p->kill_at != 0)
 		return;
 	kill(-p->pid, SIGTERM);
 	kill(-p->pid, SIGCONT);
 	p->kill_at = now_ms() + grace_ms;
+}
+
+/* Ask it to go: its end, when it comes, is no news. */
+static void stop_group(struct persistent *p, int grace_ms)
+{
+	p->stopping = true;
+	signal_group(p, grace_ms);
 }
 
 /* Between messages, by plan: EOF on its stdin, SIGKILL after kill_grace. */
@@ -262,7 +272,8 @@ static void maybe_answered(struct persistent *p)
 /* Write what the pipe takes of the frame. */
 static void write_frame(struct persistent *p)
 {
-	while (p->busy && p->in_fd >= 0 && p->off < frame_len(p)) {
+	while (p->busy && p->in_fd >= 0 && !p->in_shut &&
+	       p->off < frame_len(p)) {
 		const void *from;
 		size_t left;
 		ssize_t n;
@@ -282,9 +293,11 @@ static void write_frame(struct persistent *p)
 		} else if (n == -1 && errno == EAGAIN) {
 			return;
 		} else {
-			/* EPIPE: it closed its stdin and can take no more */
-			close_fd(&p->in_fd);
-			misbehaved(p);
+			/* EPIPE: it closed its stdin (or is ending) and can
+			 * take no more; its end tells the story. The fd
+			 * stays for untaken() to look into. */
+			p->in_shut = true;
+			signal_group(p, p->q->kill_grace * 1000);
 			return;
 		}
 	}
@@ -314,8 +327,11 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 	memset(&p->r, 0, sizeof(p->r));
 	p->err.tail_len = 0;
 	p->err.tail[0] = '\0';
-	if (p->pid == 0 && p->restart_at == 0 && !p->closed &&
-	    persistent_start(p, err, errlen) != 0) {
+	if (p->broken[0] == '\0' && p->pid == 0 && p->restart_at == 0 &&
+	    !p->closed)
+		persistent_start(p, p->broken, sizeof(p->broken));
+	if (p->broken[0] != '\0') {
+		snprintf(err, errlen, "%s", p->broken);
 		p->busy = false;
 		return -1;
 	}
@@ -379,10 +395,10 @@ static void read_answers(struct persistent *p)
 		if (n == -1 && errno == EAGAIN)
 			return;
 		if (n <= 0) {
-			/* it cannot answer any more */
+			/* it cannot answer any more (or is ending): its
+			 * end tells the story */
 			close_fd(&p->out_fd);
-			if (p->pid != 0 && !p->stopping)
-				misbehaved(p);
+			signal_group(p, p->q->kill_grace * 1000);
 			return;
 		}
 		for (ssize_t i = 0; i < n; i++) {
@@ -441,17 +457,37 @@ static void finish_timed_out(struct persistent *p)
 	finish_message(p);
 }
 
+/*
+ * At its exit: true when it read not one byte of the frame in hand, which
+ * still fills its stdin pipe (it ended between messages while the next
+ * was being written). That frame goes to the next process, at no cost.
+ */
+static bool untaken(struct persistent *p)
+{
+	int unread = 0;
+
+	if (!p->busy || p->timed_out)
+		return false;
+	if (p->off == 0)
+		return true;
+	return p->in_fd >= 0 && ioctl(p->in_fd, FIONREAD, &unread) == 0 &&
+	       unread >= 0 && (size_t)unread >= p->off;
+}
+
 /* It has exited with status: settle what it held, plan the next one. */
 static void on_exit_of(struct persistent *p, int status,
 		       const struct log_fields *lf)
 {
-	char how[64];
 	struct handler_result died = {0};
+	char how[64];
+	bool kept, held;
 
 	if (p->out_fd >= 0)
 		read_answers(p); /* an answer may precede its exit */
 	if (p->err.fd >= 0)
 		stream_drain(&p->err, lf);
+	kept = untaken(p);
+	held = p->busy && !kept;
 	close_fd(&p->in_fd);
 	close_fd(&p->out_fd);
 	close_fd(&p->err.fd);
@@ -459,16 +495,18 @@ static void on_exit_of(struct persistent *p, int status,
 	p->kill_at = 0;
 	result_died(&died, status);
 	snprintf(how, sizeof(how), "%s", died.reason);
-	if (p->busy && (p->off > 0 || p->timed_out)) {
-		if (p->timed_out) {
-			finish_timed_out(p);
-		} else {
-			p->r = died;
-			finish_message(p);
-		}
+	if (kept) {
+		p->off = 0;
+		p->deadline = 0;
+	} else if (held && p->timed_out) {
+		finish_timed_out(p);
+	} else if (held) {
+		p->r = died;
+		finish_message(p);
+	}
+	if (held) {
 		log_debug("handler ended holding a message: %s", how);
 	} else if (p->stopping) {
-		/* a frame that never reached it waits for the next one */
 		log_debug("handler ended: %s", how);
 	} else {
 		(p->told_exit ? log_debug : log_warnx)(
@@ -511,7 +549,7 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
 {
 	int n = 0;
 
-	if (p->in_fd >= 0 && p->busy && p->off < frame_len(p) &&
+	if (p->in_fd >= 0 && !p->in_shut && p->busy && p->off < frame_len(p) &&
 	    !p->stopping) {
 		pfd[n].fd = p->in_fd;
 		pfd[n++].events = POLLOUT;
@@ -545,9 +583,12 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 	run_timers(p);
 	if (p->pid != 0 && handler_reaped(p->pid, &status))
 		on_exit_of(p, status, lf);
-	if (p->pid == 0 && p->restart_at != 0 && now_ms() >= p->restart_at) {
-		if (persistent_start(p, err, errlen) != 0)
-			return -1;
+	if (p->pid == 0 && p->restart_at != 0 && now_ms() >= p->restart_at &&
+	    persistent_start(p, p->broken, sizeof(p->broken)) != 0)
+		p->restart_at = 0;
+	if (p->broken[0] != '\0') {
+		snprintf(err, errlen, "%s", p->broken);
+		return -1;
 	}
 	if (p->busy && p->pid != 0 && !p->stopping && p->off == 0)
 		hand_over(p); /* a frame that waited for a restart */

@@ -671,6 +671,8 @@ enum report {
 	REPORT_UNBLOCKED = 'U',
 	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
 			       * outcome the lost connection kept from it */
+	REPORT_GROUP = 'G',   /* + pid: its persistent handler's process
+			       * group, alive across messages ("0": none) */
 };
 
 /* Master -> worker commands on the control socket. */
