@@ -538,7 +538,8 @@ void stream_flush(struct stream *s, const struct log_fields *base)
 		emit_line(s, base);
 	if (s->dropped > 0) {
 		lf.stream = s->name;
-		log_fields(LOG_WARNING, &lf, "%s: %s: %lu more lines not logged",
+		log_fields(LOG_WARNING, &lf,
+			   "%s: %s: %lu more lines not logged",
 			   base->message_id ? base->message_id : "-", s->name,
 			   s->dropped);
 	}

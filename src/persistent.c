@@ -20,10 +20,10 @@
 
 #include "warren.h"
 
-#define ANSWER_MAX 1024	       /* a longer status line is garbage */
-#define RESTART_FIRST_MS 250   /* the second quick end in a row waits this */
-#define RESTART_MAX_MS 10000   /* and the backoff stops growing here */
-#define CLOSE_STEP_MS 100      /* persistent_close looks this often */
+#define ANSWER_MAX 1024	     /* a longer status line is garbage */
+#define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
+#define RESTART_MAX_MS 10000 /* and the backoff stops growing here */
+#define CLOSE_STEP_MS 100    /* persistent_close looks this often */
 
 struct persistent {
 	const struct queue_conf *q;
@@ -35,11 +35,11 @@ struct persistent {
 	char ans[ANSWER_MAX];
 	size_t ans_len;
 	/* the message in hand */
-	bool busy;		      /* a frame is given, no result yet */
-	bool answered;		      /* its answer is in r */
-	bool done;		      /* r is its result, not yet taken */
+	bool busy;     /* a frame is given, no result yet */
+	bool answered; /* its answer is in r */
+	bool done;     /* r is its result, not yet taken */
 	struct handler_result r;
-	char *head; /* "warren N LEN\n" and the metadata lines */
+	char *head;	      /* "warren N LEN\n" and the metadata lines */
 	size_t head_len, off; /* off: bytes of head and body written */
 	const unsigned char *body;
 	size_t body_len;
@@ -48,10 +48,10 @@ struct persistent {
 	int ct_grace_ms, ct_seconds;
 	bool timed_out, ct_timed_out;
 	/* the process */
-	int64_t kill_at; /* SIGKILL due, or 0 */
-	bool stopping;	 /* asked to go: its end is no news */
-	int handled;	 /* messages answered since it started */
-	int failures;	 /* ends not asked for, no answer in between */
+	int64_t kill_at;    /* SIGKILL due, or 0 */
+	bool stopping;	    /* asked to go: its end is no news */
+	int handled;	    /* messages answered since it started */
+	int failures;	    /* ends not asked for, no answer in between */
 	int64_t restart_at; /* 0: none due */
 	bool closed;	    /* persistent_close(): never again */
 	char broken[512];   /* why a restart could not run it, or "" */
@@ -423,7 +423,8 @@ static int restart_delay(int failures)
 
 	if (failures <= 1)
 		return 0;
-	d = (int64_t)RESTART_FIRST_MS << (failures - 2 < 16 ? failures - 2 : 16);
+	d = (int64_t)RESTART_FIRST_MS
+	    << (failures - 2 < 16 ? failures - 2 : 16);
 	return d > RESTART_MAX_MS ? RESTART_MAX_MS : (int)d;
 }
 
@@ -510,8 +511,7 @@ static void on_exit_of(struct persistent *p, int status,
 		log_debug("handler ended: %s", how);
 	} else {
 		(p->told_exit ? log_debug : log_warnx)(
-		    "handler exited between messages (%s): restarting it",
-		    how);
+		    "handler exited between messages (%s): restarting it", how);
 		p->told_exit = true;
 	}
 	if (!p->stopping)

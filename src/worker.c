@@ -34,8 +34,8 @@ struct worker {
 	int ctl; /* control socket to the master */
 	int sigfd;
 	struct mq *mq;
-	struct delivery *d; /* the message in hand */
-	struct handler *h;  /* its handler, while it runs */
+	struct delivery *d;   /* the message in hand */
+	struct handler *h;    /* its handler, while it runs */
 	struct persistent *p; /* persistent mode: the handler it keeps */
 	pid_t told_group;     /* p's process group as the master knows it */
 	struct handler_result r;
@@ -367,9 +367,9 @@ static void start_handler(struct worker *w)
 		cannot_start(w, err);
 	limit_handler(w);
 	/* the master kills this group should we die */
-	snprintf(err, sizeof(err), "%ld",
-		 (long)(w->p != NULL ? persistent_pid(w->p)
-				     : handler_pid(w->h)));
+	snprintf(
+	    err, sizeof(err), "%ld",
+	    (long)(w->p != NULL ? persistent_pid(w->p) : handler_pid(w->h)));
 	report(w, REPORT_BUSY, err);
 }
 

@@ -19,7 +19,8 @@ KEYS = {
     "tls": ["ca_cert", "cert", "key", "verify_peer", "verify_hostname"],
     "root": ["broker", "shutdown_timeout", "queue"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
-              "durable", "type", "retry", "park", "environment", "workdir"],
+              "durable", "type", "retry", "park", "environment", "workdir",
+              "mode", "max_messages"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
 }
 FLAGS = {

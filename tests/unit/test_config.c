@@ -186,7 +186,8 @@ int main(void)
 		    6, "reserved");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " mode = \"fastcgi\"\n}\n",
-		    6, "mode = \"fastcgi\": must be \"exec\" or \"persistent\"");
+		    6,
+		    "mode = \"fastcgi\": must be \"exec\" or \"persistent\"");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " mode = 1\n}\n",
 		    6, "mode");

@@ -38,14 +38,11 @@ static void check_garbage(const char *line, size_t len)
 
 int main(void)
 {
-	char *env[] = {"PATH=/usr/bin:/bin",
-		       "LANG=C",
-		       "WARREN_QUEUE=jobs",
-		       "WARREN_WORKER=2",
-		       "WARREN_ATTEMPT=1",
-		       "WARREN_HEADER_NOTE=two\nlines \\ and = sign",
-		       "WARREN_MESSAGE_ID=",
-		       NULL};
+	char *env[] = {
+	    "PATH=/usr/bin:/bin", "LANG=C",
+	    "WARREN_QUEUE=jobs",  "WARREN_WORKER=2",
+	    "WARREN_ATTEMPT=1",	  "WARREN_HEADER_NOTE=two\nlines \\ and = sign",
+	    "WARREN_MESSAGE_ID=", NULL};
 	char *none[] = {"PATH=/bin", NULL};
 	char *head, reason[200];
 	size_t len;
