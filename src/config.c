@@ -66,6 +66,7 @@ RANGE_CHECK(v_heartbeat, 0, 65535)
 RANGE_CHECK(v_kill_grace, 0, 3600)
 RANGE_CHECK(v_connect_timeout, 1, 3600)
 RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
+RANGE_CHECK(v_max_messages, 0, 1000000000)
 
 static int v_backoff(cfg_t *cfg, cfg_opt_t *opt)
 {
@@ -86,6 +87,19 @@ static int v_type(cfg_t *cfg, cfg_opt_t *opt)
 	if (strcmp(v, "classic") != 0 && strcmp(v, "quorum") != 0) {
 		cfg_error(
 		    cfg, "type = \"%s\": must be \"classic\" or \"quorum\"", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_mode(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+
+	if (strcmp(v, "exec") != 0 && strcmp(v, "persistent") != 0) {
+		cfg_error(cfg,
+			  "mode = \"%s\": must be \"exec\" or \"persistent\"",
+			  v);
 		return -1;
 	}
 	return 0;
@@ -281,6 +295,8 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_BOOL("park", cfg_true, CFGF_NONE),
 				 CFG_STR_LIST("environment", NULL, CFGF_NONE),
 				 CFG_STR("workdir", "/", CFGF_NONE),
+				 CFG_STR("mode", "exec", CFGF_NONE),
+				 CFG_INT("max_messages", 0, CFGF_NONE),
 				 CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
@@ -320,6 +336,8 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "queue|retry|max_delay", v_seconds);
 	cfg_set_validate_func(cfg, "queue|environment", v_environment);
 	cfg_set_validate_func(cfg, "queue|workdir", v_workdir);
+	cfg_set_validate_func(cfg, "queue|mode", v_mode);
+	cfg_set_validate_func(cfg, "queue|max_messages", v_max_messages);
 	return cfg;
 }
 
@@ -359,6 +377,10 @@ static void copy_queue(struct queue_conf *q, cfg_t *sec)
 	q->park = cfg_getbool(sec, "park");
 	q->environment = copy_list(sec, "environment", &q->nenvironment);
 	q->workdir = xstrdup(cfg_getstr(sec, "workdir"));
+	q->mode = strcmp(cfg_getstr(sec, "mode"), "persistent") == 0
+		      ? MODE_PERSISTENT
+		      : MODE_EXEC;
+	q->max_messages = (int)cfg_getint(sec, "max_messages");
 }
 
 /*
@@ -663,7 +685,8 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->retry.backoff == b->retry.backoff &&
 	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
-	       strcmp(a->workdir, b->workdir) == 0;
+	       strcmp(a->workdir, b->workdir) == 0 && a->mode == b->mode &&
+	       a->max_messages == b->max_messages;
 }
 
 bool config_password_exposed(const struct config *cf, char *buf, size_t len)
@@ -707,6 +730,13 @@ int config_warnings(const struct config *cf, FILE *out)
 				"not below broker.consumer_timeout = %d\n",
 				cf->path, q->line, q->name, q->timeout,
 				cf->broker.consumer_timeout);
+			n++;
+		}
+		if (q->mode == MODE_EXEC && q->max_messages > 0) {
+			fprintf(out,
+				"%s:%d: warning: queue \"%s\": max_messages "
+				"applies to mode = \"persistent\" only\n",
+				cf->path, q->line, q->name);
 			n++;
 		}
 	}

@@ -163,15 +163,33 @@ static void env_str(struct envb *e, const char *name, const char *value)
 		env_set(e, name, value, strlen(value));
 }
 
+/* PATH and the queue's own environment */
+static void env_base(struct envb *e, const struct queue_conf *q)
+{
+	env_str(e, "PATH", "/usr/local/bin:/usr/bin:/bin");
+	for (int i = 0; i < q->nenvironment; i++)
+		env_put(e, xstrdup(q->environment[i]));
+}
+
+char **handler_env_base(const struct queue_conf *q, int worker)
+{
+	struct envb e = {NULL, 0, 0};
+	char num[32];
+
+	env_base(&e, q);
+	env_str(&e, "WARREN_QUEUE", q->name);
+	snprintf(num, sizeof(num), "%d", worker);
+	env_str(&e, "WARREN_WORKER", num);
+	return e.v;
+}
+
 char **handler_env(const struct queue_conf *q, int worker, int attempt,
 		   const struct delivery *d)
 {
 	struct envb e = {NULL, 0, 0};
 	char num[32];
 
-	env_str(&e, "PATH", "/usr/local/bin:/usr/bin:/bin");
-	for (int i = 0; i < q->nenvironment; i++)
-		env_put(&e, xstrdup(q->environment[i]));
+	env_base(&e, q);
 	/* headers first, so a header can never shadow a WARREN_ variable;
 	 * of two that map to one name, the first in the table wins */
 	for (int i = 0; i < d->nheaders; i++) {

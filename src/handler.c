@@ -24,20 +24,9 @@
 
 #include "warren.h"
 
-#define LINE_MAX_BYTES 4096 /* longer lines are split */
-#define TAIL_BYTES 4096	    /* stderr kept for parking */
 #define LOG_LINES_MAX                                                          \
 	10000 /* per stream and message; the rest is                           \
 	       * counted, so a flood cannot drown the log */
-
-struct stream {
-	int fd;
-	const char *name;
-	char line[LINE_MAX_BYTES];
-	size_t len;
-	bool split; /* the last piece ended at the bound */
-	unsigned long logged, dropped;
-};
 
 struct handler {
 	pid_t pid;
@@ -45,8 +34,6 @@ struct handler {
 	const unsigned char *body;
 	size_t body_len, body_off;
 	struct stream out, err;
-	char tail[TAIL_BYTES + 1];
-	size_t tail_len;
 	int64_t deadline; /* timeout, or 0 */
 	int64_t kill_at;  /* SIGKILL due, or 0 */
 	int grace;
@@ -160,13 +147,16 @@ static pid_t spawn(const struct queue_conf *q, char **env, pid_t parent, int in,
 	return pid;
 }
 
-static void stream_init(struct stream *s, int fd, const char *name)
+void stream_init(struct stream *s, int fd, const char *name, bool keep_tail)
 {
 	s->fd = fd;
 	s->name = name;
 	s->len = 0;
 	s->split = false;
 	s->logged = s->dropped = 0;
+	s->keep_tail = keep_tail;
+	s->tail_len = 0;
+	s->tail[0] = '\0';
 }
 
 /* A script's "#!" interpreter must exist too, or execve fails. */
@@ -223,13 +213,11 @@ int handler_check(const struct queue_conf *q, char *err, size_t errlen)
 	return check_interpreter(q->command[0], path, err, errlen);
 }
 
-struct handler *handler_start(const struct queue_conf *q, char **env,
-			      const void *body, size_t len, char *errbuf,
-			      size_t errlen)
+int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
+		  char *errbuf, size_t errlen)
 {
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	int rep[2] = {-1, -1};
-	struct handler *h;
 	pid_t parent = getpid();
 	ssize_t n;
 	int e = 0;
@@ -241,11 +229,9 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	}
 	if (nignored < 0)
 		scan_ignored();
-	h = xcalloc(1, sizeof(*h));
-	h->pid = spawn(q, env, parent, in[0], out[1], err[1], rep[1]);
-	if (h->pid == -1) {
+	sp->pid = spawn(q, env, parent, in[0], out[1], err[1], rep[1]);
+	if (sp->pid == -1) {
 		snprintf(errbuf, errlen, "vfork: %s", strerror(errno));
-		free(h);
 		goto fail;
 	}
 	close_fd(&in[0]);
@@ -258,30 +244,22 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	while (n == -1 && errno == EINTR);
 	close_fd(&rep[0]);
 	if (n == sizeof(e)) {
-		waitpid(h->pid, NULL, 0);
+		waitpid(sp->pid, NULL, 0);
 		if (e < 0)
 			snprintf(errbuf, errlen, "workdir %s: %s", q->workdir,
 				 strerror(-e));
 		else
 			snprintf(errbuf, errlen, "cannot run %s: %s",
 				 q->command[0], strerror(e));
-		free(h);
 		goto fail;
 	}
-	h->in_fd = in[1];
-	stream_init(&h->out, out[0], "stdout");
-	stream_init(&h->err, err[0], "stderr");
-	set_nonblock(h->in_fd);
-	set_nonblock(h->out.fd);
-	set_nonblock(h->err.fd);
-	h->body = body;
-	h->body_len = len;
-	h->timeout = q->timeout;
-	h->grace = q->kill_grace;
-	if (q->timeout > 0)
-		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
-	feed(h); /* a small body fits the pipe: no wait for POLLOUT */
-	return h;
+	sp->in = in[1];
+	sp->out = out[0];
+	sp->err = err[0];
+	set_nonblock(sp->in);
+	set_nonblock(sp->out);
+	set_nonblock(sp->err);
+	return 0;
 fail:
 	close_fd(&in[0]);
 	close_fd(&in[1]);
@@ -291,7 +269,31 @@ fail:
 	close_fd(&err[1]);
 	close_fd(&rep[0]);
 	close_fd(&rep[1]);
-	return NULL;
+	return -1;
+}
+
+struct handler *handler_start(const struct queue_conf *q, char **env,
+			      const void *body, size_t len, char *errbuf,
+			      size_t errlen)
+{
+	struct spawned sp;
+	struct handler *h;
+
+	if (handler_spawn(q, env, &sp, errbuf, errlen) != 0)
+		return NULL;
+	h = xcalloc(1, sizeof(*h));
+	h->pid = sp.pid;
+	h->in_fd = sp.in;
+	stream_init(&h->out, sp.out, "stdout", false);
+	stream_init(&h->err, sp.err, "stderr", true);
+	h->body = body;
+	h->body_len = len;
+	h->timeout = q->timeout;
+	h->grace = q->kill_grace;
+	if (q->timeout > 0)
+		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
+	feed(h); /* a small body fits the pipe: no wait for POLLOUT */
+	return h;
 }
 
 pid_t handler_pid(const struct handler *h)
@@ -347,7 +349,7 @@ static void feed(struct handler *h)
 /* One line of output into the log, control bytes escaped. */
 static void emit_line(struct stream *s, const struct log_fields *base)
 {
-	char esc[LINE_MAX_BYTES * 4 + 1];
+	char esc[HANDLER_LINE_MAX * 4 + 1];
 	struct log_fields lf = *base;
 	size_t o = 0;
 
@@ -374,25 +376,24 @@ static void emit_line(struct stream *s, const struct log_fields *base)
 	s->len = 0;
 }
 
-static void keep_tail(struct handler *h, const char *buf, size_t n)
+static void keep_tail(struct stream *s, const char *buf, size_t n)
 {
-	if (n >= TAIL_BYTES) {
-		memcpy(h->tail, buf + n - TAIL_BYTES, TAIL_BYTES);
-		h->tail_len = TAIL_BYTES;
+	if (n >= HANDLER_TAIL_MAX) {
+		memcpy(s->tail, buf + n - HANDLER_TAIL_MAX, HANDLER_TAIL_MAX);
+		s->tail_len = HANDLER_TAIL_MAX;
 	} else {
-		size_t keep =
-		    h->tail_len + n > TAIL_BYTES ? TAIL_BYTES - n : h->tail_len;
+		size_t keep = s->tail_len + n > HANDLER_TAIL_MAX
+				  ? HANDLER_TAIL_MAX - n
+				  : s->tail_len;
 
-		memmove(h->tail, h->tail + h->tail_len - keep, keep);
-		memcpy(h->tail + keep, buf, n);
-		h->tail_len = keep + n;
+		memmove(s->tail, s->tail + s->tail_len - keep, keep);
+		memcpy(s->tail + keep, buf, n);
+		s->tail_len = keep + n;
 	}
-	h->tail[h->tail_len] = '\0';
+	s->tail[s->tail_len] = '\0';
 }
 
-/* Read what is there; returns false at EOF or error (fd closed). */
-static bool drain(struct handler *h, struct stream *s,
-		  const struct log_fields *lf)
+bool stream_drain(struct stream *s, const struct log_fields *lf)
 {
 	char buf[65536];
 
@@ -409,8 +410,8 @@ static bool drain(struct handler *h, struct stream *s,
 			close_fd(&s->fd);
 			return false;
 		}
-		if (s == &h->err)
-			keep_tail(h, buf, (size_t)n);
+		if (s->keep_tail)
+			keep_tail(s, buf, (size_t)n);
 		for (ssize_t i = 0; i < n; i++) {
 			if (buf[i] == '\n') {
 				/* a line of exactly N pieces ends here */
@@ -421,7 +422,7 @@ static bool drain(struct handler *h, struct stream *s,
 			}
 			s->line[s->len++] = buf[i];
 			s->split = false;
-			if (s->len == LINE_MAX_BYTES) {
+			if (s->len == HANDLER_LINE_MAX) {
 				emit_line(s, lf);
 				s->split = true;
 			}
@@ -439,28 +440,30 @@ void handler_io(struct handler *h, const struct pollfd *pfd, int n,
 		if (pfd[i].fd == h->in_fd)
 			feed(h);
 		else if (pfd[i].fd == h->out.fd)
-			drain(h, &h->out, lf);
+			stream_drain(&h->out, lf);
 		else if (pfd[i].fd == h->err.fd)
-			drain(h, &h->err, lf);
+			stream_drain(&h->err, lf);
 	}
+}
+
+bool handler_reaped(pid_t pid, int *status)
+{
+	siginfo_t si;
+
+	/* look without reaping, so the group id stays ours while we kill */
+	si.si_pid = 0;
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == -1 ||
+	    si.si_pid == 0)
+		return false;
+	/* whatever the handler left running in its group goes with it */
+	kill(-pid, SIGKILL);
+	return waitpid(pid, status, 0) == pid;
 }
 
 bool handler_reap(struct handler *h)
 {
-	siginfo_t si;
-
-	if (h->exited)
-		return true;
-	/* look without reaping, so the group id stays ours while we kill */
-	si.si_pid = 0;
-	if (waitid(P_PID, (id_t)h->pid, &si, WEXITED | WNOHANG | WNOWAIT) ==
-		-1 ||
-	    si.si_pid == 0)
-		return false;
-	/* whatever the handler left running in its group goes with it */
-	kill(-h->pid, SIGKILL);
-	if (waitpid(h->pid, &h->status, 0) == h->pid)
-		h->exited = true;
+	if (!h->exited)
+		h->exited = handler_reaped(h->pid, &h->status);
 	return h->exited;
 }
 
@@ -527,16 +530,20 @@ void handler_timers(struct handler *h)
 	}
 }
 
-static void dropped_note(struct stream *s, const struct log_fields *base)
+void stream_flush(struct stream *s, const struct log_fields *base)
 {
 	struct log_fields lf = *base;
 
-	if (s->dropped == 0)
-		return;
-	lf.stream = s->name;
-	log_fields(LOG_WARNING, &lf, "%s: %s: %lu more lines not logged",
-		   base->message_id ? base->message_id : "-", s->name,
-		   s->dropped);
+	if (s->len > 0)
+		emit_line(s, base);
+	if (s->dropped > 0) {
+		lf.stream = s->name;
+		log_fields(LOG_WARNING, &lf,
+			   "%s: %s: %lu more lines not logged",
+			   base->message_id ? base->message_id : "-", s->name,
+			   s->dropped);
+	}
+	s->logged = s->dropped = 0;
 }
 
 void handler_finish(struct handler *h, struct handler_result *r,
@@ -548,15 +555,11 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	 * the group could keep a pipe open; its output is not waited for.
 	 */
 	if (h->out.fd >= 0)
-		drain(h, &h->out, lf);
+		stream_drain(&h->out, lf);
 	if (h->err.fd >= 0)
-		drain(h, &h->err, lf);
-	if (h->out.len > 0)
-		emit_line(&h->out, lf);
-	if (h->err.len > 0)
-		emit_line(&h->err, lf);
-	dropped_note(&h->out, lf);
-	dropped_note(&h->err, lf);
+		stream_drain(&h->err, lf);
+	stream_flush(&h->out, lf);
+	stream_flush(&h->err, lf);
 	close_fd(&h->in_fd);
 	close_fd(&h->out.fd);
 	close_fd(&h->err.fd);
@@ -572,7 +575,7 @@ void handler_finish(struct handler *h, struct handler_result *r,
 
 const char *handler_stderr_tail(const struct handler *h)
 {
-	return h->tail;
+	return h->err.tail;
 }
 
 void handler_free(struct handler *h)

@@ -696,6 +696,10 @@ static void on_exit_of(struct slot *s, int st)
 	if (s->handler > 0)
 		kill(-s->handler, SIGKILL);
 	s->handler = 0;
+	/* a persistent handler lives between messages too */
+	if (s->group > 0)
+		kill(-s->group, SIGKILL);
+	s->group = 0;
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);
 		slot_remove(s);
@@ -928,6 +932,9 @@ static void on_report(struct slot *s)
 		case REPORT_BUSY:
 			s->state = REPORT_BUSY;
 			s->handler = (pid_t)strtol(buf + 1, NULL, 10);
+			break;
+		case REPORT_GROUP:
+			s->group = (pid_t)strtol(buf + 1, NULL, 10);
 			break;
 		case REPORT_HOLDING:
 			free(s->holding);

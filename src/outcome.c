@@ -24,6 +24,28 @@ int retry_delay(const struct retry_conf *rc, int n)
 	return (int)d;
 }
 
+/* "exit N" or "signal N" for a wait status; false if it is neither */
+static bool status_words(int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, len, "exit %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "signal %d", WTERMSIG(st));
+	else
+		return false;
+	return true;
+}
+
+void result_died(struct handler_result *r, int wait_status)
+{
+	r->started = true;
+	r->wait_status = wait_status;
+	r->answered = true;
+	r->answer = ANSWER_RETRY;
+	if (!status_words(wait_status, r->reason, sizeof(r->reason)))
+		snprintf(r->reason, sizeof(r->reason), "died");
+}
+
 struct outcome outcome_of(const struct handler_result *r, int attempt,
 			  const struct retry_conf *rc)
 {
@@ -38,19 +60,23 @@ struct outcome outcome_of(const struct handler_result *r, int attempt,
 		snprintf(o.reason, sizeof(o.reason), "%s %ds",
 			 r->consumer_timeout ? "consumer_timeout" : "timeout",
 			 r->timeout);
-	} else if (WIFEXITED(r->wait_status)) {
-		int st = WEXITSTATUS(r->wait_status);
-
-		snprintf(o.reason, sizeof(o.reason), "exit %d", st);
-		if (st == 0) {
+	} else if (r->answered) {
+		snprintf(o.reason, sizeof(o.reason), "%s", r->reason);
+		if (r->answer == ANSWER_OK) {
 			o.kind = OUTCOME_ACK;
 			return o;
 		}
-		if (st == EX_DATAERR_STATUS)
+		if (r->answer == ANSWER_FAIL)
+			return o; /* the handler says: the message is bad */
+	} else if (status_words(r->wait_status, o.reason, sizeof(o.reason))) {
+		int st = WEXITSTATUS(r->wait_status);
+
+		if (WIFEXITED(r->wait_status) && st == 0) {
+			o.kind = OUTCOME_ACK;
+			return o;
+		}
+		if (WIFEXITED(r->wait_status) && st == EX_DATAERR_STATUS)
 			return o; /* the message itself is bad */
-	} else if (WIFSIGNALED(r->wait_status)) {
-		snprintf(o.reason, sizeof(o.reason), "signal %d",
-			 WTERMSIG(r->wait_status));
 	}
 	if (attempt < rc->attempts) {
 		o.kind = OUTCOME_RETRY;

@@ -24,6 +24,7 @@ struct slot {
 	int failures;	    /* quick deaths in a row */
 	char state;	/* 0, REPORT_CONSUMING, REPORT_BUSY, REPORT_PAUSED */
 	pid_t handler;	/* its handler's process group, or 0 */
+	pid_t group;	/* its persistent handler's group, or 0 */
 	bool reported;	/* said it consumes, or why it cannot */
 	bool retiring;	/* told to finish and go; not respawned */
 	bool blocked;	/* the broker blocks its publishing */

@@ -307,7 +307,7 @@ void settle_log(const struct settler *s, const struct handler_result *r,
 	lf.message_id = s->d->message_id;
 	lf.outcome = outcome_name(s->o.kind);
 	lf.duration_ms = (long)(now_ms() - started);
-	if (r->started && WIFEXITED(r->wait_status))
+	if (r->started && !r->answered && WIFEXITED(r->wait_status))
 		lf.exit_status = WEXITSTATUS(r->wait_status);
 	if (s->o.kind == OUTCOME_RETRY)
 		snprintf(more, sizeof(more), ", attempt %d, again in %d s",

@@ -21,6 +21,10 @@
 /* config.c: the configuration file, parsed into plain structs */
 
 enum queue_type { QUEUE_CLASSIC, QUEUE_QUORUM };
+enum queue_mode {
+	MODE_EXEC,	 /* one handler process per message */
+	MODE_PERSISTENT, /* one long-lived handler per worker, framed stdin */
+};
 
 struct tls_conf {
 	char *ca_cert;
@@ -65,6 +69,8 @@ struct queue_conf {
 	char **environment; /* NULL-terminated "NAME=value" */
 	int nenvironment;
 	char *workdir;
+	enum queue_mode mode;
+	int max_messages; /* persistent: restart after this many, 0 = never */
 };
 
 struct config {
@@ -275,6 +281,9 @@ char *env_name_of_header(const char *name);
  */
 char **handler_env(const struct queue_conf *q, int worker, int attempt,
 		   const struct delivery *d);
+/* A persistent handler's own environment: PATH, the queue's environment,
+ * WARREN_QUEUE and WARREN_WORKER. Free with env_free(). */
+char **handler_env_base(const struct queue_conf *q, int worker);
 void env_free(char **env);
 /* Linux refuses to exec with one environment string longer than this */
 #define ENV_ENTRY_MAX 131072
@@ -291,6 +300,13 @@ enum outcome_kind {
 	OUTCOME_REQUEUED, /* never ran: requeue, back off */
 };
 
+/* A persistent handler's word on a message (its status line). */
+enum answer_kind {
+	ANSWER_OK,    /* "ok": ack */
+	ANSWER_RETRY, /* "retry", or no valid answer: a failed attempt */
+	ANSWER_FAIL,  /* "fail": failed for good, like exit 65 */
+};
+
 struct handler_result {
 	int wait_status; /* from waitpid(), valid when started */
 	bool started;	 /* false: exec failed */
@@ -298,6 +314,9 @@ struct handler_result {
 	bool
 	    consumer_timeout; /* stopped before the broker's consumer_timeout */
 	int timeout;	      /* seconds, for the reason text */
+	bool answered;	      /* persistent mode: answer and reason decide, */
+	enum answer_kind answer; /* not wait_status */
+	char reason[64];
 };
 
 struct outcome {
@@ -308,6 +327,11 @@ struct outcome {
 
 struct outcome outcome_of(const struct handler_result *r, int attempt,
 			  const struct retry_conf *rc);
+/*
+ * r for a persistent handler that ended holding a message: answered with
+ * a failed attempt whose reason is "exit N" or "signal N".
+ */
+void result_died(struct handler_result *r, int wait_status);
 /* seconds before retry number N (N = 1 after the first attempt) */
 int retry_delay(const struct retry_conf *rc, int n);
 const char *outcome_name(enum outcome_kind k);
@@ -504,6 +528,45 @@ void tls_why(enum tls_failure f, const char *host, bool have_cert, char *buf,
 
 struct handler;
 
+#define HANDLER_LINE_MAX 4096 /* longer lines of output are split */
+#define HANDLER_TAIL_MAX 4096 /* stderr kept for parking */
+
+/* A handler's output pipe, logged line by line, control bytes escaped. */
+struct stream {
+	int fd; /* -1 once at EOF */
+	const char *name;
+	char line[HANDLER_LINE_MAX];
+	size_t len;
+	bool split; /* the last piece ended at the bound */
+	unsigned long logged, dropped;
+	bool keep_tail; /* keep the last bytes in tail */
+	char tail[HANDLER_TAIL_MAX + 1];
+	size_t tail_len;
+};
+
+void stream_init(struct stream *s, int fd, const char *name, bool keep_tail);
+/* Log the complete lines that can be read now; false at EOF (fd closed). */
+bool stream_drain(struct stream *s, const struct log_fields *lf);
+/* Log a partial last line and how many lines were not logged; the count
+ * of lines logged starts again (it is per message). */
+void stream_flush(struct stream *s, const struct log_fields *lf);
+
+/* A started command: its pid (and process group), its pipes. */
+struct spawned {
+	pid_t pid;
+	int in, out, err; /* non-blocking, close-on-exec */
+};
+
+/*
+ * Start q's command with env as SPEC.md says a handler runs: own process
+ * group, fds 0-2 only, signals reset, the nofile limit, q's workdir. -1
+ * with words in err when it cannot be run (a configuration problem).
+ */
+int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
+		  char *err, size_t errlen);
+/* Once pid has exited: kill what is left of its group, reap it into
+ * *status and return true; false while it runs. */
+bool handler_reaped(pid_t pid, int *status);
 /* 0 when q's command is an executable file and its workdir a directory */
 int handler_check(const struct queue_conf *q, char *err, size_t errlen);
 /* The soft fd limit handlers get: warrend's own, before it raised it. */
@@ -538,6 +601,66 @@ void handler_finish(struct handler *h, struct handler_result *r,
 /* Last bytes of stderr kept for parking (NUL-terminated). */
 const char *handler_stderr_tail(const struct handler *h);
 void handler_free(struct handler *h);
+
+/* ------------------------------------------------------------------ */
+/* persistent.c: one long-lived handler per worker (mode = "persistent") */
+
+struct persistent;
+
+/*
+ * Frame protocol (warren-handler(7)), pure. frame_escape writes v with
+ * "\\" for backslash and "\\n" for newline into out (room for 2 * n),
+ * returning its length. frame_header is "warren N LEN\n" and a
+ * NAME=VALUE line for each WARREN_* entry of env, escaped; caller frees,
+ * its length in *len. answer_parse reads one status line (no newline):
+ * "ok", "retry" or "fail", optionally a space and a reason; it fills r's
+ * answered, answer and reason (the reason cut to fit, control bytes as
+ * '?', or the word itself) and is false for anything else.
+ */
+size_t frame_escape(const char *v, size_t n, char *out);
+char *frame_header(char *const *env, size_t body_len, size_t *len);
+bool answer_parse(const char *line, size_t len, struct handler_result *r);
+
+/* Worker number's handler of q, not started yet. */
+struct persistent *persistent_new(const struct queue_conf *q, int worker);
+/* Start it if it is not running; -1 with words in err if it cannot be
+ * run (a configuration problem, as in exec mode). */
+int persistent_start(struct persistent *p, char *err, size_t errlen);
+/* Its process group, 0 while none runs (report it to the master). */
+pid_t persistent_pid(const struct persistent *p);
+/*
+ * Give it a message: env as handler_env() built it (its WARREN_* entries
+ * are the frame's metadata), body kept until persistent_result() says it
+ * is done. Written as the pipe takes it; -1 as persistent_start().
+ */
+int persistent_send(struct persistent *p, char **env, const void *body,
+		    size_t len, char *err, size_t errlen);
+/* As handler_limit(), for the message in hand. */
+void persistent_limit(struct persistent *p, int64_t at, int grace_ms,
+		      int seconds);
+/* fds to poll, busy or not (<= 3) */
+int persistent_pollfds(struct persistent *p, struct pollfd *pfd);
+/*
+ * Every turn of the worker's loop: I/O on the fds persistent_pollfds
+ * gave, deadlines, its exit, its restart (at once, or with backoff when
+ * it keeps ending). -1 with words in err when a restart cannot run it.
+ */
+int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
+		     const struct log_fields *lf, char *err, size_t errlen);
+/* Once per message, when it is done: its result into r. */
+bool persistent_result(struct persistent *p, struct handler_result *r,
+		       const struct log_fields *lf);
+/* The message's stderr, its last bytes (for parking). */
+const char *persistent_stderr_tail(const struct persistent *p);
+/* ms until persistent_serve has a timer to run, -1 if none */
+int persistent_next_timer(const struct persistent *p);
+/* Shutdown: SIGTERM its group now, SIGKILL after grace seconds. */
+void persistent_stop(struct persistent *p, int grace);
+/* Between messages, at the worker's end: EOF on its stdin, then wait for
+ * it kill_grace seconds and SIGKILL it. Blocks; logs its last words. */
+void persistent_close(struct persistent *p, const struct log_fields *lf);
+/* Kill its group at once and free p. */
+void persistent_free(struct persistent *p);
 
 /* ------------------------------------------------------------------ */
 /* settle.c: ack, retry copy, parking or reject of a handled message */
@@ -611,6 +734,8 @@ enum report {
 	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
 			       * outcome the lost connection kept from it */
 	REPORT_PAUSED = 'Z',  /* + like C: connected, not consuming */
+	REPORT_GROUP = 'G',   /* + pid: its persistent handler's process
+			       * group, alive across messages ("0": none) */
 };
 
 /* Master -> worker commands on the control socket. */

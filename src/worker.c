@@ -1,7 +1,9 @@
 /*
  * worker.c: one worker process, the consume loop alone. Holds its own AMQP
  * connection, consumes one queue with manual acks, runs one handler at a
- * time, and hands each outcome to settle.c. One poll loop serves the
+ * time (a new process per message, or in persistent mode the one that
+ * persistent.c keeps), and hands each outcome to settle.c. One poll loop
+ * serves the
  * socket (heartbeats, confirms, connection.blocked), the handler's pipes
  * and deadlines, signals and the master's control socket, so nothing in
  * the message path waits on a timer.
@@ -32,8 +34,10 @@ struct worker {
 	int ctl; /* control socket to the master */
 	int sigfd;
 	struct mq *mq;
-	struct delivery *d; /* the message in hand */
-	struct handler *h;  /* its handler, while it runs */
+	struct delivery *d;   /* the message in hand */
+	struct handler *h;    /* its handler, while it runs */
+	struct persistent *p; /* persistent mode: the handler it keeps */
+	pid_t told_group;     /* p's process group as the master knows it */
 	struct handler_result r;
 	bool settling;	    /* the handler is done, its outcome being applied */
 	bool replaying;	    /* that outcome came from the master's mark */
@@ -83,6 +87,7 @@ give_up(struct worker *w, int status, const char *why)
 	log_debug("exiting: %s", buf);
 	if (w->h != NULL)
 		handler_free(w->h);
+	persistent_free(w->p);
 	mq_close(w->mq);
 	exit(status);
 }
@@ -256,7 +261,63 @@ static void limit_handler(struct worker *w)
 	int64_t at =
 	    consumer_deadline(w->d->received, ct, w->q->kill_grace, &grace);
 
-	handler_limit(w->h, at, grace, (ct + 500) / 1000);
+	if (w->p != NULL)
+		persistent_limit(w->p, at, grace, (ct + 500) / 1000);
+	else
+		handler_limit(w->h, at, grace, (ct + 500) / 1000);
+}
+
+/* A handler works on the message in hand. */
+static bool running(const struct worker *w)
+{
+	return w->h != NULL || (w->p != NULL && w->d != NULL && !w->settling);
+}
+
+/* Tell the master the persistent handler's group whenever it changes,
+ * so that our death takes it along. */
+static void report_group(struct worker *w)
+{
+	char buf[32];
+	pid_t g = persistent_pid(w->p);
+
+	if (g == w->told_group)
+		return;
+	snprintf(buf, sizeof(buf), "%ld", (long)g);
+	report(w, REPORT_GROUP, buf);
+	w->told_group = g;
+}
+
+/*
+ * A configuration problem, not the message's fault. Stop consuming
+ * first, so the message is not handed straight back to us: on a quorum
+ * queue every return counts as a delivery.
+ */
+static void __attribute__((noreturn))
+cannot_start(struct worker *w, const char *err)
+{
+	if (w->d == NULL) {
+		log_fields(LOG_ERR, NULL, "configuration problem: %s", err);
+		give_up(w, WORKER_EXIT_HANDLER, err);
+	}
+	log_fields(LOG_ERR, NULL,
+		   "%s: configuration problem: %s; message requeued",
+		   w->d->message_id ? w->d->message_id : "-", err);
+	mq_cancel(w->mq);
+	mq_nack(w->mq, w->d->tag, true);
+	report(w, REPORT_REQUEUED, NULL);
+	delivery_free(w->d);
+	w->d = NULL;
+	give_up(w, WORKER_EXIT_HANDLER, err);
+}
+
+/* Give the message to a new handler, or to the one kept. */
+static int hand_over(struct worker *w, char **env, char *err, size_t len)
+{
+	if (w->p != NULL)
+		return persistent_send(w->p, env, w->d->body, w->d->body_len,
+				       err, len);
+	w->h = handler_start(w->q, env, w->d->body, w->d->body_len, err, len);
+	return w->h != NULL ? 0 : -1;
 }
 
 /*
@@ -290,7 +351,7 @@ static bool waited_too_long(struct worker *w)
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
-	int lost;
+	int lost, started;
 
 	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
@@ -318,30 +379,16 @@ static void start_handler(struct worker *w)
 			  w->d->message_id ? w->d->message_id : "-", lost,
 			  lost == 1 ? "" : "s", ENV_ENTRY_MAX);
 	env = handler_env(w->q, w->number, w->attempt, w->d);
-	w->h = handler_start(w->q, env, w->d->body, w->d->body_len, err,
-			     sizeof(err));
+	started = hand_over(w, env, err, sizeof(err));
 	env_free(env);
-	if (w->h != NULL) {
-		limit_handler(w);
-		/* the master kills this group should we die */
-		snprintf(err, sizeof(err), "%ld", (long)handler_pid(w->h));
-		report(w, REPORT_BUSY, err);
-		return;
-	}
-	/*
-	 * A configuration problem, not the message's fault. Stop consuming
-	 * first, so the message is not handed straight back to us: on a
-	 * quorum queue every return counts as a delivery.
-	 */
-	log_fields(LOG_ERR, NULL,
-		   "%s: configuration problem: %s; message requeued",
-		   w->d->message_id ? w->d->message_id : "-", err);
-	mq_cancel(w->mq);
-	mq_nack(w->mq, w->d->tag, true);
-	report(w, REPORT_REQUEUED, NULL);
-	delivery_free(w->d);
-	w->d = NULL;
-	give_up(w, WORKER_EXIT_HANDLER, err);
+	if (started != 0)
+		cannot_start(w, err);
+	limit_handler(w);
+	/* the master kills this group should we die */
+	snprintf(
+	    err, sizeof(err), "%ld",
+	    (long)(w->p != NULL ? persistent_pid(w->p) : handler_pid(w->h)));
+	report(w, REPORT_BUSY, err);
 }
 
 /* The handler has exited: settle its message. */
@@ -351,8 +398,10 @@ static void handler_done(struct worker *w)
 	struct outcome o;
 
 	lf.message_id = w->d->message_id;
-	memset(&w->r, 0, sizeof(w->r));
-	handler_finish(w->h, &w->r, &lf);
+	if (w->h != NULL) {
+		memset(&w->r, 0, sizeof(w->r));
+		handler_finish(w->h, &w->r, &lf);
+	} /* persistent: persistent_result() filled w->r */
 	w->ran_ms = now_ms() - w->started;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
@@ -361,7 +410,9 @@ static void handler_done(struct worker *w)
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
 	}
-	begin_settling(w, &o, handler_stderr_tail(w->h));
+	begin_settling(w, &o,
+		       w->h != NULL ? handler_stderr_tail(w->h)
+				    : persistent_stderr_tail(w->p));
 	handler_free(w->h);
 	w->h = NULL;
 	continue_settling(w);
@@ -464,7 +515,7 @@ static void on_command(struct worker *w, const char *buf, ssize_t n)
 
 		if (ct > 0 && ct < w->ct_ms) {
 			w->ct_ms = ct;
-			if (w->h != NULL)
+			if (running(w))
 				limit_handler(w);
 		}
 		break;
@@ -494,6 +545,8 @@ static void on_control(struct worker *w)
 			if (w->h != NULL)
 				handler_free(w->h);
 			w->h = NULL;
+			persistent_free(w->p);
+			w->p = NULL;
 			log_warnx("master went away; exiting");
 			mq_close(w->mq);
 			exit(WORKER_EXIT_MASTER);
@@ -510,6 +563,9 @@ static int poll_timeout(struct worker *w)
 	if (w->cf->broker.heartbeat > 0)
 		t = w->cf->broker.heartbeat * 1000 / 4;
 	if (w->h != NULL && (ht = handler_next_timer(w->h)) >= 0 &&
+	    (t < 0 || ht < t))
+		t = ht;
+	if (w->p != NULL && (ht = persistent_next_timer(w->p)) >= 0 &&
 	    (t < 0 || ht < t))
 		t = ht;
 	if (w->settling && (ht = settle_next_timer(&w->set)) >= 0 &&
@@ -632,21 +688,65 @@ static void watch_blocked(struct worker *w)
 	report(w, w->blocked ? REPORT_BLOCKED : REPORT_UNBLOCKED, why);
 }
 
+/* Past shutdown_timeout, the handler's message is given up. */
+static void stop_deadline(struct worker *w)
+{
+	if (!w->stopping || w->stop_killed || now_ms() < w->stop_deadline ||
+	    !running(w))
+		return;
+	log_warnx("shutdown_timeout reached; stopping the handler");
+	if (w->p != NULL)
+		persistent_stop(w->p, w->q->kill_grace);
+	else
+		handler_stop(w->h, w->q->kill_grace);
+	w->stop_killed = true;
+}
+
+/* The kept handler's side of a turn, busy or not. */
+static void serve_persistent(struct worker *w, struct pollfd *pfd, int nh,
+			     const struct log_fields *lf)
+{
+	char err[512];
+
+	/* a handler that cannot be restarted: once the message in hand
+	 * is settled, if it is already being settled */
+	if (persistent_serve(w->p, pfd, nh, lf, err, sizeof(err)) != 0 &&
+	    !w->settling)
+		cannot_start(w, err);
+	report_group(w);
+	stop_deadline(w);
+	if (running(w) && persistent_result(w->p, &w->r, lf))
+		handler_done(w);
+}
+
 /* The handler's side of a turn: output, timers, the shutdown deadline. */
 static void serve_handler(struct worker *w, struct pollfd *pfd, int nh)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
 
-	lf.message_id = w->d->message_id;
+	lf.message_id = running(w) ? w->d->message_id : NULL;
+	if (w->p != NULL) {
+		serve_persistent(w, pfd, nh, &lf);
+		return;
+	}
 	handler_io(w->h, pfd, nh, &lf);
 	handler_timers(w->h);
-	if (w->stopping && !w->stop_killed && now_ms() >= w->stop_deadline) {
-		log_warnx("shutdown_timeout reached; stopping the handler");
-		handler_stop(w->h, w->q->kill_grace);
-		w->stop_killed = true;
-	}
+	stop_deadline(w);
 	if (handler_reap(w->h))
 		handler_done(w);
+}
+
+/* The worker's end: a kept handler gets EOF and its time to go. */
+static void __attribute__((noreturn)) finish(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+
+	mq_close(w->mq);
+	if (w->p != NULL) {
+		persistent_close(w->p, &lf);
+		persistent_free(w->p);
+	}
+	exit(w->exit_status);
 }
 
 static void loop(struct worker *w)
@@ -658,8 +758,7 @@ static void loop(struct worker *w)
 		if (w->retiring && w->d == NULL) {
 			/* drain what was prefetched, then go */
 			on_broker(w);
-			mq_close(w->mq);
-			exit(w->exit_status);
+			finish(w);
 		}
 		pfd[0].fd = mq_fd(w->mq);
 		pfd[0].events = POLLIN;
@@ -668,7 +767,9 @@ static void loop(struct worker *w)
 		pfd[2].fd = w->ctl;
 		pfd[2].events = POLLIN;
 		n = 3;
-		nh = w->h != NULL ? handler_pollfds(w->h, pfd + n) : 0;
+		nh = w->h != NULL   ? handler_pollfds(w->h, pfd + n)
+		     : w->p != NULL ? persistent_pollfds(w->p, pfd + n)
+				    : 0;
 		t = poll_timeout(w);
 		if (poll(pfd, (nfds_t)(n + nh), t) == -1 && errno != EINTR)
 			fatal("poll");
@@ -676,7 +777,7 @@ static void loop(struct worker *w)
 			on_signals(w);
 		if (pfd[2].revents)
 			on_control(w);
-		if (w->h != NULL)
+		if (w->h != NULL || w->p != NULL)
 			serve_handler(w, pfd + n, nh);
 		/* every turn: keeps heartbeats going during long handlers */
 		on_broker(w);
@@ -730,6 +831,14 @@ void worker_main(const struct worker_start *ws)
 	if (handler_check(w.q, err, sizeof(err)) != 0)
 		give_up(&w, WORKER_EXIT_HANDLER, err);
 	w.paused = ws->paused;
+	if (w.q->mode == MODE_PERSISTENT) {
+		/* started before the first message: its start-up is paid
+		 * while none waits */
+		w.p = persistent_new(w.q, w.number);
+		if (persistent_start(w.p, err, sizeof(err)) != 0)
+			give_up(&w, WORKER_EXIT_HANDLER, err);
+		report_group(&w);
+	}
 	if (mq_confirm_select(w.mq) != 0 ||
 	    (!w.paused && mq_consume(w.mq, w.q->name, w.q->prefetch) != 0))
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));

@@ -20,7 +20,8 @@ KEYS = {
     "root": ["broker", "shutdown_timeout", "control_socket", "metrics", "queue"],
     "metrics": ["listen"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
-              "durable", "type", "retry", "park", "environment", "workdir"],
+              "durable", "type", "retry", "park", "environment", "workdir",
+              "mode", "max_messages"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
 }
 FLAGS = {

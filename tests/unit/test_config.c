@@ -70,6 +70,7 @@ int main(void)
 	CHECK(q->retry.backoff == 2.0 && q->retry.max_delay == 3600);
 	CHECK(q->nenvironment == 0 && q->environment[0] == NULL);
 	CHECK_STR(q->workdir, "/");
+	CHECK(q->mode == MODE_EXEC && q->max_messages == 0);
 	CHECK_STR(q->command[0], "/bin/cat");
 	CHECK(q->command[1] == NULL);
 	CHECK(config_queue(cf, "b") == NULL);
@@ -88,6 +89,7 @@ int main(void)
 		  " retry {\n  attempts = 3\n  delay = 1\n  backoff = 1.5\n"
 		  "  max_delay = 60\n }\n park = false\n"
 		  " environment = {\"A=1\", \"B=x=y\"}\n workdir = \"/srv\"\n"
+		  " mode = \"persistent\"\n max_messages = 100\n"
 		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n"
 		  " durable = false\n}\n",
 		  err, sizeof(err));
@@ -111,8 +113,35 @@ int main(void)
 	CHECK(q->nenvironment == 2);
 	CHECK_STR(q->environment[1], "B=x=y");
 	CHECK_STR(q->workdir, "/srv");
+	CHECK(q->mode == MODE_PERSISTENT && q->max_messages == 100);
+	CHECK(config_queue(cf, "b")->mode == MODE_EXEC);
 	CHECK(!queue_conf_same_but_workers(q, config_queue(cf, "b")));
 	CHECK(queue_conf_same_but_workers(q, q));
+	{
+		/* a changed mode or max_messages rolls the workers */
+		struct queue_conf c = *q;
+
+		c.workers = 9;
+		CHECK(queue_conf_same_but_workers(q, &c));
+		c.mode = MODE_EXEC;
+		CHECK(!queue_conf_same_but_workers(q, &c));
+		c.mode = q->mode;
+		c.max_messages = 3;
+		CHECK(!queue_conf_same_but_workers(q, &c));
+	}
+	config_free(cf);
+
+	/* max_messages outside persistent mode: valid, but said */
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			 " timeout = 5\n max_messages = 3\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL);
+	if (cf != NULL) {
+		FILE *out = fopen("/dev/null", "w");
+
+		CHECK(config_warnings(cf, out) == 1);
+		fclose(out);
+	}
 	config_free(cf);
 
 	/* a single string is a one-element list */
@@ -155,6 +184,19 @@ int main(void)
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " environment = {\"WARREN_QUEUE=x\"}\n}\n",
 		    6, "reserved");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " mode = \"fastcgi\"\n}\n",
+		    6,
+		    "mode = \"fastcgi\": must be \"exec\" or \"persistent\"");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " mode = 1\n}\n",
+		    6, "mode");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " mode = \"persistent\"\n max_messages = -1\n}\n",
+		    7, "max_messages = -1 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " max_messages = \"many\"\n}\n",
+		    6, "max_messages");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " workdir = \"tmp\"\n}\n",
 		    6, "absolute");

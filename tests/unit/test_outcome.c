@@ -27,6 +27,16 @@ static struct handler_result signalled(int sig)
 	return r;
 }
 
+static struct handler_result answered(enum answer_kind k, const char *why)
+{
+	struct handler_result r = {0};
+
+	r.started = r.answered = true;
+	r.answer = k;
+	snprintf(r.reason, sizeof(r.reason), "%s", why);
+	return r;
+}
+
 int main(void)
 {
 	struct retry_conf rc = {3, 1, 2.0, 3600};
@@ -111,5 +121,47 @@ int main(void)
 	CHECK_STR(outcome_name(OUTCOME_RETRY), "retry");
 	CHECK_STR(outcome_name(OUTCOME_FAILED), "failed");
 	CHECK_STR(outcome_name(OUTCOME_REQUEUED), "requeued");
+	/* persistent mode: the answer decides, with its reason */
+	r = answered(ANSWER_OK, "ok");
+	o = outcome_of(&r, 3, &rc);
+	CHECK(o.kind == OUTCOME_ACK);
+	CHECK_STR(o.reason, "ok");
+	r = answered(ANSWER_RETRY, "db busy");
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY && o.delay == 1);
+	CHECK_STR(o.reason, "db busy");
+	o = outcome_of(&r, 3, &rc); /* the last attempt: parked */
+	CHECK(o.kind == OUTCOME_FAILED);
+	CHECK_STR(o.reason, "db busy");
+	r = answered(ANSWER_FAIL, "fail");
+	o = outcome_of(&r, 1, &rc); /* failed for good at once, like 65 */
+	CHECK(o.kind == OUTCOME_FAILED);
+	CHECK_STR(o.reason, "fail");
+	/* a timeout wins over whatever was said */
+	r = answered(ANSWER_OK, "ok");
+	r.timed_out = true;
+	r.timeout = 7;
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY);
+	CHECK_STR(o.reason, "timeout 7s");
+
+	/* a persistent handler that died holding a message: one attempt,
+	 * even when it exits 0 or 65 */
+	r = (struct handler_result){0};
+	result_died(&r, 0);
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY);
+	CHECK_STR(o.reason, "exit 0");
+	r = (struct handler_result){0};
+	result_died(&r, 65 << 8);
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY);
+	CHECK_STR(o.reason, "exit 65");
+	r = (struct handler_result){0};
+	result_died(&r, SIGKILL);
+	o = outcome_of(&r, 3, &rc);
+	CHECK(o.kind == OUTCOME_FAILED);
+	CHECK_STR(o.reason, "signal 9");
+
 	return unit_done("test_outcome");
 }

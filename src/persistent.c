@@ -1,0 +1,678 @@
+/*
+ * persistent.c: a queue's handler kept alive across messages (mode =
+ * "persistent"): started once per worker, fed one frame per message on
+ * its stdin, read one status line per frame from its stdout, restarted
+ * when it dies, misbehaves or has served max_messages.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+#define ANSWER_MAX 1024	     /* a longer status line is garbage */
+#define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
+#define RESTART_MAX_MS 10000 /* and the backoff stops growing here */
+#define CLOSE_STEP_MS 100    /* persistent_close looks this often */
+
+struct persistent {
+	const struct queue_conf *q;
+	char **env; /* its own: PATH, queue.environment, queue, worker */
+	pid_t pid;  /* 0: not running */
+	int in_fd, out_fd;
+	bool in_shut; /* its stdin is closed at its end (EPIPE) */
+	struct stream err;
+	char ans[ANSWER_MAX];
+	size_t ans_len;
+	/* the message in hand */
+	bool busy;     /* a frame is given, no result yet */
+	bool answered; /* its answer is in r */
+	bool done;     /* r is its result, not yet taken */
+	struct handler_result r;
+	char *head;	      /* "warren N LEN\n" and the metadata lines */
+	size_t head_len, off; /* off: bytes of head and body written */
+	const unsigned char *body;
+	size_t body_len;
+	int64_t deadline; /* timeout, or 0 */
+	int64_t ct_deadline;
+	int ct_grace_ms, ct_seconds;
+	bool timed_out, ct_timed_out;
+	/* the process */
+	int64_t kill_at;    /* SIGKILL due, or 0 */
+	bool stopping;	    /* asked to go: its end is no news */
+	int handled;	    /* messages answered since it started */
+	int failures;	    /* ends not asked for, no answer in between */
+	int64_t restart_at; /* 0: none due */
+	bool closed;	    /* persistent_close(): never again */
+	char broken[512];   /* why a restart could not run it, or "" */
+	bool told_exit, told_backoff, told_chatter, told_garbage;
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* the protocol (pure) */
+
+size_t frame_escape(const char *v, size_t n, char *out)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] == '\\') {
+			out[o++] = '\\';
+			out[o++] = '\\';
+		} else if (v[i] == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else {
+			out[o++] = v[i];
+		}
+	}
+	return o;
+}
+
+char *frame_header(char *const *env, size_t body_len, size_t *len)
+{
+	size_t cap = 64, o;
+	int n = 0;
+	char *buf;
+
+	for (char *const *e = env; *e != NULL; e++) {
+		if (strncmp(*e, "WARREN_", 7) == 0) {
+			n++;
+			cap += 2 * strlen(*e) + 1;
+		}
+	}
+	buf = xcalloc(cap, 1);
+	o = (size_t)snprintf(buf, cap, "warren %d %zu\n", n, body_len);
+	for (char *const *e = env; *e != NULL; e++) {
+		const char *eq = strchr(*e, '=');
+
+		if (strncmp(*e, "WARREN_", 7) != 0 || eq == NULL)
+			continue;
+		memcpy(buf + o, *e, (size_t)(eq - *e) + 1);
+		o += (size_t)(eq - *e) + 1;
+		o += frame_escape(eq + 1, strlen(eq + 1), buf + o);
+		buf[o++] = '\n';
+	}
+	*len = o;
+	return buf;
+}
+
+/* The reason of an answer as a header can hold it: at most len - 1
+ * bytes, cut at a character's start, control bytes as '?'. */
+static void copy_reason(char *dst, size_t len, const char *src, size_t n)
+{
+	size_t o;
+
+	if (n > len - 1) {
+		n = len - 1;
+		/* do not end inside a UTF-8 sequence */
+		while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+			n--;
+	}
+	for (o = 0; o < n; o++) {
+		unsigned char c = (unsigned char)src[o];
+
+		dst[o] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	dst[o] = '\0';
+}
+
+bool answer_parse(const char *line, size_t len, struct handler_result *r)
+{
+	static const struct {
+		const char *word;
+		enum answer_kind kind;
+	} words[] = {
+	    {"ok", ANSWER_OK}, {"retry", ANSWER_RETRY}, {"fail", ANSWER_FAIL}};
+
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		size_t w = strlen(words[i].word), n;
+		const char *why;
+
+		if (len < w || memcmp(line, words[i].word, w) != 0 ||
+		    (len > w && line[w] != ' '))
+			continue;
+		for (why = line + w, n = len - w; n > 0 && *why == ' '; n--)
+			why++;
+		r->started = r->answered = true;
+		r->answer = words[i].kind;
+		if (n == 0)
+			copy_reason(r->reason, sizeof(r->reason), line, w);
+		else
+			copy_reason(r->reason, sizeof(r->reason), why, n);
+		return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* the process */
+
+struct persistent *persistent_new(const struct queue_conf *q, int worker)
+{
+	struct persistent *p = xcalloc(1, sizeof(*p));
+
+	p->q = q;
+	p->env = handler_env_base(q, worker);
+	p->in_fd = p->out_fd = -1;
+	stream_init(&p->err, -1, "stderr", true);
+	return p;
+}
+
+int persistent_start(struct persistent *p, char *err, size_t errlen)
+{
+	struct spawned sp;
+
+	if (p->pid != 0)
+		return 0;
+	p->restart_at = 0;
+	if (handler_spawn(p->q, p->env, &sp, err, errlen) != 0)
+		return -1;
+	p->pid = sp.pid;
+	p->in_fd = sp.in;
+	p->out_fd = sp.out;
+	p->in_shut = false;
+	stream_init(&p->err, sp.err, "stderr", true);
+	p->ans_len = 0;
+	p->handled = 0;
+	p->stopping = false;
+	p->kill_at = 0;
+	log_debug("handler started (pid %ld)", (long)p->pid);
+	return 0;
+}
+
+pid_t persistent_pid(const struct persistent *p)
+{
+	return p->pid;
+}
+
+/* Tell the group to go: SIGTERM now, SIGKILL grace_ms later. */
+static void signal_group(struct persistent *p, int grace_ms)
+{
+	if (p->pid == 0 || p->kill_at != 0)
+		return;
+	kill(-p->pid, SIGTERM);
+	kill(-p->pid, SIGCONT);
+	p->kill_at = now_ms() + grace_ms;
+}
+
+/* Ask it to go: its end, when it comes, is no news. */
+static void stop_group(struct persistent *p, int grace_ms)
+{
+	p->stopping = true;
+	signal_group(p, grace_ms);
+}
+
+/* Between messages, by plan: EOF on its stdin, SIGKILL after kill_grace. */
+static void retire(struct persistent *p)
+{
+	p->stopping = true;
+	close_fd(&p->in_fd);
+	if (p->kill_at == 0)
+		p->kill_at = now_ms() + (int64_t)p->q->kill_grace * 1000;
+}
+
+/* It misbehaved: stop it, and count that against its restarts. */
+static void misbehaved(struct persistent *p)
+{
+	if (!p->stopping)
+		p->failures++;
+	stop_group(p, p->q->kill_grace * 1000);
+}
+
+/* The message in hand has its result in r. */
+static void finish_message(struct persistent *p)
+{
+	p->busy = false;
+	p->done = true;
+	p->body = NULL;
+	free(p->head);
+	p->head = NULL;
+	p->deadline = p->ct_deadline = 0;
+}
+
+static size_t frame_len(const struct persistent *p)
+{
+	return p->head_len + p->body_len;
+}
+
+/* The answer and the whole frame are both through: the message is done. */
+static void maybe_answered(struct persistent *p)
+{
+	if (!p->busy || !p->answered || p->off < frame_len(p))
+		return;
+	finish_message(p);
+	p->handled++;
+	p->failures = 0;
+	if (p->q->max_messages > 0 && p->handled >= p->q->max_messages) {
+		log_debug("handler served %d messages: restarting it",
+			  p->handled);
+		retire(p);
+	}
+}
+
+/* Write what the pipe takes of the frame. */
+static void write_frame(struct persistent *p)
+{
+	while (p->busy && p->in_fd >= 0 && !p->in_shut &&
+	       p->off < frame_len(p)) {
+		const void *from;
+		size_t left;
+		ssize_t n;
+
+		if (p->off < p->head_len) {
+			from = p->head + p->off;
+			left = p->head_len - p->off;
+		} else {
+			from = p->body + (p->off - p->head_len);
+			left = frame_len(p) - p->off;
+		}
+		n = write(p->in_fd, from, left);
+		if (n > 0) {
+			p->off += (size_t)n;
+		} else if (n == -1 && errno == EINTR) {
+			continue;
+		} else if (n == -1 && errno == EAGAIN) {
+			return;
+		} else {
+			/* EPIPE: it closed its stdin (or is ending) and can
+			 * take no more; its end tells the story. The fd
+			 * stays for untaken() to look into. */
+			p->in_shut = true;
+			signal_group(p, p->q->kill_grace * 1000);
+			return;
+		}
+	}
+	maybe_answered(p);
+}
+
+/* A frame has reached the handler: its time starts. */
+static void hand_over(struct persistent *p)
+{
+	if (p->deadline == 0 && p->q->timeout > 0)
+		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
+	write_frame(p);
+}
+
+int persistent_send(struct persistent *p, char **env, const void *body,
+		    size_t len, char *err, size_t errlen)
+{
+	free(p->head);
+	p->head = frame_header(env, len, &p->head_len);
+	p->body = body;
+	p->body_len = len;
+	p->off = 0;
+	p->busy = true;
+	p->answered = p->done = false;
+	p->timed_out = p->ct_timed_out = false;
+	p->deadline = p->ct_deadline = 0;
+	memset(&p->r, 0, sizeof(p->r));
+	p->err.tail_len = 0;
+	p->err.tail[0] = '\0';
+	if (p->broken[0] == '\0' && p->pid == 0 && p->restart_at == 0 &&
+	    !p->closed)
+		persistent_start(p, p->broken, sizeof(p->broken));
+	if (p->broken[0] != '\0') {
+		snprintf(err, errlen, "%s", p->broken);
+		p->busy = false;
+		return -1;
+	}
+	if (p->pid != 0 && !p->stopping)
+		hand_over(p);
+	return 0;
+}
+
+void persistent_limit(struct persistent *p, int64_t at, int grace_ms,
+		      int seconds)
+{
+	p->ct_deadline = at;
+	p->ct_grace_ms = grace_ms;
+	p->ct_seconds = seconds;
+}
+
+/*
+ * One line from its stdout (NULL: one too long to be an answer). A bad
+ * answer fails the attempt; any line when none is due is out of step.
+ * Either way the handler is restarted.
+ */
+static void on_line(struct persistent *p, const char *line, size_t len)
+{
+	if (p->stopping)
+		return; /* on its way out: nothing it says counts */
+	if (!p->busy || p->answered) {
+		(p->told_chatter ? log_debug : log_warnx)(
+		    "handler wrote to stdout when no answer was due: "
+		    "restarting it (stdout carries answers only)");
+		p->told_chatter = true;
+		misbehaved(p);
+		return;
+	}
+	if (line == NULL || !answer_parse(line, len, &p->r)) {
+		memset(&p->r, 0, sizeof(p->r));
+		p->r.started = p->r.answered = true;
+		p->r.answer = ANSWER_RETRY;
+		snprintf(p->r.reason, sizeof(p->r.reason), "bad answer");
+		(p->told_garbage ? log_debug : log_warnx)(
+		    "handler's answer is not \"ok\", \"retry\" or \"fail\": "
+		    "the attempt fails, the handler is restarted");
+		p->told_garbage = true;
+		finish_message(p);
+		misbehaved(p);
+		return;
+	}
+	p->answered = true;
+	maybe_answered(p);
+}
+
+/* Read its stdout; lines are answers. */
+static void read_answers(struct persistent *p)
+{
+	char buf[4096];
+
+	for (int rounds = 0; p->out_fd >= 0 && rounds < 16; rounds++) {
+		ssize_t n = read(p->out_fd, buf, sizeof(buf));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			/* it cannot answer any more (or is ending): its
+			 * end tells the story */
+			close_fd(&p->out_fd);
+			signal_group(p, p->q->kill_grace * 1000);
+			return;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\n') {
+				on_line(p, p->ans, p->ans_len);
+				p->ans_len = 0;
+			} else if (p->ans_len < sizeof(p->ans)) {
+				p->ans[p->ans_len++] = buf[i];
+			} else {
+				/* too long for an answer: garbage */
+				on_line(p, NULL, 0);
+				p->ans_len = 0;
+			}
+		}
+	}
+}
+
+/* The restart delay after failures ends in a row: the first at once. */
+static int restart_delay(int failures)
+{
+	int64_t d;
+
+	if (failures <= 1)
+		return 0;
+	d = (int64_t)RESTART_FIRST_MS
+	    << (failures - 2 < 16 ? failures - 2 : 16);
+	return d > RESTART_MAX_MS ? RESTART_MAX_MS : (int)d;
+}
+
+static void schedule_restart(struct persistent *p, const char *how)
+{
+	int delay = restart_delay(p->failures);
+
+	if (p->closed)
+		return;
+	p->restart_at = now_ms() + delay;
+	if (delay == 0)
+		return;
+	/* said once per worker; each restart after at debug */
+	(p->told_backoff ? log_debug : log_warnx)(
+	    "handler keeps ending (%s): restarting it in %d ms, backing off "
+	    "up to %d s",
+	    how, delay, RESTART_MAX_MS / 1000);
+	p->told_backoff = true;
+}
+
+/* The message in hand ran out of time (timeout or consumer_timeout). */
+static void finish_timed_out(struct persistent *p)
+{
+	memset(&p->r, 0, sizeof(p->r));
+	p->r.started = p->r.timed_out = true;
+	p->r.timeout = p->q->timeout;
+	if (p->ct_timed_out) {
+		p->r.consumer_timeout = true;
+		p->r.timeout = p->ct_seconds;
+	}
+	finish_message(p);
+}
+
+/*
+ * At its exit: true when it read not one byte of the frame in hand, which
+ * still fills its stdin pipe (it ended between messages while the next
+ * was being written). That frame goes to the next process, at no cost.
+ */
+static bool untaken(struct persistent *p)
+{
+	int unread = 0;
+
+	if (!p->busy || p->timed_out)
+		return false;
+	if (p->off == 0)
+		return true;
+	return p->in_fd >= 0 && ioctl(p->in_fd, FIONREAD, &unread) == 0 &&
+	       unread >= 0 && (size_t)unread >= p->off;
+}
+
+/* It has exited with status: settle what it held, plan the next one. */
+static void on_exit_of(struct persistent *p, int status,
+		       const struct log_fields *lf)
+{
+	struct handler_result died = {0};
+	char how[64];
+	bool kept, held;
+
+	if (p->out_fd >= 0)
+		read_answers(p); /* an answer may precede its exit */
+	if (p->err.fd >= 0)
+		stream_drain(&p->err, lf);
+	kept = untaken(p);
+	held = p->busy && !kept;
+	close_fd(&p->in_fd);
+	close_fd(&p->out_fd);
+	close_fd(&p->err.fd);
+	p->pid = 0;
+	p->kill_at = 0;
+	result_died(&died, status);
+	snprintf(how, sizeof(how), "%s", died.reason);
+	if (kept) {
+		p->off = 0;
+		p->deadline = 0;
+	} else if (held && p->timed_out) {
+		finish_timed_out(p);
+	} else if (held) {
+		p->r = died;
+		finish_message(p);
+	}
+	if (held) {
+		log_debug("handler ended holding a message: %s", how);
+	} else if (p->stopping) {
+		log_debug("handler ended: %s", how);
+	} else {
+		(p->told_exit ? log_debug : log_warnx)(
+		    "handler exited between messages (%s): restarting it", how);
+		p->told_exit = true;
+	}
+	if (!p->stopping)
+		p->failures++;
+	p->stopping = false;
+	schedule_restart(p, how);
+}
+
+/* Its deadlines: timeout and consumer_timeout stop it, grace kills it. */
+static void run_timers(struct persistent *p)
+{
+	int64_t now = now_ms();
+
+	if (p->busy && !p->timed_out && p->deadline != 0 &&
+	    now >= p->deadline) {
+		p->timed_out = true;
+		misbehaved(p);
+	}
+	if (p->busy && !p->timed_out && p->ct_deadline != 0 &&
+	    now >= p->ct_deadline) {
+		p->timed_out = p->ct_timed_out = true;
+		if (!p->stopping)
+			p->failures++;
+		stop_group(p, p->ct_grace_ms);
+	}
+	if (p->busy && p->timed_out && p->pid == 0)
+		finish_timed_out(p); /* it waited for a restart that was late */
+	if (p->kill_at != 0 && now >= p->kill_at && p->pid != 0) {
+		kill(-p->pid, SIGKILL);
+		p->kill_at = 0;
+	}
+}
+
+int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
+{
+	int n = 0;
+
+	if (p->in_fd >= 0 && !p->in_shut && p->busy && p->off < frame_len(p) &&
+	    !p->stopping) {
+		pfd[n].fd = p->in_fd;
+		pfd[n++].events = POLLOUT;
+	}
+	if (p->out_fd >= 0) {
+		pfd[n].fd = p->out_fd;
+		pfd[n++].events = POLLIN;
+	}
+	if (p->err.fd >= 0) {
+		pfd[n].fd = p->err.fd;
+		pfd[n++].events = POLLIN;
+	}
+	return n;
+}
+
+int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
+		     const struct log_fields *lf, char *err, size_t errlen)
+{
+	int status;
+
+	for (int i = 0; i < n; i++) {
+		if (pfd[i].revents == 0)
+			continue;
+		if (pfd[i].fd == p->in_fd)
+			write_frame(p);
+		else if (pfd[i].fd == p->out_fd)
+			read_answers(p);
+		else if (pfd[i].fd == p->err.fd)
+			stream_drain(&p->err, lf);
+	}
+	run_timers(p);
+	if (p->pid != 0 && handler_reaped(p->pid, &status))
+		on_exit_of(p, status, lf);
+	if (p->pid == 0 && p->restart_at != 0 && now_ms() >= p->restart_at &&
+	    persistent_start(p, p->broken, sizeof(p->broken)) != 0)
+		p->restart_at = 0;
+	if (p->broken[0] != '\0') {
+		snprintf(err, errlen, "%s", p->broken);
+		return -1;
+	}
+	if (p->busy && p->pid != 0 && !p->stopping && p->off == 0)
+		hand_over(p); /* a frame that waited for a restart */
+	return 0;
+}
+
+bool persistent_result(struct persistent *p, struct handler_result *r,
+		       const struct log_fields *lf)
+{
+	if (!p->done)
+		return false;
+	p->done = false;
+	*r = p->r;
+	stream_flush(&p->err, lf);
+	return true;
+}
+
+const char *persistent_stderr_tail(const struct persistent *p)
+{
+	return p->err.tail;
+}
+
+int persistent_next_timer(const struct persistent *p)
+{
+	int64_t next = 0, now = now_ms();
+
+	if (p->busy && !p->timed_out && p->deadline != 0)
+		next = p->deadline;
+	if (p->busy && !p->timed_out && p->ct_deadline != 0 &&
+	    (next == 0 || p->ct_deadline < next))
+		next = p->ct_deadline;
+	if (p->kill_at != 0 && (next == 0 || p->kill_at < next))
+		next = p->kill_at;
+	if (p->pid == 0 && p->restart_at != 0 &&
+	    (next == 0 || p->restart_at < next))
+		next = p->restart_at;
+	if (p->pid != 0 && p->stopping && p->kill_at == 0 &&
+	    (next == 0 || now + CLOSE_STEP_MS < next))
+		next = now + CLOSE_STEP_MS; /* SIGKILLed: look for its end */
+	if (next == 0)
+		return -1;
+	if (next - now > INT_MAX)
+		return INT_MAX;
+	return next <= now ? 0 : (int)(next - now);
+}
+
+void persistent_stop(struct persistent *p, int grace)
+{
+	stop_group(p, grace * 1000);
+}
+
+void persistent_close(struct persistent *p, const struct log_fields *lf)
+{
+	p->closed = true;
+	p->restart_at = 0;
+	if (p->pid != 0)
+		retire(p);
+	while (p->pid != 0) {
+		struct pollfd pfd[3];
+		int n = persistent_pollfds(p, pfd), t;
+		char err[8];
+
+		t = persistent_next_timer(p);
+		if (t < 0 || t > CLOSE_STEP_MS)
+			t = CLOSE_STEP_MS;
+		if (poll(pfd, (nfds_t)n, t) == -1 && errno != EINTR)
+			break;
+		persistent_serve(p, pfd, n, lf, err, sizeof(err));
+	}
+	stream_flush(&p->err, lf);
+}
+
+void persistent_free(struct persistent *p)
+{
+	if (p == NULL)
+		return;
+	if (p->pid != 0) {
+		kill(-p->pid, SIGKILL);
+		waitpid(p->pid, NULL, 0);
+	}
+	close_fd(&p->in_fd);
+	close_fd(&p->out_fd);
+	close_fd(&p->err.fd);
+	free(p->head);
+	env_free(p->env);
+	free(p);
+}
