@@ -33,6 +33,7 @@
 #define BACKOFF_MAX_MS 60000
 #define STAYED_UP_MS 30000  /* a worker up this long resets backoff */
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
+#define REPORT_BATCH_MS 20  /* a worker's reports are read this often */
 
 static void on_report(struct slot *s);
 static void open_listeners(const struct config *cf, const struct config *old);
@@ -62,6 +63,10 @@ static struct {
 	int64_t spawn_told;
 	int64_t blocked_since;
 	struct ev *sigev;
+	bool child_exited;   /* SIGCHLD came: reap */
+	struct slot **rearm; /* slots whose reports wait for the next batch */
+	int nrearm, caprearm;
+	int64_t rearm_at;	/* when they are watched again, 0: none */
 	struct timerq respawns; /* slots waiting to be started again */
 	int unreported;		/* active slots yet to report: READY waits */
 	int nchildren;		/* workers alive */
@@ -336,7 +341,7 @@ static void spawn(struct slot *s)
 	close(sv[1]);
 	close_ctl(s);
 	s->ctl = sv[0];
-	s->ev = ev_add(s->ctl, EPOLLIN, on_slot_event, s);
+	s->ev = ev_add(s->ctl, EPOLLIN | EPOLLONESHOT, on_slot_event, s);
 	s->pid = pid;
 	pidmap_put(s);
 	m.nchildren++;
@@ -910,75 +915,141 @@ static void blocked(struct slot *s, bool now_blocked, const char *why)
 	}
 }
 
+/* One report of s's worker: code byte, text, NUL-terminated. */
+static void one_report(struct slot *s, char *buf)
+{
+	switch (buf[0]) {
+	case REPORT_CONSUMING:
+	case REPORT_PAUSED:
+		consuming(s, buf[0], buf + 1);
+		break;
+	case REPORT_BUSY:
+		s->state = REPORT_BUSY;
+		s->handler = (pid_t)strtol(buf + 1, NULL, 10);
+		break;
+	case REPORT_GROUP:
+		s->group = (pid_t)strtol(buf + 1, NULL, 10);
+		break;
+	case REPORT_HOLDING:
+		free(s->holding);
+		s->holding = xstrdup(buf + 1);
+		s->held_since = now_ms();
+		s->state = REPORT_BUSY;
+		break;
+	/* an outcome also means the worker is idle again */
+	case REPORT_ACK:
+	case REPORT_RETRY:
+	case REPORT_FAILED:
+		forget_holding(s);
+		/* fall through */
+	case REPORT_REQUEUED:
+		count_outcome(s, buf[0], buf + 1);
+		s->state = REPORT_CONSUMING;
+		s->handler = 0;
+		free(s->holding);
+		s->holding = NULL;
+		break;
+	case REPORT_TAKEN_BACK:
+		taken_back(s, buf + 1);
+		break;
+	case REPORT_PENDING:
+		outcome_pending(s, buf + 1);
+		break;
+	case REPORT_BLOCKED:
+	case REPORT_UNBLOCKED:
+		blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
+		break;
+	case REPORT_DOWN:
+		set_reported(s);
+		snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
+		break;
+	}
+}
+
+#define REPORTS_AT_ONCE 64
+#define REPORT_MAX 1200
+
+/* Read what s's worker reported, many records per system call. */
 static void on_report(struct slot *s)
 {
-	char buf[1200];
-	ssize_t n;
+	static char bufs[REPORTS_AT_ONCE][REPORT_MAX];
+	struct mmsghdr mm[REPORTS_AT_ONCE];
+	struct iovec iov[REPORTS_AT_ONCE];
+	int n;
 
 	for (;;) {
-		n = recv(s->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+		memset(mm, 0, sizeof(mm));
+		for (int i = 0; i < REPORTS_AT_ONCE; i++) {
+			iov[i].iov_base = bufs[i];
+			iov[i].iov_len = REPORT_MAX - 1;
+			mm[i].msg_hdr.msg_iov = &iov[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		n = recvmmsg(s->ctl, mm, REPORTS_AT_ONCE, MSG_DONTWAIT, NULL);
 		/* a worker that exited with our command unread resets the
 		 * socket; what it sent before is still there to read */
 		if (n == -1 && errno == ECONNRESET)
 			continue;
+		if (n == 0)
+			close_ctl(s);
 		if (n <= 0)
-			break;
-		buf[n] = '\0';
-		switch (buf[0]) {
-		case REPORT_CONSUMING:
-		case REPORT_PAUSED:
-			consuming(s, buf[0], buf + 1);
-			break;
-		case REPORT_BUSY:
-			s->state = REPORT_BUSY;
-			s->handler = (pid_t)strtol(buf + 1, NULL, 10);
-			break;
-		case REPORT_GROUP:
-			s->group = (pid_t)strtol(buf + 1, NULL, 10);
-			break;
-		case REPORT_HOLDING:
-			free(s->holding);
-			s->holding = xstrdup(buf + 1);
-			s->held_since = now_ms();
-			s->state = REPORT_BUSY;
-			break;
-		/* an outcome also means the worker is idle again */
-		case REPORT_ACK:
-		case REPORT_RETRY:
-		case REPORT_FAILED:
-			forget_holding(s);
-			/* fall through */
-		case REPORT_REQUEUED:
-			count_outcome(s, buf[0], buf + 1);
-			s->state = REPORT_CONSUMING;
-			s->handler = 0;
-			free(s->holding);
-			s->holding = NULL;
-			break;
-		case REPORT_TAKEN_BACK:
-			taken_back(s, buf + 1);
-			break;
-		case REPORT_PENDING:
-			outcome_pending(s, buf + 1);
-			break;
-		case REPORT_BLOCKED:
-		case REPORT_UNBLOCKED:
-			blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
-			break;
-		case REPORT_DOWN:
-			set_reported(s);
-			snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
-			break;
+			return;
+		for (int i = 0; i < n; i++) {
+			if (mm[i].msg_len == 0) { /* it closed: it is exiting */
+				close_ctl(s);
+				return;
+			}
+			bufs[i][mm[i].msg_len] = '\0';
+			one_report(s, bufs[i]);
 		}
+		if (n < REPORTS_AT_ONCE)
+			return;
 	}
-	if (n == 0) /* worker closed it: it is exiting */
-		close_ctl(s);
 }
 
+/*
+ * A worker's reports are read in batches: once read, its socket is not
+ * watched again for REPORT_BATCH_MS (EPOLLONESHOT). A busy pool then
+ * wakes the master a few dozen times a second, not several times a
+ * message. Nothing waits on it that matters sooner: a worker's exit is
+ * seen at once (SIGCHLD), and its socket is read to the end then.
+ */
 static void on_slot_event(void *arg, uint32_t events)
 {
+	struct slot *s = arg;
+
 	(void)events;
-	on_report(arg);
+	on_report(s);
+	if (s->ev == NULL) /* closed: the worker is going */
+		return;
+	if (m.nrearm == m.caprearm) {
+		m.caprearm = m.caprearm ? m.caprearm * 2 : 64;
+		m.rearm =
+		    realloc(m.rearm, (size_t)m.caprearm * sizeof(*m.rearm));
+		if (m.rearm == NULL)
+			fatal("realloc");
+	}
+	m.rearm[m.nrearm++] = s;
+	s->timers++; /* the batch names it too */
+	if (m.rearm_at == 0)
+		m.rearm_at = now_ms() + REPORT_BATCH_MS;
+}
+
+/* Watch again the sockets of the last batch. */
+static void rearm_due(void)
+{
+	if (m.rearm_at == 0 || now_ms() < m.rearm_at)
+		return;
+	for (int i = 0; i < m.nrearm; i++) {
+		struct slot *s = m.rearm[i];
+
+		if (--s->timers == 0 && s->gone)
+			free(s);
+		else if (!s->gone && s->ev != NULL)
+			ev_mod(s->ev, EPOLLIN | EPOLLONESHOT);
+	}
+	m.nrearm = 0;
+	m.rearm_at = 0;
 }
 
 static void begin_stop(void)
@@ -1030,8 +1101,11 @@ static void on_signals(void *arg, uint32_t events)
 		case SIGHUP:
 			m.reload_pending = true;
 			break;
+		case SIGCHLD:
+			m.child_exited = true;
+			break;
 		default:
-			break; /* SIGCHLD: reaped every turn */
+			break;
 		}
 	}
 }
@@ -1121,6 +1195,8 @@ static int next_timeout(void)
 		next = m.kill_at;
 	if (m.watchdog_ms > 0 && EARLIER(m.next_watchdog))
 		next = m.next_watchdog;
+	if (m.rearm_at != 0 && EARLIER(m.rearm_at))
+		next = m.rearm_at;
 	if (m.ready_sent && EARLIER(m.next_status))
 		next = m.next_status;
 	if ((t = control_next_timer()) > 0 && EARLIER(t))
@@ -1139,7 +1215,11 @@ static void loop(void)
 {
 	for (;;) {
 		ev_wait(next_timeout());
-		reap();
+		if (m.child_exited) {
+			m.child_exited = false;
+			reap();
+		}
+		rearm_due();
 		control_timers();
 		metrics_timers();
 		if (m.reload_pending && !m.stopping) {
@@ -1185,6 +1265,9 @@ static void cleanup(void)
 			free(s);
 	}
 	timerq_free(&m.respawns);
+	m.rearm_at = 1; /* let go of the last batch */
+	rearm_due();
+	free(m.rearm);
 	while (m.pools != NULL) {
 		struct pool *p = m.pools;
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ struct persistent {
 	int failures;	    /* ends not asked for, no answer in between */
 	int64_t restart_at; /* 0: none due */
 	bool closed;	    /* persistent_close(): never again */
+	bool reap;	    /* a SIGCHLD came: see whether it ended */
 	char broken[512];   /* why a restart could not run it, or "" */
 	bool told_exit, told_backoff, told_chatter, told_garbage;
 };
@@ -199,6 +201,11 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	return 0;
 }
 
+void persistent_sigchld(struct persistent *p)
+{
+	p->reap = true;
+}
+
 pid_t persistent_pid(const struct persistent *p)
 {
 	return p->pid;
@@ -274,18 +281,23 @@ static void write_frame(struct persistent *p)
 {
 	while (p->busy && p->in_fd >= 0 && !p->in_shut &&
 	       p->off < frame_len(p)) {
-		const void *from;
-		size_t left;
+		struct iovec iov[2];
+		int k = 0;
 		ssize_t n;
 
+		/* header and body in one call, while the pipe takes it */
 		if (p->off < p->head_len) {
-			from = p->head + p->off;
-			left = p->head_len - p->off;
-		} else {
-			from = p->body + (p->off - p->head_len);
-			left = frame_len(p) - p->off;
+			iov[k].iov_base = p->head + p->off;
+			iov[k++].iov_len = p->head_len - p->off;
 		}
-		n = write(p->in_fd, from, left);
+		if (p->body_len > 0) {
+			size_t from =
+			    p->off > p->head_len ? p->off - p->head_len : 0;
+
+			iov[k].iov_base = (char *)p->body + from;
+			iov[k++].iov_len = p->body_len - from;
+		}
+		n = writev(p->in_fd, iov, k);
 		if (n > 0) {
 			p->off += (size_t)n;
 		} else if (n == -1 && errno == EINTR) {
@@ -399,6 +411,7 @@ static void read_answers(struct persistent *p)
 			 * end tells the story */
 			close_fd(&p->out_fd);
 			signal_group(p, p->q->kill_grace * 1000);
+			p->reap = true;
 			return;
 		}
 		for (ssize_t i = 0; i < n; i++) {
@@ -413,6 +426,8 @@ static void read_answers(struct persistent *p)
 				p->ans_len = 0;
 			}
 		}
+		if ((size_t)n < sizeof(buf))
+			return; /* all there was; poll says when more comes */
 	}
 }
 
@@ -581,8 +596,12 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 			stream_drain(&p->err, lf);
 	}
 	run_timers(p);
-	if (p->pid != 0 && handler_reaped(p->pid, &status))
-		on_exit_of(p, status, lf);
+	/* waitid only when it may have ended: not a call every message */
+	if (p->pid != 0 && (p->reap || p->out_fd < 0 || p->err.fd < 0)) {
+		p->reap = false;
+		if (handler_reaped(p->pid, &status))
+			on_exit_of(p, status, lf);
+	}
 	if (p->pid == 0 && p->restart_at != 0 && now_ms() >= p->restart_at &&
 	    persistent_start(p, p->broken, sizeof(p->broken)) != 0)
 		p->restart_at = 0;

@@ -627,6 +627,8 @@ struct persistent *persistent_new(const struct queue_conf *q, int worker);
  * run (a configuration problem, as in exec mode). */
 int persistent_start(struct persistent *p, char *err, size_t errlen);
 /* Its process group, 0 while none runs (report it to the master). */
+/* The worker got SIGCHLD: the handler may have ended. */
+void persistent_sigchld(struct persistent *p);
 pid_t persistent_pid(const struct persistent *p);
 /*
  * Give it a message: env as handler_env() built it (its WARREN_* entries

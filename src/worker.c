@@ -384,11 +384,12 @@ static void start_handler(struct worker *w)
 	if (started != 0)
 		cannot_start(w, err);
 	limit_handler(w);
-	/* the master kills this group should we die */
-	snprintf(
-	    err, sizeof(err), "%ld",
-	    (long)(w->p != NULL ? persistent_pid(w->p) : handler_pid(w->h)));
-	report(w, REPORT_BUSY, err);
+	/* the master kills this group should we die (a kept handler's
+	 * group it knows already, from REPORT_GROUP) */
+	if (w->p == NULL) {
+		snprintf(err, sizeof(err), "%ld", (long)handler_pid(w->h));
+		report(w, REPORT_BUSY, err);
+	}
 }
 
 /* The handler has exited: settle its message. */
@@ -469,8 +470,12 @@ static void on_signals(struct worker *w)
 		case SIGINT:
 			begin_stop(w, true);
 			break;
+		case SIGCHLD: /* exec handlers are reaped every turn */
+			if (w->p != NULL)
+				persistent_sigchld(w->p);
+			break;
 		default:
-			break; /* SIGCHLD: the loop reaps; SIGHUP: master's */
+			break; /* SIGHUP: the master's */
 		}
 	}
 }
@@ -639,6 +644,10 @@ static void on_broker(struct worker *w)
 			start_handler(w);
 			if (w->settling)
 				continue_settling(w);
+			/* busy, and nothing read yet: the socket waits for
+			 * poll, not for a read that would find nothing */
+			if (w->d != NULL && !mq_buffered(w->mq))
+				return;
 			continue;
 		}
 	}
