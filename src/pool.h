@@ -19,7 +19,7 @@ struct slot {
 	struct ev *ev;
 	int64_t started;
 	int64_t respawn_at; /* 0: none scheduled */
-	int timers;	    /* respawn heap entries and report batches naming it */
+	int timers;	    /* heap entries and batches naming it */
 	bool gone;	    /* removed; freed once no timer names it */
 	int failures;	    /* quick deaths in a row */
 	char state;	/* 0, REPORT_CONSUMING, REPORT_BUSY, REPORT_PAUSED */

@@ -10,7 +10,8 @@ import pytest
 from conftest import WARREND
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ["warrend.8", "warrend.conf.5", "warren-submit.1", "warrenctl.8"]
+PAGES = ["warrend.8", "warrend.conf.5", "warren-submit.1", "warrenctl.8",
+         "warren-handler.7"]
 
 # the schema of src/config.c, section by section
 KEYS = {
