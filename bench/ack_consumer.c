@@ -4,14 +4,16 @@
  * prefetch-1 consumer, the ceiling for any supervisor.
  *
  *     cc -O2 -Wall -Wextra -o ack_consumer bench/ack_consumer.c -lrabbitmq
- *     ack_consumer -u URL -q QUEUE [-n COUNT] [-k CONSUMERS] [-p PREFETCH]
+ *     ack_consumer -u URL -q QUEUE [-n COUNT] [-k CONSUMERS] [-p PREFETCH] [-s]
  *
  * Each of the CONSUMERS processes (default 1) opens its own connection,
  * sets basic.qos(PREFETCH) (default 1), consumes QUEUE and acks every
  * message as it arrives. With -n, the run ends once COUNT messages in all
  * have been acked: the process that acks the last one exits, the others
  * are stopped, and ack_consumer exits 0. Without -n it runs until a
- * signal. Any broker error ends it with status 1 and the reason.
+ * signal. Any broker error ends it with status 1 and the reason. With -s,
+ * each consumer writes "consuming" on stdout once basic.consume is
+ * confirmed (the start-up anchor of bench/throughput).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,6 +33,7 @@
 #define CHANNEL 1
 
 static const char *progname = "ack_consumer";
+static int say_consuming;
 
 static void die(const char *fmt, const char *what)
 {
@@ -125,6 +128,8 @@ static void consume(char *url, const char *queue, int prefetch, long total,
 {
 	amqp_connection_state_t conn = connect_to(url, queue, prefetch);
 
+	if (say_consuming && write(1, "consuming\n", 10) != 10)
+		die("%s", "stdout: cannot write");
 	for (;;) {
 		amqp_envelope_t env;
 		amqp_rpc_reply_t r;
@@ -170,7 +175,7 @@ int main(int argc, char **argv)
 	pid_t *pids;
 	int c, status, failed = 0, stopping = 0;
 
-	while ((c = getopt(argc, argv, "u:q:n:k:p:")) != -1) {
+	while ((c = getopt(argc, argv, "u:q:n:k:p:s")) != -1) {
 		switch (c) {
 		case 'u':
 			url = optarg;
@@ -186,6 +191,9 @@ int main(int argc, char **argv)
 			break;
 		case 'p':
 			prefetch = number(optarg, 1);
+			break;
+		case 's':
+			say_consuming = 1;
 			break;
 		default:
 			usage();

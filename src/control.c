@@ -39,6 +39,7 @@ static struct {
 	char *path; /* bound by us: unlinked at close */
 	struct client c[CLIENTS_MAX];
 	int nclients;
+	int64_t accept_at; /* out of fds: accepting again then, 0: accepting */
 } ctl = {.fd = -1};
 
 static void client_close(struct client *c)
@@ -238,17 +239,28 @@ static void on_accept(void *arg, uint32_t events)
 		else if (!peer_allowed(fd, why, sizeof(why)))
 			c->refused = xstrdup(why);
 	}
+	if (errno == EMFILE || errno == ENFILE) {
+		/* the backlog stays readable: stop watching it for a while
+		 * rather than spin on it */
+		log_warn("control socket: accept");
+		ev_mod(ctl.ev, 0);
+		ctl.accept_at = now_ms() + CLIENT_MS;
+	}
 }
 
-/* Whether a live process answers at path (a stale file does not). */
+/*
+ * Whether a live process answers at path (a stale file refuses). Never
+ * waits: a listener with a full backlog (EAGAIN) is alive too.
+ */
 static bool someone_listens(const struct sockaddr_un *sun)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	bool live;
 
 	if (fd == -1)
 		return false;
-	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0;
+	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 ||
+	       errno == EAGAIN;
 	close(fd);
 	return live;
 }
@@ -350,6 +362,7 @@ void control_close(void)
 	ctl.ev = NULL;
 	close(ctl.fd);
 	ctl.fd = -1;
+	ctl.accept_at = 0;
 	unlink(ctl.path);
 	free(ctl.path);
 	ctl.path = NULL;
@@ -357,10 +370,10 @@ void control_close(void)
 
 int64_t control_next_timer(void)
 {
-	int64_t next = 0;
+	int64_t next = ctl.accept_at;
 
 	if (ctl.nclients == 0)
-		return 0;
+		return next;
 	for (int i = 0; i < CLIENTS_MAX; i++)
 		if (ctl.c[i].fd >= 0 && (next == 0 || ctl.c[i].deadline < next))
 			next = ctl.c[i].deadline;
@@ -371,6 +384,10 @@ void control_timers(void)
 {
 	int64_t now = now_ms();
 
+	if (ctl.accept_at != 0 && now >= ctl.accept_at && ctl.fd >= 0) {
+		ctl.accept_at = 0;
+		ev_mod(ctl.ev, EPOLLIN);
+	}
 	if (ctl.nclients == 0)
 		return;
 	for (int i = 0; i < CLIENTS_MAX; i++)

@@ -36,6 +36,7 @@
 #define REPORT_BATCH_MS 20  /* a worker's reports are read this often */
 
 static void on_report(struct slot *s);
+static void send_command(struct slot *s, char cmd);
 static void open_listeners(const struct config *cf, const struct config *old);
 
 struct cf_gen {
@@ -64,6 +65,7 @@ static struct {
 	int64_t blocked_since;
 	struct ev *sigev;
 	bool child_exited;   /* SIGCHLD came: reap */
+	bool gating;	     /* new workers wait for gate_open() */
 	struct slot **rearm; /* slots whose reports wait for the next batch */
 	int nrearm, caprearm;
 	int64_t rearm_at;	/* when they are watched again, 0: none */
@@ -354,6 +356,30 @@ static void spawn(struct slot *s)
 	s->why[0] = '\0';
 	log_debug("started worker %s/%d, pid %ld", s->pool->q->name, s->number,
 		  (long)pid);
+	s->gated = m.gating;
+	if (!m.gating)
+		send_command(s, COMMAND_GO);
+}
+
+/*
+ * Start-up and reload fork their workers as one batch (gate_open()
+ * then lets them all go): each new worker waits for the word before it
+ * connects, so the forking is not slowed by workers already at work.
+ */
+static void gate_close(void)
+{
+	m.gating = true;
+}
+
+static void gate_open(void)
+{
+	m.gating = false;
+	for (struct pool *p = m.pools; p != NULL; p = p->next)
+		for (int i = 0; i < p->nslots; i++)
+			if (p->slots[i]->gated) {
+				p->slots[i]->gated = false;
+				send_command(p->slots[i], COMMAND_GO);
+			}
 }
 
 /* A command, code byte then optional text; never waits for the worker. */
@@ -612,9 +638,11 @@ static void reload(void)
 			p = pool_new(&ncf->queues[i]);
 		}
 	}
+	gate_close();
 	for (struct pool *p = m.pools; p != NULL; p = p->next)
 		if (!p->removed)
 			pool_resize(p);
+	gate_open();
 	pools_gc();
 	m.ready_sent = false; /* READY=1 again once all report */
 }
@@ -788,20 +816,25 @@ static void count_outcome(struct slot *s, char report, const char *text)
 		histogram_observe(&p->durations, (double)ms / 1000.0);
 }
 
-/* A new connection of s's worker, to node (its index in broker.url). */
+/*
+ * A new connection of s's worker, to node (its index in broker.url),
+ * counted by the node's host:port: a reload that reorders the URLs moves
+ * no count. Past POOL_NODES_MAX - 1 names, the last entry is "other".
+ */
 static void count_connection(struct slot *s, int node)
 {
 	struct pool *p = s->pool;
-	int i = node >= 0 && node < POOL_NODES_MAX ? node : POOL_NODES_MAX - 1;
 	const char *name = status_node_name(node);
+	int i;
 
 	s->node = node;
-	if (p->conns[i].node == NULL || strcmp(p->conns[i].node, name) != 0) {
-		/* the URL list changed under this index: count anew */
-		free(p->conns[i].node);
-		p->conns[i].node = xstrdup(name);
-		p->conns[i].n = 0;
-	}
+	for (i = 0; i < POOL_NODES_MAX - 1; i++)
+		if (p->conns[i].node == NULL ||
+		    strcmp(p->conns[i].node, name) == 0)
+			break;
+	if (p->conns[i].node == NULL)
+		p->conns[i].node =
+		    xstrdup(i < POOL_NODES_MAX - 1 ? name : "other");
 	p->conns[i].n++;
 }
 
@@ -1179,7 +1212,7 @@ static void check_ready(void)
 	update_status();
 	m.next_status = now_ms() + 1000;
 	notify_ready();
-	log_info("ready: %d workers started", n);
+	log_info("ready: %d worker%s started", n, n == 1 ? "" : "s");
 }
 
 /* The earliest of the timers, as a wait in ms (-1: none). */
@@ -1356,8 +1389,10 @@ int master_run(const char *path, struct config *cf)
 	warn_exposed(cf);
 	mq_preload_ca(&cf->broker);
 	open_listeners(cf, NULL);
+	gate_close();
 	for (int i = 0; i < cf->nqueues; i++)
 		pool_resize(pool_new(&cf->queues[i]));
+	gate_open();
 	check_ready(); /* no worker to wait for: ready now */
 	loop();
 	log_info("stopped");

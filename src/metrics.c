@@ -22,7 +22,16 @@
 static struct {
 	struct MHD_Daemon *d;
 	struct ev *ev;
+	int64_t next_run; /* MHD_run() at least this often */
 } mh;
+
+/*
+ * At its connection limit MHD takes its listen socket out of its epoll
+ * set and puts it back only inside a later MHD_run(): with no timeout of
+ * its own to wake us, it is run at least once a second, or the listener
+ * would stay deaf for good after one burst of clients.
+ */
+#define MHD_RUN_MS 1000
 
 static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned code,
 				  char *text, const char *type)
@@ -69,6 +78,7 @@ static void on_ready(void *arg, uint32_t events)
 	(void)arg;
 	(void)events;
 	MHD_run(mh.d);
+	mh.next_run = now_ms() + MHD_RUN_MS;
 }
 
 void metrics_open(const char *listen)
@@ -104,6 +114,7 @@ void metrics_open(const char *listen)
 		mh.d = NULL;
 		return;
 	}
+	mh.next_run = now_ms() + MHD_RUN_MS;
 	log_info("metrics at http://%s/metrics", listen);
 }
 
@@ -125,16 +136,20 @@ void metrics_close(void)
 int64_t metrics_next_timer(void)
 {
 	MHD_UNSIGNED_LONG_LONG t;
+	int64_t at;
 
-	if (mh.d == NULL || MHD_get_timeout(mh.d, &t) != MHD_YES)
+	if (mh.d == NULL)
 		return 0;
-	return now_ms() + (int64_t)t;
+	at = mh.next_run;
+	if (MHD_get_timeout(mh.d, &t) == MHD_YES && now_ms() + (int64_t)t < at)
+		at = now_ms() + (int64_t)t;
+	return at;
 }
 
 void metrics_timers(void)
 {
-	MHD_UNSIGNED_LONG_LONG t;
-
-	if (mh.d != NULL && MHD_get_timeout(mh.d, &t) == MHD_YES && t == 0)
+	if (mh.d != NULL && now_ms() >= metrics_next_timer()) {
 		MHD_run(mh.d);
+		mh.next_run = now_ms() + MHD_RUN_MS;
+	}
 }

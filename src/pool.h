@@ -28,6 +28,7 @@ struct slot {
 	bool reported;	/* said it consumes, or why it cannot */
 	bool retiring;	/* told to finish and go; not respawned */
 	bool blocked;	/* the broker blocks its publishing */
+	bool gated;	/* forked, waiting for its batch's go */
 	bool ran;	/* has been started before: a start is a restart */
 	int home_moves; /* moves home since it last consumed there */
 	int node;	/* index in broker.url of its connection, or -1 */

@@ -748,6 +748,7 @@ enum command {
 	COMMAND_MARK = 'M',		/* + ledger_encode() text */
 	COMMAND_PAUSE = 'Z',		/* stop consuming after this message */
 	COMMAND_RESUME = 'G',		/* consume again */
+	COMMAND_GO = 'A',		/* a new worker may connect now */
 };
 
 /* Worker exit statuses, telling the master why. */
@@ -913,6 +914,8 @@ char *read_all(FILE *f, size_t *len);
 /* "IPv4:PORT" or "[IPv6]:PORT" as a socket address; -1 if not one. */
 struct sockaddr_storage;
 int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len);
+/* Length of the well-formed UTF-8 sequence at s (n bytes left), or 0. */
+size_t utf8_seq(const unsigned char *s, size_t n);
 /* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
 int signal_fd(void);
 

@@ -51,10 +51,11 @@ struct worker {
 	int home_moves;	     /* earlier moves home that fell back again */
 	int attempt;
 	int64_t started;
-	int64_t ran_ms; /* how long its handler ran, -1 if it did not */
-	bool paused;	/* warrenctl paused the queue: not consuming */
-	bool retiring;	/* finish the current message, then exit */
-	bool stopping;	/* shutdown: shutdown_timeout applies */
+	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
+	bool paused;	 /* warrenctl paused the queue: not consuming */
+	bool resume_due; /* resumed while busy: consume once it is settled */
+	bool retiring;	 /* finish the current message, then exit */
+	bool stopping;	 /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
@@ -157,6 +158,24 @@ static void report_pending(struct worker *w)
 }
 
 /* Consuming (C) or paused (Z), on which node, for the master. */
+static void report_consuming(struct worker *w);
+
+/*
+ * basic.consume again after a pause. Never while a message is in hand:
+ * basic.qos counts per consumer, and a new one beside the old one's
+ * unacked message would be sent a second.
+ */
+static void resume(struct worker *w)
+{
+	w->resume_due = false;
+	if (w->retiring)
+		return;
+	if (mq_consume(w->mq, w->q->name, w->q->prefetch) != 0)
+		give_up(w, WORKER_EXIT_DECLARE, mq_error(w->mq));
+	log_debug("resumed");
+	report_consuming(w);
+}
+
 static void report_consuming(struct worker *w)
 {
 	char text[32];
@@ -195,7 +214,9 @@ static void continue_settling(struct worker *w)
 	delivery_free(w->d);
 	w->d = NULL;
 	w->settling = w->replaying = false;
-	if (w->paused && !w->retiring)
+	if (w->resume_due)
+		resume(w);
+	else if (w->paused && !w->retiring)
 		report_consuming(w);
 }
 
@@ -486,20 +507,27 @@ static void on_signals(struct worker *w)
  */
 static void set_paused(struct worker *w, bool pause)
 {
+	if (pause && w->resume_due) { /* resumed and paused again, busy */
+		w->resume_due = false;
+		w->paused = true;
+		return;
+	}
 	if (w->paused == pause)
 		return;
 	w->paused = pause;
 	if (w->retiring)
 		return;
-	if (pause) {
-		if (mq_cancel(w->mq) != 0)
-			log_debug("basic.cancel: %s", mq_error(w->mq));
-		log_debug("paused");
-	} else {
-		if (mq_consume(w->mq, w->q->name, w->q->prefetch) != 0)
-			give_up(w, WORKER_EXIT_DECLARE, mq_error(w->mq));
-		log_debug("resumed");
+	if (!pause) {
+		/* busy: once the message is settled */
+		if (w->d != NULL)
+			w->resume_due = true;
+		else
+			resume(w);
+		return;
 	}
+	if (mq_cancel(w->mq) != 0)
+		log_debug("basic.cancel: %s", mq_error(w->mq));
+	log_debug("paused");
 	/* busy: said once the message is settled */
 	if (w->d == NULL)
 		report_consuming(w);
@@ -802,6 +830,42 @@ static void loop(struct worker *w)
 	}
 }
 
+/*
+ * Before it connects, a new worker waits for the master's go: a master
+ * starting a thousand workers forks them all first, instead of sharing
+ * the CPU with the early ones while it forks the rest. What the master
+ * says meanwhile is kept (marks, a consumer_timeout, a pause) or ends it
+ * (retire, stop: nothing to finish yet).
+ */
+static void wait_for_go(struct worker *w)
+{
+	char buf[1200];
+
+	for (;;) {
+		ssize_t n = recv(w->ctl, buf, sizeof(buf) - 1, 0);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			exit(WORKER_EXIT_MASTER);
+		buf[n] = '\0';
+		switch (buf[0]) {
+		case COMMAND_GO:
+			return;
+		case COMMAND_RETIRE:
+		case COMMAND_STOP:
+			exit(WORKER_EXIT_OK);
+		case COMMAND_PAUSE:
+		case COMMAND_RESUME:
+			w->paused = buf[0] == COMMAND_PAUSE;
+			break;
+		default:
+			on_command(w, buf, n); /* marks, consumer_timeout */
+			break;
+		}
+	}
+}
+
 void worker_main(const struct worker_start *ws)
 {
 	struct worker w = {0};
@@ -820,6 +884,8 @@ void worker_main(const struct worker_start *ws)
 	unsetenv("NOTIFY_SOCKET");
 	signal(SIGPIPE, SIG_IGN);
 	w.sigfd = signal_fd();
+	w.paused = ws->paused;
+	wait_for_go(&w);
 	/* worker N starts at node (N - 1) mod nodes: pools spread */
 	w.home = (w.number - 1) % w.cf->broker.nurls;
 	if (gethostname(host, sizeof(host)) != 0)
@@ -839,7 +905,6 @@ void worker_main(const struct worker_start *ws)
 	/* take no message while the handler cannot run */
 	if (handler_check(w.q, err, sizeof(err)) != 0)
 		give_up(&w, WORKER_EXIT_HANDLER, err);
-	w.paused = ws->paused;
 	if (w.q->mode == MODE_PERSISTENT) {
 		/* started before the first message: its start-up is paid
 		 * while none waits */
