@@ -226,6 +226,11 @@ static void on_accept(void *arg, uint32_t events)
 			if (ctl.c[i].fd == -1)
 				c = &ctl.c[i];
 		if (c == NULL) { /* full: the others must finish first */
+			static const char full[] =
+			    "{\"ok\":false,\"error\":\"too many clients\"}\n";
+
+			(void)send(fd, full, sizeof(full) - 1,
+				   MSG_DONTWAIT | MSG_NOSIGNAL);
 			close(fd);
 			continue;
 		}

@@ -127,6 +127,10 @@ static int send_all(int fd, const char *buf, size_t len, int64_t deadline)
 		n = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
+		/* warrend answered and closed before taking it all (too
+		 * many clients, not allowed): its answer says why */
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+			return 1;
 		if (n < 0) {
 			fprintf(stderr, "warrenctl: send: %s\n",
 				strerror(errno));
@@ -170,6 +174,11 @@ static char *read_answer(int fd, int64_t deadline, size_t *lenp)
 		n = recv(fd, buf + len, cap - len - 1, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
+		/* a reset after a whole answer: warrend closed with our
+		 * request (or more of it) unread */
+		if (n < 0 && errno == ECONNRESET && len > 0 &&
+		    buf[len - 1] == '\n')
+			n = 0;
 		if (n < 0) {
 			fprintf(stderr, "warrenctl: receive: %s\n",
 				strerror(errno));
@@ -207,7 +216,7 @@ static struct json *ask(const char *path, const char *request, char **text,
 		return NULL;
 	*status = 1;
 	snprintf(line, sizeof(line), "%s\n", request);
-	if (send_all(fd, line, strlen(line), deadline) != 0) {
+	if (send_all(fd, line, strlen(line), deadline) < 0) {
 		close(fd);
 		return NULL;
 	}
