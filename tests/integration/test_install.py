@@ -66,14 +66,16 @@ def test_install_layout_and_uninstall(build, tmp_path):
     make("install", dest)
     unit = unit_dir().lstrip("/") + "/warrend.service"
     expected = sorted([
-        "usr/sbin/warrend", "usr/bin/warren-submit", "etc/warren/warrend.conf",
-        unit, "usr/share/man/man8/warrend.8", "usr/share/man/man5/warrend.conf.5",
-        "usr/share/man/man1/warren-submit.1"])
+        "usr/sbin/warrend", "usr/bin/warren-submit", "usr/bin/warrenctl",
+        "etc/warren/warrend.conf", unit, "usr/share/man/man8/warrend.8",
+        "usr/share/man/man5/warrend.conf.5", "usr/share/man/man1/warren-submit.1",
+        "usr/share/man/man8/warrenctl.8", "usr/share/man/man7/warren-handler.7"])
     assert files_under(dest) == expected
 
     for f in expected:
         mode = (dest / f).stat().st_mode & 0o7777
-        program = f in ("usr/sbin/warrend", "usr/bin/warren-submit")
+        program = f in ("usr/sbin/warrend", "usr/bin/warren-submit",
+                        "usr/bin/warrenctl")
         assert mode == (0o755 if program else 0o644), (f, oct(mode))
     assert (dest / "etc/warren/warrend.conf").read_bytes() == \
         (REPO / "etc" / "warrend.conf").read_bytes()
