@@ -74,76 +74,9 @@ static struct {
 	int nchildren;		/* workers alive */
 	int fd_floor;		/* fds from here up are the master's own: a new
 				 * worker closes them */
-	struct pidmap {
-		struct slot **v; /* open addressing on pid; NULL: free */
-		int cap, n;
-	} pids;
+	struct pidmap pids;	/* slots of live workers, by pid */
 	struct master_view view;
 } m;
-
-#define PIDMAP_GONE ((struct slot *)1) /* a deleted entry */
-
-static unsigned pid_hash(pid_t pid, int cap)
-{
-	return ((unsigned)pid * 2654435761u) & (unsigned)(cap - 1);
-}
-
-static void pidmap_put(struct slot *s);
-
-static void pidmap_grow(void)
-{
-	struct pidmap old = m.pids;
-	int live = 0;
-
-	for (int i = 0; i < old.cap; i++)
-		if (old.v[i] != NULL && old.v[i] != PIDMAP_GONE)
-			live++;
-	/* sized by the live entries: deleted ones do not make it grow */
-	for (m.pids.cap = 256; m.pids.cap < 4 * (live + 1);)
-		m.pids.cap *= 2;
-	m.pids.v = xcalloc((size_t)m.pids.cap, sizeof(*m.pids.v));
-	m.pids.n = 0;
-	for (int i = 0; i < old.cap; i++)
-		if (old.v[i] != NULL && old.v[i] != PIDMAP_GONE)
-			pidmap_put(old.v[i]);
-	free(old.v);
-}
-
-/* s by s->pid; entries, deleted ones included, stay below half full */
-static void pidmap_put(struct slot *s)
-{
-	unsigned i;
-
-	if ((m.pids.n + 1) * 2 > m.pids.cap)
-		pidmap_grow();
-	i = pid_hash(s->pid, m.pids.cap);
-	while (m.pids.v[i] != NULL && m.pids.v[i] != PIDMAP_GONE)
-		i = (i + 1) & (unsigned)(m.pids.cap - 1);
-	if (m.pids.v[i] == NULL)
-		m.pids.n++;
-	m.pids.v[i] = s;
-}
-
-static struct slot **pidmap_find(pid_t pid)
-{
-	unsigned i;
-
-	if (m.pids.cap == 0)
-		return NULL;
-	for (i = pid_hash(pid, m.pids.cap); m.pids.v[i] != NULL;
-	     i = (i + 1) & (unsigned)(m.pids.cap - 1))
-		if (m.pids.v[i] != PIDMAP_GONE && m.pids.v[i]->pid == pid)
-			return &m.pids.v[i];
-	return NULL;
-}
-
-static void pidmap_del(pid_t pid)
-{
-	struct slot **e = pidmap_find(pid);
-
-	if (e != NULL)
-		*e = PIDMAP_GONE;
-}
 
 static struct pool *pool_find(const char *name)
 {
@@ -345,7 +278,7 @@ static void spawn(struct slot *s)
 	s->ctl = sv[0];
 	s->ev = ev_add(s->ctl, EPOLLIN | EPOLLONESHOT, on_slot_event, s);
 	s->pid = pid;
-	pidmap_put(s);
+	pidmap_put(&m.pids, pid, s);
 	m.nchildren++;
 	if (s->ran)
 		s->pool->restarts++;
@@ -714,7 +647,7 @@ static void on_exit_of(struct slot *s, int st)
 	/* its last words first: outcome counts, handler group, reason */
 	if (s->ctl >= 0)
 		on_report(s);
-	pidmap_del(s->pid);
+	pidmap_del(&m.pids, s->pid);
 	m.nchildren--;
 	s->pid = 0;
 	count_death(s, st);
@@ -772,10 +705,10 @@ static void reap(void)
 	int st;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
-		struct slot **s = pidmap_find(pid);
+		struct slot *s = pidmap_get(&m.pids, pid);
 
 		if (s != NULL)
-			on_exit_of(*s, st);
+			on_exit_of(s, st);
 	}
 	if (pid == -1 && errno != ECHILD)
 		log_warn("waitpid");
@@ -1315,7 +1248,7 @@ static void cleanup(void)
 		free(g);
 	}
 	config_free(m.cf);
-	free(m.pids.v);
+	pidmap_free(&m.pids);
 	ev_del(m.sigev);
 	close(m.sigfd);
 	close(ev_fd());

@@ -839,6 +839,24 @@ void timerq_pop(struct timerq *q);
 void timerq_free(struct timerq *q);
 
 /* ------------------------------------------------------------------ */
+/* pidmap.c: pid -> pointer (pure) */
+
+struct pidmap_entry {
+	pid_t pid; /* 0: free, -1: deleted */
+	void *p;
+};
+
+struct pidmap {
+	struct pidmap_entry *v;
+	int cap, n; /* n: entries used, deleted ones included */
+};
+
+void pidmap_put(struct pidmap *m, pid_t pid, void *p);
+void *pidmap_get(const struct pidmap *m, pid_t pid); /* NULL: none */
+void pidmap_del(struct pidmap *m, pid_t pid);
+void pidmap_free(struct pidmap *m);
+
+/* ------------------------------------------------------------------ */
 /* stats.c: Prometheus text exposition and histograms (pure) */
 
 #define HISTOGRAM_BUCKETS 17

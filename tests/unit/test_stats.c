@@ -1,4 +1,5 @@
-/* test_stats.c: Prometheus text, the duration histogram, the timer heap. */
+/* test_stats.c: Prometheus text, the duration histogram, and the master's
+ * timer heap and pid map. */
 #include "config.h"
 
 #include <stdlib.h>
@@ -90,10 +91,41 @@ static void test_timerq(void)
 	timerq_free(&q);
 }
 
+static void test_pidmap(void)
+{
+	struct pidmap m = {0};
+	static int vals[5000];
+	int cap;
+
+	CHECK(pidmap_get(&m, 42) == NULL); /* empty: nothing, no crash */
+	for (int i = 1; i <= 5000; i++)
+		pidmap_put(&m, i * 7, &vals[i - 1]);
+	CHECK(pidmap_get(&m, 7) == &vals[0]);
+	CHECK(pidmap_get(&m, 35000) == &vals[4999]);
+	CHECK(pidmap_get(&m, 8) == NULL);
+	for (int i = 1; i <= 5000; i += 2)
+		pidmap_del(&m, i * 7);
+	CHECK(pidmap_get(&m, 7) == NULL);
+	CHECK(pidmap_get(&m, 14) == &vals[1]); /* found past deleted ones */
+	cap = m.cap;
+	/* children come and go for ever: the table does not grow */
+	for (int round = 0; round < 100; round++) {
+		for (int i = 0; i < 1000; i++)
+			pidmap_put(&m, 100000 + round * 1000 + i, vals);
+		for (int i = 0; i < 1000; i++)
+			pidmap_del(&m, 100000 + round * 1000 + i);
+	}
+	CHECK(m.cap <= cap * 2);
+	CHECK(pidmap_get(&m, 35000) == &vals[4999]); /* kept through it */
+	pidmap_free(&m);
+	CHECK(m.cap == 0);
+}
+
 int main(void)
 {
 	test_labels_escaped();
 	test_histogram();
 	test_timerq();
+	test_pidmap();
 	return unit_done("test_stats");
 }
