@@ -321,7 +321,9 @@ def test_pause_survives_reload_and_new_workers_start_paused(warrend, broker, soc
     Path(w.conf).write_text(text.replace(f'"{runs.gate}"}}', f'"{runs.gate}", "rolled"}}'))
     assert Path(w.conf).read_text() != text
     reload(w)
-    assert "rolling its workers" in w.log()
+    # logged just after "reloading", which reload() waited for
+    wait_for(lambda: "rolling its workers" in w.log(), 10,
+             message="the roll in warrend's log")
     st = wait_status(w, lambda s: len(workers_of(s, w.queue)) == 3
                      and all(x["state"] == "paused" and x["pid"] not in old_pids
                              and not x["retiring"] for x in workers_of(s, w.queue)),
