@@ -7,7 +7,7 @@
  * one epoll set (evloop.c); the wait's timeout drives the timers, kept in
  * a heap (timerq.c). Nothing per turn walks every slot: an event names
  * its slot, and the counts READY and the worker numbers need are kept as
- * they change.
+ * they change. What the workers report is read and acted on in reports.c.
  */
 #include "config.h"
 
@@ -35,7 +35,6 @@
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
 #define REPORT_BATCH_MS 20  /* a worker's reports are read this often */
 
-static void on_report(struct slot *s);
 static void send_command(struct slot *s, char cmd);
 static void open_listeners(const struct config *cf, const struct config *old);
 
@@ -58,11 +57,8 @@ static struct {
 	int64_t next_watchdog;
 	int64_t next_status;
 	char status[1024];
-	int ct_ms;    /* the broker's consumer_timeout, once proven shorter */
-	int nblocked; /* workers the broker blocks from publishing */
 	int spawn_errno; /* the last cause a worker could not start */
 	int64_t spawn_told;
-	int64_t blocked_since;
 	struct ev *sigev;
 	bool child_exited;   /* SIGCHLD came: reap */
 	bool gating;	     /* new workers wait for gate_open() */
@@ -135,7 +131,7 @@ static struct slot *slot_add(struct pool *p, int number)
 }
 
 /* A slot has reported: consuming, paused, or why it cannot. */
-static void set_reported(struct slot *s)
+void slot_reported(struct slot *s)
 {
 	if (s->reported)
 		return;
@@ -156,7 +152,7 @@ static void deactivate(struct slot *s)
 		m.unreported--;
 }
 
-static void close_ctl(struct slot *s)
+void slot_close_ctl(struct slot *s)
 {
 	ev_del(s->ev);
 	s->ev = NULL;
@@ -172,9 +168,8 @@ static void slot_remove(struct slot *s)
 	deactivate(s);
 	p->slots[s->index] = p->slots[--p->nslots];
 	p->slots[s->index]->index = s->index;
-	close_ctl(s);
-	if (s->blocked)
-		m.nblocked--;
+	slot_close_ctl(s);
+	reports_slot_gone(s);
 	free(s->holding);
 	s->holding = NULL;
 	if (s->timers > 0)
@@ -269,12 +264,12 @@ static void spawn(struct slot *s)
 			_exit(WORKER_EXIT_MASTER);
 		struct worker_start ws = {
 		    m.cf,	   s->pool->q,	    s->number,
-		    sv[1],	   &s->pool->marks, m.ct_ms,
+		    sv[1],	   &s->pool->marks, reports_consumer_timeout(),
 		    s->home_moves, s->pool->paused};
 		worker_main(&ws);
 	}
 	close(sv[1]);
-	close_ctl(s);
+	slot_close_ctl(s);
 	s->ctl = sv[0];
 	s->ev = ev_add(s->ctl, EPOLLIN | EPOLLONESHOT, on_slot_event, s);
 	s->pid = pid;
@@ -316,7 +311,7 @@ static void gate_open(void)
 }
 
 /* A command, code byte then optional text; never waits for the worker. */
-static void send_text(struct slot *s, char cmd, const char *text)
+void slot_send(struct slot *s, char cmd, const char *text)
 {
 	char buf[1200];
 	size_t n = 1;
@@ -334,32 +329,7 @@ static void send_text(struct slot *s, char cmd, const char *text)
 
 static void send_command(struct slot *s, char cmd)
 {
-	send_text(s, cmd, NULL);
-}
-
-/* A changed mark goes to every worker of the pool. */
-static void tell_mark(struct pool *p, const struct mark *k)
-{
-	char text[1100];
-
-	ledger_encode(k, text, sizeof(text));
-	for (int i = 0; i < p->nslots; i++)
-		send_text(p->slots[i], COMMAND_MARK, text);
-}
-
-/* A message the worker settled: the pool forgets what it knew of it. */
-static void forget_holding(struct slot *s)
-{
-	struct mark gone = {s->holding, 0, 0, 0, 0, 0, ""};
-
-	if (s->holding == NULL)
-		return;
-	if (ledger_find(&s->pool->marks, s->holding) != NULL) {
-		tell_mark(s->pool, &gone);
-		ledger_forget(&s->pool->marks, s->holding);
-	}
-	free(s->holding);
-	s->holding = NULL;
+	slot_send(s, cmd, NULL);
 }
 
 /* Tell a slot's worker to finish its message and go; never respawned. */
@@ -535,7 +505,7 @@ static void reload(void)
 			 m.cf->shutdown_timeout != ncf->shutdown_timeout;
 	/* a new consumer_timeout: the broker may have been changed too */
 	if (m.cf->broker.consumer_timeout != ncf->broker.consumer_timeout)
-		m.ct_ms = 0;
+		reports_consumer_timeout_reset();
 	for (struct pool *p = m.pools; p != NULL; p = p->next) {
 		const struct queue_conf *nq;
 
@@ -633,7 +603,7 @@ static void count_death(struct slot *s, int st)
 			log_warnx("queue %s: %d workers died holding message "
 				  "%s; the next worker to get it parks it",
 				  s->pool->q->name, k->deaths, s->holding);
-		tell_mark(s->pool, k);
+		reports_tell_mark(s->pool, k);
 	}
 	free(s->holding);
 	s->holding = NULL;
@@ -646,15 +616,12 @@ static void on_exit_of(struct slot *s, int st)
 
 	/* its last words first: outcome counts, handler group, reason */
 	if (s->ctl >= 0)
-		on_report(s);
+		reports_read(s);
 	pidmap_del(&m.pids, s->pid);
 	m.nchildren--;
 	s->pid = 0;
 	count_death(s, st);
-	if (s->blocked) {
-		s->blocked = false;
-		m.nblocked--;
-	}
+	reports_slot_gone(s);
 	/* a worker that died mid-message leaves no part of its handler */
 	if (s->state != REPORT_BUSY)
 		s->handler = 0;
@@ -677,7 +644,7 @@ static void on_exit_of(struct slot *s, int st)
 		schedule(s, now_ms());
 		return;
 	}
-	set_reported(s);
+	slot_reported(s);
 	if (now_ms() - s->started >= STAYED_UP_MS) {
 		s->failures = 0;
 		p->last_error[0] = '\0'; /* a new episode */
@@ -716,264 +683,6 @@ static void reap(void)
 }
 
 /*
- * The STATUS= and metrics counts, of the pool and the slot; text is the
- * handler's run time in ms, when it ran. A handled message also ends a
- * failure episode.
- */
-static void count_outcome(struct slot *s, char report, const char *text)
-{
-	struct pool *p = s->pool;
-	char *end;
-	long ms = strtol(text, &end, 10);
-
-	switch (report) {
-	case REPORT_ACK:
-		p->done++;
-		s->acked++;
-		p->last_error[0] = '\0';
-		break;
-	case REPORT_RETRY:
-		p->retried++;
-		s->retried++;
-		break;
-	case REPORT_FAILED:
-		p->failed++;
-		s->failed++;
-		break;
-	case REPORT_REQUEUED:
-		p->requeued++;
-		s->requeued++;
-		return;
-	}
-	if (end != text && ms >= 0)
-		histogram_observe(&p->durations, (double)ms / 1000.0);
-}
-
-/*
- * A new connection of s's worker, to node (its index in broker.url),
- * counted by the node's host:port: a reload that reorders the URLs moves
- * no count. Past POOL_NODES_MAX - 1 names, the last entry is "other".
- */
-static void count_connection(struct slot *s, int node)
-{
-	struct pool *p = s->pool;
-	const char *name = status_node_name(node);
-	int i;
-
-	s->node = node;
-	for (i = 0; i < POOL_NODES_MAX - 1; i++)
-		if (p->conns[i].node == NULL ||
-		    strcmp(p->conns[i].node, name) == 0)
-			break;
-	if (p->conns[i].node == NULL)
-		p->conns[i].node =
-		    xstrdup(i < POOL_NODES_MAX - 1 ? name : "other");
-	p->conns[i].n++;
-}
-
-/* C or Z: "home" or "away", a tab and the node's index */
-static void consuming(struct slot *s, char report, const char *text)
-{
-	struct pool *p = s->pool;
-	const char *tab = strchr(text, '\t');
-
-	if (s->state == 0 && tab != NULL)
-		count_connection(s, atoi(tab + 1));
-	s->state = report;
-	set_reported(s);
-	if (strncmp(text, "home", 4) == 0)
-		s->home_moves = 0;
-	/* said once per episode; the cause stays until a message is
-	 * handled: consuming alone proves little */
-	if (p->last_error[0] != '\0' && !p->recovery_told) {
-		log_info("queue %s: worker %d consuming again", p->q->name,
-			 s->number);
-		p->recovery_told = true;
-	}
-}
-
-/*
- * The broker's consumer_timeout took a message back: its value holds for
- * every worker from now on, said once, and the message's attempt counts.
- */
-static void taken_back(struct slot *s, const char *text)
-{
-	struct pool *p = s->pool;
-	char *tab, num[16];
-	int ms = (int)strtol(text, &tab, 10);
-	struct mark *k;
-
-	if (ms > 0 && (m.ct_ms == 0 || ms < m.ct_ms)) {
-		if (m.ct_ms == 0)
-			log_fields(
-			    LOG_ERR, NULL,
-			    "the broker's consumer_timeout is %d ms, below "
-			    "broker.consumer_timeout = %d s of %s: it took a "
-			    "message back from %s/%d. Handlers are now stopped "
-			    "in time for %d ms; set broker.consumer_timeout = "
-			    "%d, or raise consumer_timeout in rabbitmq.conf",
-			    ms, m.cf->broker.consumer_timeout, m.path,
-			    p->q->name, s->number, ms,
-			    ms > 1999 ? ms / 1000 : 1);
-		m.ct_ms = ms;
-		snprintf(num, sizeof(num), "%d", ms);
-		for (struct pool *q = m.pools; q != NULL; q = q->next)
-			for (int i = 0; i < q->nslots; i++)
-				send_text(q->slots[i], COMMAND_CONSUMER_TIMEOUT,
-					  num);
-	}
-	if (*tab != '\t' || tab[1] == '\0')
-		return;
-	k = ledger_add(&p->marks, tab + 1);
-	k->lost++;
-	snprintf(k->reason, sizeof(k->reason), "consumer_timeout %ds",
-		 (ms + 500) / 1000);
-	tell_mark(p, k);
-}
-
-/*
- * A worker lost its connection after its handler had run: the message
- * comes back, and is settled by the outcome it already had.
- */
-static void outcome_pending(struct slot *s, const char *text)
-{
-	char *p;
-	long kind = strtol(text, &p, 10), attempt, delay;
-	const char *reason, *key;
-	struct mark *k;
-
-	if (*p != '\t')
-		return;
-	attempt = strtol(p + 1, &p, 10);
-	if (*p != '\t')
-		return;
-	delay = strtol(p + 1, &p, 10);
-	if (*p != '\t')
-		return;
-	reason = p + 1;
-	key = strchr(reason, '\t');
-	if (key == NULL || key[1] == '\0' || kind < 0 ||
-	    kind > OUTCOME_REQUEUED)
-		return;
-	k = ledger_add(&s->pool->marks, key + 1);
-	k->pending = (int)kind + 1;
-	k->attempt = (int)attempt;
-	k->delay = (int)delay;
-	snprintf(k->reason, sizeof(k->reason), "%.*s", (int)(key - reason),
-		 reason);
-	tell_mark(s->pool, k);
-}
-
-/* Workers the broker blocks from publishing: one line per episode. */
-static void blocked(struct slot *s, bool now_blocked, const char *why)
-{
-	if (s->blocked == now_blocked)
-		return;
-	s->blocked = now_blocked;
-	if (now_blocked && m.nblocked++ == 0) {
-		m.blocked_since = now_ms();
-		log_warnx("broker blocked publishing: %s; retry and parking "
-			  "copies wait for it",
-			  why[0] ? why : "no reason given");
-	} else if (!now_blocked && --m.nblocked == 0) {
-		log_info("broker unblocked publishing after %.1f s",
-			 (double)(now_ms() - m.blocked_since) / 1000.0);
-	}
-}
-
-/* One report of s's worker: code byte, text, NUL-terminated. */
-static void one_report(struct slot *s, char *buf)
-{
-	switch (buf[0]) {
-	case REPORT_CONSUMING:
-	case REPORT_PAUSED:
-		consuming(s, buf[0], buf + 1);
-		break;
-	case REPORT_BUSY:
-		s->state = REPORT_BUSY;
-		s->handler = (pid_t)strtol(buf + 1, NULL, 10);
-		break;
-	case REPORT_GROUP:
-		s->group = (pid_t)strtol(buf + 1, NULL, 10);
-		break;
-	case REPORT_HOLDING:
-		free(s->holding);
-		s->holding = xstrdup(buf + 1);
-		s->held_since = now_ms();
-		s->state = REPORT_BUSY;
-		break;
-	/* an outcome also means the worker is idle again */
-	case REPORT_ACK:
-	case REPORT_RETRY:
-	case REPORT_FAILED:
-		forget_holding(s);
-		/* fall through */
-	case REPORT_REQUEUED:
-		count_outcome(s, buf[0], buf + 1);
-		s->state = REPORT_CONSUMING;
-		s->handler = 0;
-		free(s->holding);
-		s->holding = NULL;
-		break;
-	case REPORT_TAKEN_BACK:
-		taken_back(s, buf + 1);
-		break;
-	case REPORT_PENDING:
-		outcome_pending(s, buf + 1);
-		break;
-	case REPORT_BLOCKED:
-	case REPORT_UNBLOCKED:
-		blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
-		break;
-	case REPORT_DOWN:
-		set_reported(s);
-		snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
-		break;
-	}
-}
-
-#define REPORTS_AT_ONCE 64
-#define REPORT_MAX 1200
-
-/* Read what s's worker reported, many records per system call. */
-static void on_report(struct slot *s)
-{
-	static char bufs[REPORTS_AT_ONCE][REPORT_MAX];
-	struct mmsghdr mm[REPORTS_AT_ONCE];
-	struct iovec iov[REPORTS_AT_ONCE];
-	int n;
-
-	for (;;) {
-		memset(mm, 0, sizeof(mm));
-		for (int i = 0; i < REPORTS_AT_ONCE; i++) {
-			iov[i].iov_base = bufs[i];
-			iov[i].iov_len = REPORT_MAX - 1;
-			mm[i].msg_hdr.msg_iov = &iov[i];
-			mm[i].msg_hdr.msg_iovlen = 1;
-		}
-		n = recvmmsg(s->ctl, mm, REPORTS_AT_ONCE, MSG_DONTWAIT, NULL);
-		/* a worker that exited with our command unread resets the
-		 * socket; what it sent before is still there to read */
-		if (n == -1 && errno == ECONNRESET)
-			continue;
-		if (n == 0)
-			close_ctl(s);
-		if (n <= 0)
-			return;
-		for (int i = 0; i < n; i++) {
-			if (mm[i].msg_len == 0) { /* it closed: it is exiting */
-				close_ctl(s);
-				return;
-			}
-			bufs[i][mm[i].msg_len] = '\0';
-			one_report(s, bufs[i]);
-		}
-		if (n < REPORTS_AT_ONCE)
-			return;
-	}
-}
-
-/*
  * A worker's reports are read in batches: once read, its socket is not
  * watched again for REPORT_BATCH_MS (EPOLLONESHOT). A busy pool then
  * wakes the master a few dozen times a second, not several times a
@@ -985,7 +694,7 @@ static void on_slot_event(void *arg, uint32_t events)
 	struct slot *s = arg;
 
 	(void)events;
-	on_report(s);
+	reports_read(s);
 	if (s->ev == NULL) /* closed: the worker is going */
 		return;
 	if (m.nrearm == m.caprearm) {

@@ -73,6 +73,22 @@ const struct master_view *master_view(void);
 /* Pause or resume queue name's workers; -1 if there is no such queue. */
 int master_pause(const char *name, bool pause);
 
+/* master.c: what reports.c needs of the worker table */
+void slot_reported(struct slot *s); /* it said it consumes, or why not */
+void slot_close_ctl(struct slot *s);
+/* A command, code byte then optional text; never waits for the worker. */
+void slot_send(struct slot *s, char cmd, const char *text);
+
+/* reports.c: what the master makes of its workers' reports */
+void reports_read(struct slot *s); /* all s's worker has sent so far */
+/* A changed mark goes to every worker of the pool. */
+void reports_tell_mark(struct pool *p, const struct mark *k);
+/* The broker's consumer_timeout in ms once proven shorter, else 0. */
+int reports_consumer_timeout(void);
+void reports_consumer_timeout_reset(void); /* a new setting: unproven */
+/* s goes: it no longer counts among the blocked */
+void reports_slot_gone(struct slot *s);
+
 /* status.c: the master's answers, as JSON or Prometheus text */
 char *status_json(void); /* caller frees */
 char *status_metrics(void);
