@@ -78,6 +78,17 @@ struct session {
 	uint32_t count;	  /* its ready messages when we started */
 };
 
+/* The next parked message, unacked: 1, 0 when none is left, -1 said. */
+static int next_parked(struct session *s, struct delivery **d)
+{
+	int r = mq_get(s->mq, s->parked, d);
+
+	if (r < 0)
+		fprintf(stderr, "warrenctl: %s: %s\n", s->parked,
+			mq_error(s->mq));
+	return r;
+}
+
 static void session_close(struct session *s)
 {
 	mq_close(s->mq);
@@ -253,15 +264,11 @@ int replay_list(const struct replay_opts *o)
 		table_head();
 	while (n < want) {
 		struct delivery *d;
-		int r = mq_get(s.mq, s.parked, &d);
+		int r = next_parked(&s, &d);
 
-		if (r < 0) {
-			fprintf(stderr, "warrenctl: %s: %s\n", s.parked,
-				mq_error(s.mq));
+		if (r < 0)
 			rc = 1;
-			break;
-		}
-		if (r == 0)
+		if (r <= 0)
 			break;
 		last = d->tag;
 		if (o->json)
@@ -384,14 +391,10 @@ int replay_run(const struct replay_opts *o)
 	while (seen < (long)s.count && (o->limit == 0 || replayed < o->limit)) {
 		struct delivery *d;
 
-		r = mq_get(s.mq, s.parked, &d);
-		if (r < 0) {
-			fprintf(stderr, "warrenctl: %s: %s\n", s.parked,
-				mq_error(s.mq));
+		r = next_parked(&s, &d);
+		if (r < 0)
 			rc = 1;
-			break;
-		}
-		if (r == 0)
+		if (r <= 0)
 			break;
 		seen++;
 		if (!picked(o, d)) {

@@ -16,7 +16,6 @@
 
 #include "warren.h"
 
-#define EX_USAGE_STATUS 64
 #define CONFIRM_TIMEOUT_MS 30000
 #define BATCH 1000 /* messages between confirm waits with -l */
 

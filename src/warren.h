@@ -16,6 +16,7 @@
 
 #define EX_CONFIG_STATUS 78  /* sysexits.h EX_CONFIG */
 #define EX_DATAERR_STATUS 65 /* sysexits.h EX_DATAERR */
+#define EX_USAGE_STATUS 64   /* sysexits.h EX_USAGE */
 
 /* ------------------------------------------------------------------ */
 /* config.c: the configuration file, parsed into plain structs */
@@ -784,8 +785,6 @@ const char *worker_exit_reason(int status);
 
 /* ------------------------------------------------------------------ */
 /* replay.c: warrenctl's failed and replay, straight to the broker */
-
-#define EX_USAGE_STATUS 64 /* sysexits.h EX_USAGE */
 
 struct replay_opts {
 	const char *conf;  /* the configuration file */
