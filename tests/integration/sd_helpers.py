@@ -8,7 +8,9 @@
 - DelayProxy: a TCP relay to the broker that holds each new connection for
   a while, so that workers are seen to consume late.
 - Machine: a real systemd booted as PID 1 of private PID, mount, UTS, IPC
-  and cgroup namespaces (STYLE.md, field notes), ended by killing it.
+  and cgroup namespaces (STYLE.md, field notes), ended by killing it. Its
+  /etc and /var/lib are the host's under overlays: users made in there
+  never reach the host.
 """
 
 import json
@@ -359,6 +361,14 @@ BOOT_SCRIPT = r"""
 set -eu
 T=$1 KEEP=$2
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+# A writable /etc and /var/lib that end with the namespace: the host's,
+# under overlays whose changes (systemd-sysusers' users, a unit's
+# StateDirectory=) live in this /run.
+for d in /etc /var/lib; do
+    o=/run/.overlay$d
+    mkdir -p "$o/upper" "$o/work"
+    mount -t overlay -o "lowerdir=$d,upperdir=$o/upper,workdir=$o/work" overlay "$d"
+done
 mkdir /run/warren-test
 mount --bind "$T" /run/warren-test
 if [ -n "$KEEP" ]; then

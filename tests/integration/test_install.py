@@ -6,6 +6,7 @@ packager would: `make install DESTDIR=D prefix=/usr sysconfdir=/etc`.
 """
 
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -56,6 +57,30 @@ def unit_dir():
     return d.replace("${prefix}", "/usr").replace("$(prefix)", "/usr")
 
 
+def sysusers_dir():
+    """Where the sysusers.d file goes: pkg-config's sysusersdir unless
+    --with-sysusersdir said otherwise."""
+    d = configured("sysusersdir")
+    given = subprocess.run([str(BUILDDIR / "config.status"), "--config"],
+                           capture_output=True, text=True).stdout
+    if "--with-sysusersdir" not in given:
+        pc = subprocess.run(["pkg-config", "--variable=sysusersdir", "systemd"],
+                            capture_output=True, text=True)
+        if pc.returncode == 0 and pc.stdout.strip():
+            assert d == pc.stdout.strip(), (d, pc.stdout)
+    return d.replace("${prefix}", "/usr").replace("$(prefix)", "/usr")
+
+
+def sysusers_entries(text):
+    """{name: (type, id, gecos, home)} of a sysusers.d file's lines."""
+    got = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            parts = shlex.split(line)
+            got[parts[1]] = (parts[0], *parts[2:5])
+    return got
+
+
 def files_under(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")
                   if p.is_file() or p.is_symlink())
@@ -65,9 +90,10 @@ def test_install_layout_and_uninstall(build, tmp_path):
     dest = tmp_path / "dest"
     make("install", dest)
     unit = unit_dir().lstrip("/") + "/warrend.service"
+    sysusers = sysusers_dir().lstrip("/") + "/warren.conf"
     expected = sorted([
         "usr/sbin/warrend", "usr/bin/warren-submit", "usr/bin/warrenctl",
-        "etc/warren/warrend.conf", unit, "usr/share/man/man8/warrend.8",
+        "etc/warren/warrend.conf", unit, sysusers, "usr/share/man/man8/warrend.8",
         "usr/share/man/man5/warrend.conf.5", "usr/share/man/man1/warren-submit.1",
         "usr/share/man/man8/warrenctl.8", "usr/share/man/man7/warren-handler.7"])
     assert files_under(dest) == expected
@@ -86,8 +112,16 @@ def test_install_layout_and_uninstall(build, tmp_path):
     text = (dest / unit).read_text()
     assert not re.search(r"@[a-z_]+@", text), "an unsubstituted @var@"
     for line in ("Type=notify", "ExecReload=/bin/kill -HUP $MAINPID",
-                 "NotifyAccess=main", "DynamicUser=yes", "ProtectSystem=strict"):
+                 "NotifyAccess=main", "User=warren", "ProtectSystem=strict",
+                 "OOMPolicy=continue", "AmbientCapabilities=CAP_SETUID CAP_SETGID",
+                 "CapabilityBoundingSet=CAP_SETUID CAP_SETGID"):
         assert line in text.splitlines(), line
+    assert "DynamicUser=yes" not in text.splitlines()
+    # the users the unit and the example name, as system users (no uid
+    # given: systemd-sysusers picks one from the system range)
+    users = sysusers_entries((dest / sysusers).read_text())
+    assert users == {"warren": ("u", "-", "warren daemon", "/nonexistent"),
+                     "warren-handler": ("u", "-", "warren handlers", "/nonexistent")}, users
 
     # A second install keeps the administrator's configuration.
     conf = dest / "etc/warren/warrend.conf"
