@@ -68,6 +68,69 @@ RANGE_CHECK(v_connect_timeout, 1, 3600)
 RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
 RANGE_CHECK(v_max_messages, 0, 1000000000)
 
+/* A limit: 0 (none), or lo to hi. */
+static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
+{
+	long v = cfg_opt_getnint(opt, 0);
+
+	if (v != 0 && (v < lo || v > hi)) {
+		cfg_error(
+		    cfg, "%s = %ld is out of range (0 for none, or %ld to %ld)",
+		    opt->name, v, lo, hi);
+		return -1;
+	}
+	return 0;
+}
+
+#define LIMIT_CHECK(fn, lo, hi)                                                \
+	static int fn(cfg_t *cfg, cfg_opt_t *opt)                              \
+	{                                                                      \
+		return check_limit(cfg, opt, lo, hi);                          \
+	}
+LIMIT_CHECK(v_limit_memory, 16, 16L * 1024 * 1024) /* MiB: 16 to 16 TiB */
+LIMIT_CHECK(v_limit_cpu, 1, 86400 * 365)
+LIMIT_CHECK(v_limit_processes, 1, 4194304) /* the kernel's pid_max limit */
+LIMIT_CHECK(v_limit_files, 3, 1 << 20)	   /* fs.nr_open's default */
+
+/* Lines of the user keys seen, by section, for copy_queue. */
+struct user_line {
+	const cfg_t *sec;
+	int line;
+};
+static struct user_line *user_lines;
+static int nuser_lines;
+
+static int v_user(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	uid_t uid;
+	gid_t gid;
+
+	if (v == NULL || v[0] == '\0' || identity_user(v, &uid, &gid) != 0) {
+		cfg_error(cfg, "user = \"%s\": no such user", v ? v : "");
+		return -1;
+	}
+	user_lines = realloc(user_lines,
+			     (size_t)(nuser_lines + 1) * sizeof(*user_lines));
+	if (user_lines == NULL)
+		fatal("realloc");
+	user_lines[nuser_lines].sec = cfg;
+	user_lines[nuser_lines++].line = cfg->line;
+	return 0;
+}
+
+static int v_group(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+	gid_t gid;
+
+	if (v == NULL || v[0] == '\0' || identity_group(v, &gid) != 0) {
+		cfg_error(cfg, "group = \"%s\": no such group", v ? v : "");
+		return -1;
+	}
+	return 0;
+}
+
 static int v_backoff(cfg_t *cfg, cfg_opt_t *opt)
 {
 	double v = cfg_opt_getnfloat(opt, 0);
@@ -240,6 +303,10 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 			  name);
 		return -1;
 	}
+	if (cfg_getstr(q, "group") != NULL && cfg_getstr(q, "user") == NULL) {
+		cfg_error(cfg, "queue \"%s\": group needs user", name);
+		return -1;
+	}
 	if (cfg_getint(q, "retry|max_delay") < cfg_getint(q, "retry|delay")) {
 		cfg_error(cfg, "queue \"%s\": retry max_delay is below delay",
 			  name);
@@ -284,6 +351,11 @@ static cfg_opt_t retry_opts[] = {
     CFG_FLOAT("backoff", 2.0, CFGF_NONE), CFG_INT("max_delay", 3600, CFGF_NONE),
     CFG_END()};
 
+static cfg_opt_t limits_opts[] = {CFG_INT("memory", 0, CFGF_NONE),
+				  CFG_INT("cpu", 0, CFGF_NONE),
+				  CFG_INT("processes", 0, CFGF_NONE),
+				  CFG_INT("files", 0, CFGF_NONE), CFG_END()};
+
 static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
 				 CFG_INT("prefetch", 1, CFGF_NONE),
@@ -297,6 +369,9 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR("workdir", "/", CFGF_NONE),
 				 CFG_STR("mode", "exec", CFGF_NONE),
 				 CFG_INT("max_messages", 0, CFGF_NONE),
+				 CFG_STR("user", NULL, CFGF_NONE),
+				 CFG_STR("group", NULL, CFGF_NONE),
+				 CFG_SEC("limits", limits_opts, CFGF_NONE),
 				 CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
@@ -338,6 +413,12 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "queue|workdir", v_workdir);
 	cfg_set_validate_func(cfg, "queue|mode", v_mode);
 	cfg_set_validate_func(cfg, "queue|max_messages", v_max_messages);
+	cfg_set_validate_func(cfg, "queue|user", v_user);
+	cfg_set_validate_func(cfg, "queue|group", v_group);
+	cfg_set_validate_func(cfg, "queue|limits|memory", v_limit_memory);
+	cfg_set_validate_func(cfg, "queue|limits|cpu", v_limit_cpu);
+	cfg_set_validate_func(cfg, "queue|limits|processes", v_limit_processes);
+	cfg_set_validate_func(cfg, "queue|limits|files", v_limit_files);
 	return cfg;
 }
 
@@ -357,8 +438,22 @@ static char *dup_or_null(const char *s)
 	return s != NULL ? xstrdup(s) : NULL;
 }
 
-static void copy_queue(struct queue_conf *q, cfg_t *sec)
+static int user_line_of(const cfg_t *sec)
 {
+	int line = 0;
+
+	for (int i = 0; i < nuser_lines; i++)
+		if (user_lines[i].sec == sec)
+			line = user_lines[i].line; /* the last one set wins */
+	return line;
+}
+
+/* 0, or -1 with "FILE:LINE: ..." in err (user or group gone since). */
+static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *path,
+		      char *err, size_t errlen)
+{
+	char why[300];
+
 	q->name = xstrdup(cfg_title(sec));
 	q->line = sec->line;
 	q->workers = (int)cfg_getint(sec, "workers");
@@ -381,6 +476,19 @@ static void copy_queue(struct queue_conf *q, cfg_t *sec)
 		      ? MODE_PERSISTENT
 		      : MODE_EXEC;
 	q->max_messages = (int)cfg_getint(sec, "max_messages");
+	q->user = dup_or_null(cfg_getstr(sec, "user"));
+	q->group = dup_or_null(cfg_getstr(sec, "group"));
+	q->user_line = q->user != NULL ? user_line_of(sec) : 0;
+	q->limits.memory = (int)cfg_getint(sec, "limits|memory");
+	q->limits.cpu = (int)cfg_getint(sec, "limits|cpu");
+	q->limits.processes = (int)cfg_getint(sec, "limits|processes");
+	q->limits.files = (int)cfg_getint(sec, "limits|files");
+	if (identity_lookup(q->user, q->group, &q->id, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "%s:%d: queue \"%s\": %s", path,
+			 q->user_line ? q->user_line : q->line, q->name, why);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -404,7 +512,7 @@ static uint64_t secret_hash(const char *path)
 	return h;
 }
 
-static void copy_config(struct config *cf, cfg_t *cfg)
+static int copy_config(struct config *cf, cfg_t *cfg, char *err, size_t errlen)
 {
 	cfg_t *b = cfg_getsec(cfg, "broker");
 
@@ -425,8 +533,11 @@ static void copy_config(struct config *cf, cfg_t *cfg)
 	cf->nqueues = (int)cfg_size(cfg, "queue");
 	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
 	for (int i = 0; i < cf->nqueues; i++)
-		copy_queue(&cf->queues[i],
-			   cfg_getnsec(cfg, "queue", (unsigned)i));
+		if (copy_queue(&cf->queues[i],
+			       cfg_getnsec(cfg, "queue", (unsigned)i), cf->path,
+			       err, errlen) != 0)
+			return -1;
+	return 0;
 }
 
 /*
@@ -613,14 +724,17 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 	if (r == CFG_SUCCESS) {
 		cf = xcalloc(1, sizeof(*cf));
 		cf->path = xstrdup(path);
-		copy_config(cf, cfg);
-		if (check_names(cf, err, errlen) != 0) {
+		if (copy_config(cf, cfg, err, errlen) != 0 ||
+		    check_names(cf, err, errlen) != 0) {
 			config_free(cf);
 			cf = NULL;
 		}
 	}
 	cfg_free(cfg);
 	cur_err = NULL;
+	free(user_lines);
+	user_lines = NULL;
+	nuser_lines = 0;
 	return cf;
 }
 
@@ -644,6 +758,9 @@ void config_free(struct config *cf)
 		free_list(q->command);
 		free_list(q->environment);
 		free(q->workdir);
+		free(q->user);
+		free(q->group);
+		identity_free(&q->id);
 	}
 	free(cf->queues);
 	free(cf->control_socket);
@@ -673,6 +790,9 @@ static bool lists_equal(char **a, char **b)
 	return *a == NULL && *b == NULL;
 }
 
+#define SAME_STR(x, y)                                                         \
+	((x) == NULL ? (y) == NULL : (y) != NULL && strcmp((x), (y)) == 0)
+
 bool queue_conf_same_but_workers(const struct queue_conf *a,
 				 const struct queue_conf *b)
 {
@@ -686,7 +806,10 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
 	       strcmp(a->workdir, b->workdir) == 0 && a->mode == b->mode &&
-	       a->max_messages == b->max_messages;
+	       a->max_messages == b->max_messages &&
+	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
+	       identity_same(&a->id, &b->id) &&
+	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0;
 }
 
 bool config_password_exposed(const struct config *cf, char *buf, size_t len)

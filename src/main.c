@@ -98,12 +98,17 @@ int main(int argc, char **argv)
 	}
 	log_init("warrend", debug);
 	cf = config_load(path, err, sizeof(err));
+	if (cf != NULL && identity_check(cf, err, sizeof(err)) != 0) {
+		config_free(cf);
+		cf = NULL;
+	}
 	if (check) {
 		if (cf == NULL) {
 			fprintf(stderr, "%s\n", err);
 			return EX_CONFIG_STATUS;
 		}
 		config_warnings(cf, stderr);
+		identity_warnings(cf, stderr);
 		printf("configuration OK\n");
 		config_free(cf);
 		return 0;

@@ -493,6 +493,10 @@ static void reload(void)
 	notify_reloading();
 	log_info("reloading %s", m.path);
 	ncf = config_load(m.path, err, sizeof(err));
+	if (ncf != NULL && identity_check(ncf, err, sizeof(err)) != 0) {
+		config_free(ncf);
+		ncf = NULL;
+	}
 	if (ncf == NULL) {
 		log_fields(LOG_ERR, NULL,
 			   "%s; keeping the running configuration", err);

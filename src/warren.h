@@ -54,6 +54,23 @@ struct retry_conf {
 	int max_delay;	/* cap, seconds */
 };
 
+/* Who a queue's handlers run as (identity.c). */
+struct identity {
+	bool set; /* queue.user given: switch to it */
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups; /* supplementary: the user's, from the group database */
+	int ngroups;
+};
+
+/* queue.limits: per handler process, 0 = none */
+struct limits_conf {
+	int memory;    /* MiB of address space, RLIMIT_AS */
+	int cpu;       /* seconds of CPU time */
+	int processes; /* RLIMIT_NPROC, counted over the user */
+	int files;     /* RLIMIT_NOFILE */
+};
+
 struct queue_conf {
 	char *name;
 	int line; /* where the section starts, for messages */
@@ -72,6 +89,13 @@ struct queue_conf {
 	char *workdir;
 	enum queue_mode mode;
 	int max_messages; /* persistent: restart after this many, 0 = never */
+
+	/* containment (identity.c): NULL user: warrend's own */
+	char *user;
+	char *group;	    /* NULL: the user's primary group */
+	int user_line;	    /* where user is set, for messages */
+	struct identity id; /* user and group, looked up at load */
+	struct limits_conf limits;
 };
 
 struct config {
@@ -104,6 +128,35 @@ bool config_password_exposed(const struct config *cf, char *buf, size_t len);
 /* true when two queue configurations differ only in their worker count */
 bool queue_conf_same_but_workers(const struct queue_conf *a,
 				 const struct queue_conf *b);
+
+/* ------------------------------------------------------------------ */
+/* identity.c: users, groups and capabilities; the only user of libcap-ng */
+
+/* A user (name, or decimal uid) and its primary group; -1 if unknown. */
+int identity_user(const char *user, uid_t *uid, gid_t *gid);
+/* A group (name, or decimal gid); -1 if unknown. */
+int identity_group(const char *group, gid_t *gid);
+/*
+ * Resolve user (NULL: none, id->set false) and group (NULL: the user's
+ * primary group) with the user's supplementary groups. 0, or -1 with
+ * words in err. Free with identity_free().
+ */
+int identity_lookup(const char *user, const char *group, struct identity *id,
+		    char *err, size_t errlen);
+void identity_free(struct identity *id);
+bool identity_same(const struct identity *a, const struct identity *b);
+/* true when this process is root or holds CAP_SETUID and CAP_SETGID */
+bool identity_can_switch(void);
+/*
+ * -1 with "FILE:LINE: ..." in err when a queue's user differs from
+ * warrend's and warrend cannot switch to it.
+ */
+int identity_check(const struct config *cf, char *err, size_t errlen);
+/*
+ * When warrend could switch: a "FILE:LINE: warning: ..." line on out for
+ * each queue whose handlers would run as warrend itself; how many.
+ */
+int identity_warnings(const struct config *cf, FILE *out);
 
 /* ------------------------------------------------------------------ */
 /* log.c: one line per event on stderr, or native journald records */

@@ -299,6 +299,60 @@ int main(void)
 	check_error("broker {\n url = \"amqp://u:p@localhost/\"\n}", 3,
 		    "queue section is required");
 
+	/* queue.user, queue.group, queue.limits */
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			 " user = \"nobody\"\n group = \"root\"\n"
+			 " limits {\n  memory = 256\n  cpu = 2\n"
+			 "  processes = 64\n  files = 100\n }\n}\n"
+			 "queue \"b\" {\n command = {\"/bin/cat\"}\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL);
+	if (cf != NULL) {
+		const struct queue_conf *b;
+
+		q = config_queue(cf, "a");
+		b = config_queue(cf, "b");
+		CHECK_STR(q->user, "nobody");
+		CHECK_STR(q->group, "root");
+		CHECK(q->user_line == 6);
+		CHECK(q->id.set && q->id.uid == 65534 && q->id.gid == 0);
+		CHECK(q->id.ngroups >= 1 && q->id.groups[0] == 0);
+		CHECK(q->limits.memory == 256 && q->limits.cpu == 2);
+		CHECK(q->limits.processes == 64 && q->limits.files == 100);
+		CHECK(b->user == NULL && b->group == NULL && !b->id.set);
+		CHECK(b->limits.memory == 0 && b->limits.cpu == 0);
+		CHECK(b->limits.processes == 0 && b->limits.files == 0);
+		CHECK(!queue_conf_same_but_workers(q, b));
+	} else {
+		fprintf(stderr, "%s\n", err);
+	}
+	config_free(cf);
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " user = \"no-such-user-x\"\n}\n",
+		    6, "user = \"no-such-user-x\": no such user");
+	check_error(BROKER
+		    "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+		    " user = \"nobody\"\n group = \"no-such-group-x\"\n}\n",
+		    7, "no such group");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " group = \"root\"\n}\n",
+		    7, "group needs user");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " limits {\n  memory = 8\n }\n}\n",
+		    7, "memory = 8 is out of range (0 for none, or 16 to");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " limits {\n  cpu = -1\n }\n}\n",
+		    7, "cpu = -1 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " limits {\n  files = 2\n }\n}\n",
+		    7, "files = 2 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " limits {\n  processes = 5000000\n }\n}\n",
+		    7, "processes = 5000000 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " limits {\n  stack = 1\n }\n}\n",
+		    7, "stack");
+
 	/* a missing file */
 	cf = config_load("/nonexistent/warrend.conf", err, sizeof(err));
 	CHECK(cf == NULL);
