@@ -5,6 +5,8 @@
 - JournalCapture and parse_native(): a stand-in for journald's native
   socket, bind-mounted over /run/systemd/journal in a private mount
   namespace of the daemon's own, and a parser of the native protocol.
+- with_package_users(): a command run where the package's system users
+  exist, in a mount namespace of its own.
 - DelayProxy: a TCP relay to the broker that holds each new connection for
   a while, so that workers are seen to consume late.
 - Machine: a real systemd booted as PID 1 of private PID, mount, UTS, IPC
@@ -346,6 +348,27 @@ class DelayProxy:
                 s.close()
             except OSError:
                 pass
+
+
+# ---------------------------------------------------------------------------
+# the package's users, without touching the host's accounts
+
+SYSUSERS = Path(__file__).resolve().parents[2] / "systemd" / "sysusers.d" / "warren.conf"
+
+WITH_USERS_SCRIPT = (
+    's=$1 u=$2; shift 2; '
+    'mkdir -p "$s/upper" "$s/work" && '
+    'mount -t overlay -o "lowerdir=/etc,upperdir=$s/upper,workdir=$s/work" overlay /etc && '
+    'systemd-sysusers "$u" >/dev/null 2>&1 && exec "$@"')
+
+
+def with_package_users(argv, scratch):
+    """argv, to run in a mount namespace of its own whose /etc is the
+    host's under an overlay (in `scratch`, a new directory) holding the
+    users of systemd/sysusers.d/warren.conf, as the package makes them."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            WITH_USERS_SCRIPT, "sh", str(scratch), str(SYSUSERS),
+            *map(str, argv)]
 
 
 # ---------------------------------------------------------------------------
