@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -45,7 +46,17 @@ struct handler {
 	bool ct_timed_out; /* the consumer_timeout deadline stopped it */
 	bool exited;
 	int status;
+	int cpu_limit;	/* limits.cpu in seconds, 0: none */
+	int64_t cpu_ms; /* its CPU time, once reaped */
 };
+
+/* What the child could not do, on its report pipe (none: it exec'd). */
+struct spawn_failure {
+	int step; /* 0 execve, -1 workdir, -2 limits, else identity_enter's */
+	int err;  /* errno */
+};
+#define STEP_WORKDIR -1
+#define STEP_LIMITS -2
 
 static void close_fd(int *fd)
 {
@@ -63,6 +74,16 @@ void handler_set_nofile(unsigned long soft)
 	nofile_soft = (rlim_t)soft;
 }
 
+/* Who this worker's handlers run as: its queue's (one per worker). */
+static const struct identity *kill_as;
+
+void handler_kill(pid_t group, int sig)
+{
+	static const struct identity none;
+
+	identity_kill(kill_as != NULL ? kill_as : &none, -group, sig);
+}
+
 /* Signals the worker ignores (SIGPIPE, and any it was born ignoring). */
 static int ignored[NSIG];
 static int nignored = -1;
@@ -77,6 +98,47 @@ static void scan_ignored(void)
 			ignored[nignored++] = sig;
 }
 
+/* queue.limits as rlimits; in the child, before its identity changes. */
+static int set_limits(const struct queue_conf *q)
+{
+	const struct limits_conf *l = &q->limits;
+	struct rlimit rl;
+
+	if (l->memory > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)l->memory << 20;
+		if (setrlimit(RLIMIT_AS, &rl) == -1)
+			return -1;
+	}
+	/* persistent: per message, by the worker (RLIMIT_CPU counts a life) */
+	if (l->cpu > 0 && q->mode == MODE_EXEC) {
+		/* SIGXCPU at cpu; SIGKILL for one that catches it */
+		rl.rlim_cur = (rlim_t)l->cpu;
+		rl.rlim_max =
+		    rl.rlim_cur + (q->kill_grace > 0 ? q->kill_grace : 1);
+		if (setrlimit(RLIMIT_CPU, &rl) == -1)
+			return -1;
+	}
+	if (l->processes > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)l->processes;
+		if (setrlimit(RLIMIT_NPROC, &rl) == -1)
+			return -1;
+	}
+	if (l->files > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)l->files;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static void __attribute__((noreturn)) child_fail(int report, int step)
+{
+	struct spawn_failure f = {step, errno};
+
+	(void)!write(report, &f, sizeof(f));
+	_exit(127);
+}
+
 /*
  * In the vfork child, until exec: it shares the worker's memory, so only
  * raw system calls, no allocation and no stdio. Signals the worker ignores
@@ -88,7 +150,7 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
       int err, int report)
 {
 	sigset_t all;
-	int e;
+	int step;
 
 	setpgid(0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -98,7 +160,7 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
 		signal(ignored[i], SIG_DFL);
 	sigemptyset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
-	if (nofile_soft != 0) {
+	if (nofile_soft != 0 && q->limits.files == 0) {
 		/* what warrend was given, not what it raised for itself:
 		 * select() in a handler breaks above 1024 */
 		struct rlimit rl;
@@ -108,8 +170,16 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
 	}
+	if (set_limits(q) == -1)
+		child_fail(report, STEP_LIMITS);
+	if ((step = identity_enter(&q->id)) != 0)
+		child_fail(report, step);
+	/* a change of uid cleared it */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
 	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(err, 2) == -1)
-		goto fail;
+		child_fail(report, 0);
 	/* everything above 2, including fds of libraries, goes at exec */
 	if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) ==
 	    -1) {
@@ -117,16 +187,10 @@ child(const struct queue_conf *q, char **env, pid_t parent, int in, int out,
 			if (fd != report)
 				close(fd);
 	}
-	if (chdir(q->workdir) == -1) {
-		e = -errno; /* negative: the workdir failed */
-		(void)!write(report, &e, sizeof(e));
-		_exit(127);
-	}
+	if (chdir(q->workdir) == -1)
+		child_fail(report, STEP_WORKDIR);
 	execve(q->command[0], q->command, env);
-fail:
-	e = errno;
-	(void)!write(report, &e, sizeof(e));
-	_exit(127);
+	child_fail(report, 0);
 }
 
 static void feed(struct handler *h);
@@ -213,14 +277,33 @@ int handler_check(const struct queue_conf *q, char *err, size_t errlen)
 	return check_interpreter(q->command[0], path, err, errlen);
 }
 
+/* Why the child could not be run, in words. */
+static void spawn_words(const struct queue_conf *q,
+			const struct spawn_failure *f, char *buf, size_t len)
+{
+	if (f->step == STEP_WORKDIR)
+		snprintf(buf, len, "workdir %s: %s", q->workdir,
+			 strerror(f->err));
+	else if (f->step == STEP_LIMITS)
+		snprintf(buf, len, "cannot run %s: setting limits: %s",
+			 q->command[0], strerror(f->err));
+	else if (f->step != 0)
+		snprintf(buf, len, "cannot run %s as user %s: %s: %s",
+			 q->command[0], q->user ? q->user : "(own)",
+			 identity_step(f->step), strerror(f->err));
+	else
+		snprintf(buf, len, "cannot run %s: %s", q->command[0],
+			 strerror(f->err));
+}
+
 int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
 		  char *errbuf, size_t errlen)
 {
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	int rep[2] = {-1, -1};
 	pid_t parent = getpid();
+	struct spawn_failure f;
 	ssize_t n;
-	int e = 0;
 
 	if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) ||
 	    pipe2(err, O_CLOEXEC) || pipe2(rep, O_CLOEXEC)) {
@@ -229,6 +312,7 @@ int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
 	}
 	if (nignored < 0)
 		scan_ignored();
+	kill_as = &q->id;
 	sp->pid = spawn(q, env, parent, in[0], out[1], err[1], rep[1]);
 	if (sp->pid == -1) {
 		snprintf(errbuf, errlen, "vfork: %s", strerror(errno));
@@ -238,19 +322,14 @@ int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
 	close_fd(&out[1]);
 	close_fd(&err[1]);
 	close_fd(&rep[1]);
-	/* EOF: exec succeeded; an int: errno of the failed step */
+	/* EOF: exec succeeded; else what failed */
 	do
-		n = read(rep[0], &e, sizeof(e));
+		n = read(rep[0], &f, sizeof(f));
 	while (n == -1 && errno == EINTR);
 	close_fd(&rep[0]);
-	if (n == sizeof(e)) {
+	if (n == sizeof(f)) {
 		waitpid(sp->pid, NULL, 0);
-		if (e < 0)
-			snprintf(errbuf, errlen, "workdir %s: %s", q->workdir,
-				 strerror(-e));
-		else
-			snprintf(errbuf, errlen, "cannot run %s: %s",
-				 q->command[0], strerror(e));
+		spawn_words(q, &f, errbuf, errlen);
 		goto fail;
 	}
 	sp->in = in[1];
@@ -290,6 +369,7 @@ struct handler *handler_start(const struct queue_conf *q, char **env,
 	h->body_len = len;
 	h->timeout = q->timeout;
 	h->grace = q->kill_grace;
+	h->cpu_limit = q->limits.cpu;
 	if (q->timeout > 0)
 		h->deadline = now_ms() + (int64_t)q->timeout * 1000;
 	feed(h); /* a small body fits the pipe: no wait for POLLOUT */
@@ -446,7 +526,18 @@ void handler_io(struct handler *h, const struct pollfd *pfd, int n,
 	}
 }
 
-bool handler_reaped(pid_t pid, int *status)
+int64_t handler_cpu_ms(pid_t pid)
+{
+	struct timespec ts;
+	clockid_t clk;
+
+	/* no permission asked: works for a handler of another user */
+	if (clock_getcpuclockid(pid, &clk) != 0 || clock_gettime(clk, &ts) != 0)
+		return -1;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool reaped(pid_t pid, int *status, struct rusage *ru)
 {
 	siginfo_t si;
 
@@ -456,23 +547,47 @@ bool handler_reaped(pid_t pid, int *status)
 	    si.si_pid == 0)
 		return false;
 	/* whatever the handler left running in its group goes with it */
-	kill(-pid, SIGKILL);
-	return waitpid(pid, status, 0) == pid;
+	handler_kill(pid, SIGKILL);
+	return wait4(pid, status, 0, ru) == pid;
+}
+
+bool handler_reaped(pid_t pid, int *status)
+{
+	return reaped(pid, status, NULL);
 }
 
 bool handler_reap(struct handler *h)
 {
-	if (!h->exited)
-		h->exited = handler_reaped(h->pid, &h->status);
+	struct rusage ru;
+
+	if (!h->exited && reaped(h->pid, &h->status, &ru)) {
+		h->exited = true;
+		h->cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL +
+			    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+	}
 	return h->exited;
+}
+
+/*
+ * Whether RLIMIT_CPU ended it: SIGXCPU at the soft limit, or SIGKILL at
+ * the hard one (for a handler that caught SIGXCPU) that we did not send.
+ */
+static bool cpu_limited(const struct handler *h)
+{
+	if (h->cpu_limit == 0 || h->timed_out || !WIFSIGNALED(h->status))
+		return false;
+	if (WTERMSIG(h->status) == SIGXCPU)
+		return true;
+	return WTERMSIG(h->status) == SIGKILL &&
+	       h->cpu_ms >= (int64_t)h->cpu_limit * 1000;
 }
 
 static void stop_ms(struct handler *h, int grace_ms)
 {
 	if (h->exited || h->kill_at != 0)
 		return;
-	kill(-h->pid, SIGTERM);
-	kill(-h->pid, SIGCONT);
+	handler_kill(h->pid, SIGTERM);
+	handler_kill(h->pid, SIGCONT);
 	h->kill_at = now_ms() + grace_ms;
 }
 
@@ -524,7 +639,7 @@ void handler_timers(struct handler *h)
 		stop_ms(h, h->ct_grace_ms);
 	}
 	if (h->kill_at != 0 && now >= h->kill_at) {
-		kill(-h->pid, SIGKILL);
+		handler_kill(h->pid, SIGKILL);
 		h->kill_at = 0;
 		h->deadline = 0;
 	}
@@ -567,6 +682,8 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	r->wait_status = h->status;
 	r->timed_out = h->timed_out;
 	r->timeout = h->timeout;
+	r->cpu_limited = cpu_limited(h);
+	r->cpu_limit = h->cpu_limit;
 	if (h->ct_timed_out) {
 		r->consumer_timeout = true;
 		r->timeout = h->ct_seconds;
@@ -583,7 +700,7 @@ void handler_free(struct handler *h)
 	if (h == NULL)
 		return;
 	if (!h->exited) {
-		kill(-h->pid, SIGKILL);
+		handler_kill(h->pid, SIGKILL);
 		waitpid(h->pid, &h->status, 0);
 	}
 	close_fd(&h->in_fd);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -69,6 +70,12 @@ int main(int argc, char **argv)
 	char err[1024];
 	int c;
 
+	/*
+	 * Before any secret is read: no core file, and no process of our
+	 * uid (a handler) may read our memory or ptrace us. A handler is
+	 * exec'd, and dumpable again.
+	 */
+	prctl(PR_SET_DUMPABLE, 0);
 	sane_stdio();
 	while ((c = getopt(argc, argv, "c:tdVh")) != -1) {
 		switch (c) {

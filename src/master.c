@@ -631,11 +631,11 @@ static void on_exit_of(struct slot *s, int st)
 		s->handler = 0;
 	s->state = 0;
 	if (s->handler > 0)
-		kill(-s->handler, SIGKILL);
+		identity_kill(&p->q->id, -s->handler, SIGKILL);
 	s->handler = 0;
 	/* a persistent handler lives between messages too */
 	if (s->group > 0)
-		kill(-s->group, SIGKILL);
+		identity_kill(&p->q->id, -s->group, SIGKILL);
 	s->group = 0;
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);

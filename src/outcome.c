@@ -56,7 +56,10 @@ struct outcome outcome_of(const struct handler_result *r, int attempt,
 		snprintf(o.reason, sizeof(o.reason), "could not start");
 		return o;
 	}
-	if (r->timed_out) {
+	if (r->cpu_limited) {
+		snprintf(o.reason, sizeof(o.reason), "cpu limit %ds",
+			 r->cpu_limit);
+	} else if (r->timed_out) {
 		snprintf(o.reason, sizeof(o.reason), "%s %ds",
 			 r->consumer_timeout ? "consumer_timeout" : "timeout",
 			 r->timeout);

@@ -48,6 +48,9 @@ struct persistent {
 	int64_t ct_deadline;
 	int ct_grace_ms, ct_seconds;
 	bool timed_out, ct_timed_out;
+	int64_t cpu_at;	   /* its CPU clock (ms) when it got the message */
+	int64_t cpu_check; /* next look at it, or 0 */
+	bool cpu_limited;  /* limits.cpu stopped it */
 	/* the process */
 	int64_t kill_at;    /* SIGKILL due, or 0 */
 	bool stopping;	    /* asked to go: its end is no news */
@@ -216,8 +219,8 @@ static void signal_group(struct persistent *p, int grace_ms)
 {
 	if (p->pid == 0 || p->kill_at != 0)
 		return;
-	kill(-p->pid, SIGTERM);
-	kill(-p->pid, SIGCONT);
+	handler_kill(p->pid, SIGTERM);
+	handler_kill(p->pid, SIGCONT);
 	p->kill_at = now_ms() + grace_ms;
 }
 
@@ -253,7 +256,7 @@ static void finish_message(struct persistent *p)
 	p->body = NULL;
 	free(p->head);
 	p->head = NULL;
-	p->deadline = p->ct_deadline = 0;
+	p->deadline = p->ct_deadline = p->cpu_check = 0;
 }
 
 static size_t frame_len(const struct persistent *p)
@@ -317,8 +320,15 @@ static void write_frame(struct persistent *p)
 }
 
 /* A frame has reached the handler: its time starts. */
+/* limits.cpu counts per message: from here, on its CPU clock. */
+#define CPU_STEP_MS 100
+
 static void hand_over(struct persistent *p)
 {
+	if (p->q->limits.cpu > 0) {
+		p->cpu_at = handler_cpu_ms(p->pid);
+		p->cpu_check = now_ms() + CPU_STEP_MS;
+	}
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
 	write_frame(p);
@@ -334,8 +344,8 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 	p->off = 0;
 	p->busy = true;
 	p->answered = p->done = false;
-	p->timed_out = p->ct_timed_out = false;
-	p->deadline = p->ct_deadline = 0;
+	p->timed_out = p->ct_timed_out = p->cpu_limited = false;
+	p->deadline = p->ct_deadline = p->cpu_check = 0;
 	memset(&p->r, 0, sizeof(p->r));
 	p->err.tail_len = 0;
 	p->err.tail[0] = '\0';
@@ -470,6 +480,8 @@ static void finish_timed_out(struct persistent *p)
 		p->r.consumer_timeout = true;
 		p->r.timeout = p->ct_seconds;
 	}
+	p->r.cpu_limited = p->cpu_limited;
+	p->r.cpu_limit = p->q->limits.cpu;
 	finish_message(p);
 }
 
@@ -552,10 +564,20 @@ static void run_timers(struct persistent *p)
 			p->failures++;
 		stop_group(p, p->ct_grace_ms);
 	}
+	if (p->busy && !p->timed_out && p->cpu_check != 0 && p->pid != 0 &&
+	    now >= p->cpu_check) {
+		int64_t used = handler_cpu_ms(p->pid) - p->cpu_at;
+
+		p->cpu_check = now + CPU_STEP_MS;
+		if (p->cpu_at >= 0 && used >= p->q->limits.cpu * 1000LL) {
+			p->timed_out = p->cpu_limited = true;
+			misbehaved(p);
+		}
+	}
 	if (p->busy && p->timed_out && p->pid == 0)
 		finish_timed_out(p); /* it waited for a restart that was late */
 	if (p->kill_at != 0 && now >= p->kill_at && p->pid != 0) {
-		kill(-p->pid, SIGKILL);
+		handler_kill(p->pid, SIGKILL);
 		p->kill_at = 0;
 	}
 }
@@ -639,6 +661,9 @@ int persistent_next_timer(const struct persistent *p)
 	if (p->busy && !p->timed_out && p->ct_deadline != 0 &&
 	    (next == 0 || p->ct_deadline < next))
 		next = p->ct_deadline;
+	if (p->busy && !p->timed_out && p->cpu_check != 0 && p->pid != 0 &&
+	    (next == 0 || p->cpu_check < next))
+		next = p->cpu_check;
 	if (p->kill_at != 0 && (next == 0 || p->kill_at < next))
 		next = p->kill_at;
 	if (p->pid == 0 && p->restart_at != 0 &&
@@ -685,7 +710,7 @@ void persistent_free(struct persistent *p)
 	if (p == NULL)
 		return;
 	if (p->pid != 0) {
-		kill(-p->pid, SIGKILL);
+		handler_kill(p->pid, SIGKILL);
 		waitpid(p->pid, NULL, 0);
 	}
 	close_fd(&p->in_fd);

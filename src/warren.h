@@ -157,6 +157,32 @@ int identity_check(const struct config *cf, char *err, size_t errlen);
  * each queue whose handlers would run as warrend itself; how many.
  */
 int identity_warnings(const struct config *cf, FILE *out);
+/* What identity_enter() failed at. */
+enum identity_failure {
+	ID_SETGROUPS = 1,
+	ID_SETGID,
+	ID_SETUID,
+	ID_VERIFY, /* the ids read back are not the ones set */
+	ID_NO_NEW_PRIVS,
+	ID_CAPS,
+};
+/*
+ * In a handler's child before exec; async-signal-safe (raw system calls,
+ * no allocation: fine after vfork). Switches to id when it is set and not
+ * warrend's own (supplementary groups, gid, uid; the bounding set emptied
+ * when allowed), checks the switch, sets no_new_privs with a user, and
+ * leaves a handler that is not root no capability. 0, or an
+ * identity_failure with errno set.
+ */
+int identity_enter(const struct identity *id);
+/*
+ * kill(target, sig) of a handler's process or group (target < 0) that
+ * runs as id: when warrend is not root but holds CAP_SETUID, sent with
+ * the handler's uid as the effective one for the moment. As kill(2).
+ */
+int identity_kill(const struct identity *id, pid_t target, int sig);
+/* Words for an identity_failure. */
+const char *identity_step(int step);
 
 /* ------------------------------------------------------------------ */
 /* log.c: one line per event on stderr, or native journald records */
@@ -371,6 +397,9 @@ struct handler_result {
 	bool answered;	      /* persistent mode: answer and reason decide, */
 	enum answer_kind answer; /* not wait_status */
 	char reason[64];
+
+	bool cpu_limited; /* stopped by limits.cpu (cpu_limit seconds) */
+	int cpu_limit;
 };
 
 struct outcome {
@@ -649,6 +678,12 @@ int handler_next_timer(struct handler *h);
 /* Run timers: timeout -> SIGTERM, grace over -> SIGKILL. */
 void handler_timers(struct handler *h);
 pid_t handler_pid(const struct handler *h);
+/* CPU time pid has used, ms, read from its CPU clock (which needs no
+ * permission: fine for another user's process); -1 if gone. */
+int64_t handler_cpu_ms(pid_t pid);
+/* Signal the process group of a handler this worker started (of any
+ * user). */
+void handler_kill(pid_t group, int sig);
 /* Drain remaining output, kill leftovers of its group, fill r. */
 void handler_finish(struct handler *h, struct handler_result *r,
 		    const struct log_fields *lf);

@@ -872,6 +872,8 @@ void worker_main(const struct worker_start *ws)
 	char name[600], err[512], host[256];
 	int status;
 
+	/* inherited from the master; said again: the password is here */
+	prctl(PR_SET_DUMPABLE, 0);
 	w.cf = ws->cf;
 	w.q = ws->q;
 	w.number = ws->number;

@@ -98,6 +98,29 @@ int main(void)
 	o = outcome_of(&r, 1, &rc);
 	CHECK(o.kind == OUTCOME_RETRY); /* a late exit 0 still timed out */
 
+	/* the CPU limit: SIGXCPU in exec mode, the worker's stop in
+	 * persistent mode; a failed attempt like any other */
+	r = signalled(SIGXCPU);
+	r.cpu_limited = true;
+	r.cpu_limit = 2;
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY);
+	CHECK_STR(o.reason, "cpu limit 2s");
+	o = outcome_of(&r, rc.attempts, &rc);
+	CHECK(o.kind == OUTCOME_FAILED);
+	CHECK_STR(o.reason, "cpu limit 2s");
+	r = signalled(SIGKILL);
+	r.timed_out = r.answered = true; /* persistent: stopped by the worker */
+	r.answer = ANSWER_OK;
+	r.cpu_limited = true;
+	r.cpu_limit = 7;
+	o = outcome_of(&r, 1, &rc);
+	CHECK(o.kind == OUTCOME_RETRY);
+	CHECK_STR(o.reason, "cpu limit 7s");
+	r = signalled(SIGXCPU); /* no limit of ours: the signal's number */
+	o = outcome_of(&r, 1, &rc);
+	CHECK_STR(o.reason, "signal 24");
+
 	/* could not start: requeued, never parked */
 	r = (struct handler_result){0};
 	o = outcome_of(&r, 1, &rc);
