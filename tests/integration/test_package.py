@@ -11,9 +11,16 @@ left at each step, and nothing at all after the purge.
 
 There is no systemd as PID 1 here, so the maintainer scripts skip their
 systemctl calls on the real install; what they would do under systemd is
-checked by running them with stand-ins for systemctl, deb-systemd-invoke
-and deb-systemd-helper, in a mount namespace where /run/systemd/system
-exists.
+checked by running them with stand-ins for systemctl, deb-systemd-invoke,
+deb-systemd-helper and systemd-sysusers, in a mount namespace where
+/run/systemd/system exists. Once installed, the unit runs under a real
+systemd booted in namespaces (sd_helpers.Machine, whose /etc and /var/lib
+are overlays): warrend as warren, handlers as warren-handler, and the
+upgrade from the dynamic user of 0.1.0 through the package's own postinst.
+
+The package creates the system users warren and warren-handler, and purge
+leaves them (README.Debian); the module's finalizer deletes them again
+when they were not there before, so that the machine ends as it began.
 """
 
 import glob
@@ -29,13 +36,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, children_of, wait_for
+from conftest import REPO, children_of, conf_list, conf_string, queue_name_for, wait_for
+from sd_helpers import Machine, namespace_problem
 
 PKG = "warren"
 CONF = Path("/etc/warren/warrend.conf")
 APT = ["apt-get", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300"]
 APT_ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
 # A line only the upgrade's package has in its example configuration.
+USERS = ("warren", "warren-handler")
+SYSUSERS = Path("/usr/lib/sysusers.d/warren.conf")
 UPGRADE_MARK = "# shipped by the upgrade test's package"
 OPERATOR_MARK = "# edited by the operator"
 
@@ -49,6 +59,7 @@ TRACES = [
     "/var/lib/systemd/deb-systemd-helper-enabled/**/warrend.service*",
     "/var/lib/systemd/deb-systemd-helper-masked/warrend.service",
     "/usr/sbin/warrend", "/usr/bin/warren-submit", "/usr/bin/warrenctl",
+    str(SYSUSERS),
     "/usr/share/doc/warren", "/usr/share/man/man*/warren*",
     "/var/lib/dpkg/info/warren.*",
 ]
@@ -84,6 +95,15 @@ def installed_version():
 
 def user_exists(name):
     return run(["getent", "passwd", name], check=False).returncode == 0
+
+
+def group_exists(name):
+    return run(["getent", "group", name], check=False).returncode == 0
+
+
+def passwd_entry(name):
+    """getent passwd NAME, split: [name, x, uid, gid, gecos, home, shell]."""
+    return run(["getent", "passwd", name]).stdout.strip().split(":")
 
 
 def copy_tree(dst):
@@ -151,7 +171,7 @@ class System:
 
     def __init__(self):
         self.traces_before = traces()
-        self.user_before = user_exists("warren")
+        self.users_before = {u: user_exists(u) for u in USERS}
         self.step = "none"
 
 
@@ -161,6 +181,7 @@ def system(debs):
         pytest.skip(f"{PKG} is already installed here ({status()}); "
                     "the test would replace it")
     s = System()
+    s.deb = debs.v1
     try:
         yield s
     finally:
@@ -168,6 +189,12 @@ def system(debs):
             subprocess.run([*APT, "purge", PKG], env=APT_ENV,
                            stdin=subprocess.DEVNULL, capture_output=True,
                            timeout=600)
+        # purge leaves the package's users (policy); the test does not
+        for u in USERS:
+            if not s.users_before[u] and user_exists(u):
+                subprocess.run(["userdel", u], capture_output=True, timeout=60)
+            if not s.users_before[u] and group_exists(u):
+                subprocess.run(["groupdel", u], capture_output=True, timeout=60)
 
 
 def deb_field(deb, field):
@@ -191,6 +218,8 @@ def test_package_metadata_and_contents(debs):
     for lib in ("librabbitmq4", "libconfuse2", "libsystemd0", "libc6"):
         assert lib in depends, depends
     assert "rabbitmq-server" not in depends
+    # dh_installsysusers: what runs the postinst's systemd-sysusers
+    assert "systemd | systemd-standalone-sysusers | systemd-sysusers" in depends, depends
     assert "rabbitmq-server" in deb_field(deb, "Suggests")
 
     info = run(["dpkg-deb", "-I", deb, "conffiles"]).stdout.split()
@@ -209,6 +238,7 @@ def test_package_metadata_and_contents(debs):
         "/usr/bin/warrenctl": "-rwxr-xr-x",
         str(CONF): "-rw-r--r--",
         f"{unitdir}/warrend.service": "-rw-r--r--",
+        str(SYSUSERS): "-rw-r--r--",
         "/usr/share/man/man8/warrend.8.gz": "-rw-r--r--",
         "/usr/share/man/man5/warrend.conf.5.gz": "-rw-r--r--",
         "/usr/share/man/man1/warren-submit.1.gz": "-rw-r--r--",
@@ -248,6 +278,8 @@ FAKE_TOOL = """#!/bin/sh
 echo "$(basename "$0") $*" >>"$FAKE_LOG"
 case "$(basename "$0") $*" in
 "$FAKE_FAIL") exit 1 ;;
+"systemctl show -p MainPID --value warrend.service") echo "${FAKE_MAINPID:-0}" ;;
+"systemd-sysusers "*) echo "  with SYSTEMD_BYPASS_USERDB=$SYSTEMD_BYPASS_USERDB" >>"$FAKE_LOG" ;;
 esac
 exit 0
 """
@@ -264,21 +296,22 @@ def scripts(debs, tmp_path_factory):
     run(["dpkg-deb", "-e", debs.v1, d / "control"])
     fake = d / "bin"
     fake.mkdir()
-    for tool in ("systemctl", "deb-systemd-invoke", "deb-systemd-helper"):
+    for tool in ("systemctl", "deb-systemd-invoke", "deb-systemd-helper",
+                 "systemd-sysusers"):
         (fake / tool).write_text(FAKE_TOOL)
         (fake / tool).chmod(0o755)
     probe = run(["unshare", "-m", "--propagation", "private", "true"], check=False)
     if probe.returncode != 0:
         pytest.skip(f"cannot make a mount namespace: {probe.stderr}")
 
-    def run_script(script, *args, fail=""):
+    def run_script(script, *args, fail="", mainpid=0):
         path = d / "control" / script
         if not path.exists():
             return None, []
         log = d / "calls.log"
         log.write_text("")
         env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}",
-                   FAKE_LOG=str(log), FAKE_FAIL=fail)
+                   FAKE_LOG=str(log), FAKE_FAIL=fail, FAKE_MAINPID=str(mainpid))
         env.pop("DPKG_ROOT", None)
         r = run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                  "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system"
@@ -291,6 +324,14 @@ def scripts(debs, tmp_path_factory):
 def test_first_install_enables_and_starts(scripts):
     r, calls = scripts("postinst", "configure")
     assert r.returncode == 0, r.stderr
+    # the users first, past a dynamic user of the same name; then
+    # dh_installsysusers' own call (which finds them)
+    sysusers = [i for i, c in enumerate(calls) if c.startswith("systemd-sysusers")]
+    assert [calls[i] for i in sysusers] == ["systemd-sysusers warren.conf"] * 2, calls
+    assert calls[sysusers[0] + 1] == \
+        "  with SYSTEMD_BYPASS_USERDB=io.systemd.DynamicUser", calls
+    assert sysusers[0] == 0 and sysusers[1] < calls.index(
+        "deb-systemd-invoke start warrend.service"), calls
     assert "deb-systemd-helper enable warrend.service" in calls, calls
     assert "systemctl --system daemon-reload" in calls, calls
     assert "deb-systemd-invoke start warrend.service" in calls, calls
@@ -320,6 +361,41 @@ def test_upgrade_reloads_and_never_stops_or_restarts(scripts):
                        fail="deb-systemd-invoke try-reload-or-restart warrend.service")
     assert r.returncode == 0, r.stderr
     assert "reloading warrend.service failed" in r.stderr, r.stderr
+
+
+def daemon_stand_in(user):
+    """A process running as user, to stand for a running warrend."""
+    return subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}",
+                             "--clear-groups", "sleep", "120"],
+                            stdin=subprocess.DEVNULL)
+
+
+def test_upgrade_from_the_dynamic_user_restarts(scripts):
+    """A warrend running as another uid than warren's (0.1.0's dynamic
+    user) cannot be reloaded by the new unit: the postinst restarts it,
+    says so, and never reloads."""
+    proc = daemon_stand_in("nobody")
+    try:
+        r, calls = scripts("postinst", "configure", "0.1.0", mainpid=proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0, r.stderr
+    invoked = [c for c in calls if c.startswith("deb-systemd-invoke")]
+    assert invoked == ["deb-systemd-invoke start warrend.service",
+                       "deb-systemd-invoke try-restart warrend.service"], calls
+    uid = int(run(["id", "-u", "nobody"]).stdout)
+    assert f'warrend runs as uid {uid}, not as the system user "warren": ' \
+        "restarting it" in " ".join(r.stderr.split()), r.stderr
+    # a failed restart is said, and does not fail the upgrade
+    proc = daemon_stand_in("nobody")
+    try:
+        r, calls = scripts("postinst", "configure", "0.1.0", mainpid=proc.pid,
+                           fail="deb-systemd-invoke try-restart warrend.service")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0 and "restarting warrend.service failed" in r.stderr, r.stderr
 
 
 def test_remove_stops_the_service(scripts):
@@ -373,9 +449,30 @@ def test_install(debs, system):
     copyright_text = Path("/usr/share/doc/warren/copyright").read_text()
     assert copyright_text.startswith(
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/")
-    # the service runs as a dynamic user: no account is made
-    assert "DynamicUser=yes" in text.splitlines()
-    assert user_exists("warren") == system.user_before
+    # the service runs as the system user warren, which the package made
+    # with warren-handler: system uids, no login, no home, each in a
+    # group of its own only (warren-handler not in group warren)
+    lines = text.splitlines()
+    assert "User=warren" in lines and "DynamicUser=yes" not in lines
+    assert SYSUSERS.read_bytes() == \
+        (REPO / "systemd" / "sysusers.d" / "warren.conf").read_bytes()
+    for u in USERS:
+        if system.users_before[u]:
+            print(f"note: user {u} existed before the install")
+        name, _, uid, gid, _, home, shell = passwd_entry(u)
+        assert 0 < int(uid) < 1000 and home == "/nonexistent", (u, uid, home)
+        assert shell in ("/usr/sbin/nologin", "/sbin/nologin"), (u, shell)
+        group = run(["getent", "group", u]).stdout.strip().split(":")
+        assert group[2] == gid and group[3] == "", (u, group)
+    assert run(["id", "-Gn", "warren-handler"]).stdout.split() == ["warren-handler"]
+    # the configuration: warrend's group may read it, nobody else
+    st = CONF.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == \
+        (0, int(passwd_entry("warren")[3]), 0o640), (st.st_uid, st.st_gid, oct(st.st_mode))
+    r = run(["setpriv", "--reuid=warren-handler", "--regid=warren-handler",
+             "--init-groups", "cat", CONF], check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr, r
+    run(["setpriv", "--reuid=warren", "--regid=warren", "--init-groups", "cat", CONF])
 
 
 def test_installed_example_is_valid_and_starts_no_workers(system):
@@ -422,6 +519,182 @@ def test_installed_example_is_valid_and_starts_no_workers(system):
     assert "error" not in log, log
 
 
+def test_installed_unit_exposure(system):
+    """systemd-analyze security rates the installed unit 2.0 or better."""
+    assert system.step == "installed"
+    r = run(["systemd-analyze", "security", "--no-pager", "--offline=yes", unit_path()])
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", r.stdout)
+    assert m and float(m.group(1)) <= 2.0, r.stdout[-3000:]
+    print(f"\ninstalled warrend.service exposure: {m.group(1)}")
+
+
+# ---------------------------------------------------------------------------
+# the installed unit under a real systemd (in namespaces: the host's /etc
+# and /var/lib are overlays in there, its accounts and files stay as they are)
+
+MACHINE_HANDLER = """#!/bin/sh
+echo "handling $WARREN_MESSAGE_ID as uid $(id -u) pid $$"
+sleep "$(cat)"
+"""
+
+
+@pytest.fixture(scope="module")
+def machine(system, broker, tmp_path_factory):
+    why = namespace_problem()
+    if why is not None:
+        pytest.skip(f"cannot boot systemd in namespaces: {why}")
+    assert system.step == "installed"
+    m = Machine(tmp_path_factory.mktemp("systemd"))
+    (m.units / "warrend.service").write_text(unit_path().read_text())
+    (m.units / "warrend.service.d").mkdir()
+    handler = m.dir / "handler.sh"
+    handler.write_text(MACHINE_HANDLER)
+    handler.chmod(0o755)
+    run(["dpkg-deb", "-e", system.deb, m.dir / "control"])
+    try:
+        m.boot()
+        yield m
+    finally:
+        problems = m.shutdown()
+        assert problems == [], problems
+
+
+def machine_conf(m, broker, queue, user=None, workers=1, mode="0640", group="warren"):
+    """/etc/warren/warrend.conf in the machine (its overlay)."""
+    text = "\n".join([
+        "broker {", f"    url = {conf_string(broker.url)}", "}",
+        "shutdown_timeout = 5",
+        f"queue {conf_string(queue)} {{", f"    workers = {workers}",
+        f"    command = {conf_list([m.inside(m.dir / 'handler.sh')])}",
+        "    timeout = 60",
+        f"    user = {conf_string(user)}" if user else "", "}", ""])
+    m.run("sh", "-c", 'cat >"$1" && chown "root:$2" "$1" && chmod "$3" "$1"',
+          "sh", str(CONF), group, mode, input=text)
+
+
+def machine_uid(m, user, *source):
+    return int(m.run("getent", *source, "passwd", user).stdout.split(":")[2])
+
+
+def proc_uids(m, pid):
+    out = m.run("cat", f"/proc/{pid}/status").stdout
+    return [int(x) for x in re.search(r"^Uid:\s+(.*)$", out, re.M).group(1).split()]
+
+
+def running_handler(m, mid, timeout=20):
+    """The machine's pid of the handler of message mid (its first line)."""
+    def find():
+        for line in m.run("journalctl", "--no-pager", "-o", "cat", "-u",
+                          "warrend.service").stdout.splitlines():
+            r = re.search(rf"{re.escape(mid)}: stdout: handling {re.escape(mid)} "
+                          r"as uid \d+ pid (\d+)$", line)
+            if r:
+                return int(r.group(1))
+        return None
+    return wait_for(find, timeout, interval=0.2, message=f"the handler of {mid}")
+
+
+def test_installed_unit_runs_warrend_as_warren_and_handlers_as_warren_handler(
+        machine, broker, request):
+    m = machine
+    queue = queue_name_for(request.node.name)
+    machine_conf(m, broker, queue, user="warren-handler")
+    try:
+        m.systemctl("start", "warrend.service")
+        p = m.show("warrend.service", "MainPID", "OOMPolicy", "User")
+        assert p["OOMPolicy"] == "continue" and p["User"] == "warren", p
+        warren = machine_uid(m, "warren")
+        assert warren == int(passwd_entry("warren")[2]), "not the host's user"
+        assert proc_uids(m, p["MainPID"]) == [warren] * 4
+        broker.publish(queue, "20", message_id="held")
+        pid = running_handler(m, "held")
+        assert proc_uids(m, pid) == [machine_uid(m, "warren-handler")] * 4
+    finally:
+        m.systemctl("stop", "warrend.service", check=False, timeout=120)
+        broker.delete_queue(queue, queue + ".failed")
+
+
+def test_upgrade_from_the_dynamic_user_under_systemd(machine, broker, request):
+    """The 0.1.0 unit (DynamicUser=yes, no capabilities, PrivateUsers=yes)
+    runs warrend, with a StateDirectory= of the operator's; the unit file
+    becomes this package's and its postinst runs, as dpkg would: it makes
+    the static users although NSS knows "warren" as the dynamic user,
+    restarts warrend (a reload would fail: warren may not signal the
+    dynamic uid), systemd moves the state directory back from
+    /var/lib/private and gives it and the control socket to warren. A
+    second upgrade then reloads."""
+    m = machine
+    queue = queue_name_for(request.node.name)
+    dropins = m.units / "warrend.service.d"
+    (dropins / "state.conf").write_text("[Service]\nStateDirectory=warren\n")
+    (dropins / "old.conf").write_text(
+        "[Service]\nDynamicUser=yes\nAmbientCapabilities=\n"
+        "CapabilityBoundingSet=\nPrivateUsers=yes\n")
+    # as before the package's users: none in /etc/passwd
+    for u in USERS:
+        m.run("userdel", u)
+        m.run("groupdel", u, check=False)
+    machine_conf(m, broker, queue, workers=0, mode="0644", group="root")
+    postinst = ["sh", m.inside(m.dir / "control" / "postinst"), "configure"]
+    try:
+        m.systemctl("daemon-reload")
+        m.systemctl("start", "warrend.service")
+        old = m.show("warrend.service", "MainPID")["MainPID"]
+        dynamic = proc_uids(m, old)[0]
+        assert m.run("getent", "passwd", "warren").stdout.startswith(
+            f"warren:x:{dynamic}:"), "NSS does not show the dynamic user"
+        m.run("sh", "-c", f"echo data >/var/lib/warren/kept && "
+                          f"chown {dynamic}:{dynamic} /var/lib/warren/kept")
+
+        # dpkg unpacks the new unit; its postinst runs
+        (dropins / "old.conf").unlink()
+        r = m.run(*postinst, "0.1.0", check=False, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "restarting it" in r.stderr, r.stderr
+        warren = machine_uid(m, "warren", "-s", "files")
+        machine_uid(m, "warren-handler", "-s", "files")
+        p = m.show("warrend.service", "MainPID", "ActiveState", "NRestarts")
+        assert p["ActiveState"] == "active" and p["MainPID"] != old, p
+        assert proc_uids(m, p["MainPID"]) == [warren] * 4
+        st = m.run("stat", "-c", "%F %u %a", "/var/lib/warren", "/var/lib/warren/kept",
+                   "/run/warren", "/run/warren/warrend.sock").stdout.splitlines()
+        assert st == [f"directory {warren} 755", f"regular file {warren} 644",
+                      f"directory {warren} 755", f"socket {warren} 660"], st
+        assert m.run("cat", "/var/lib/warren/kept").stdout == "data\n"
+        conf = m.run("stat", "-c", "%U:%G %a", CONF).stdout.strip()
+        assert conf == "root:warren 640", conf
+
+        # the next upgrade: same user, a reload, the same process
+        r = m.run(*postinst, "0.1.0+1", check=False, timeout=180)
+        assert r.returncode == 0 and "restarting" not in r.stderr, r.stderr
+        q = m.show("warrend.service", "MainPID", "ActiveState")
+        assert q == {"MainPID": p["MainPID"], "ActiveState": "active"}, q
+        said = m.run("journalctl", "--no-pager", "-o", "cat", "-u",
+                     "warrend.service").stdout
+        assert "Reloaded warrend.service" in said, said[-3000:]
+    finally:
+        m.systemctl("stop", "warrend.service", check=False, timeout=120)
+        for f in ("old.conf", "state.conf"):
+            (dropins / f).unlink(missing_ok=True)
+        m.systemctl("daemon-reload", check=False)
+
+
+def test_postinst_reloads_a_daemon_running_as_warren(scripts, system):
+    """The usual upgrade: warrend already runs as warren, so it is
+    reloaded, not restarted."""
+    assert system.step == "installed"
+    proc = daemon_stand_in("warren")
+    try:
+        r, calls = scripts("postinst", "configure", "0.1.0+1", mainpid=proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert r.returncode == 0, r.stderr
+    invoked = [c for c in calls if c.startswith("deb-systemd-invoke")]
+    assert invoked == ["deb-systemd-invoke start warrend.service",
+                       "deb-systemd-invoke try-reload-or-restart warrend.service"], calls
+
+
 def test_upgrade_keeps_the_edited_conffile(debs, system):
     assert system.step == "installed"
     edited = CONF.read_text().replace("\tworkers = 0\n", "\tworkers = 2\n") + \
@@ -463,4 +736,5 @@ def test_remove_keeps_the_conffile_and_purge_leaves_nothing(system):
     system.step = "purged"
     assert status() in ("", "not-installed")
     assert traces() == system.traces_before, sorted(traces() ^ system.traces_before)
-    assert user_exists("warren") == system.user_before
+    # policy: system users stay (README.Debian); the finalizer removes them
+    assert all(user_exists(u) for u in USERS)
