@@ -364,10 +364,19 @@ def test_upgrade_reloads_and_never_stops_or_restarts(scripts):
 
 
 def daemon_stand_in(user):
-    """A process running as user, to stand for a running warrend."""
-    return subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}",
+    """A process running as user, to stand for a running warrend (once
+    setpriv has switched and exec'd sleep)."""
+    uid = run(["id", "-u", user]).stdout.strip()
+    proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}",
                              "--clear-groups", "sleep", "120"],
                             stdin=subprocess.DEVNULL)
+
+    def switched():
+        with open(f"/proc/{proc.pid}/status") as f:
+            return re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1) == uid and \
+                os.readlink(f"/proc/{proc.pid}/exe").endswith("/sleep")
+    wait_for(switched, 10, interval=0.05, message=f"a process as {user}")
+    return proc
 
 
 def test_upgrade_from_the_dynamic_user_restarts(scripts):
