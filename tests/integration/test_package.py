@@ -367,7 +367,8 @@ def daemon_stand_in(user):
     """A process running as user, to stand for a running warrend (once
     setpriv has switched and exec'd sleep)."""
     uid = run(["id", "-u", user]).stdout.strip()
-    proc = subprocess.Popen(["setpriv", f"--reuid={user}", f"--regid={user}",
+    gid = run(["id", "-g", user]).stdout.strip()
+    proc = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={gid}",
                              "--clear-groups", "sleep", "120"],
                             stdin=subprocess.DEVNULL)
 
