@@ -563,6 +563,11 @@ def machine(system, broker, tmp_path_factory):
     run(["dpkg-deb", "-e", system.deb, m.dir / "control"])
     try:
         m.boot()
+        # a policy-rc.d that forbids every action (as in containers, this
+        # machine's) would make deb-systemd-invoke do nothing in there:
+        # the machine allows them, in its own mount namespace
+        m.run("sh", "-c", "[ ! -e /usr/sbin/policy-rc.d ] || "
+                          "mount --bind /bin/true /usr/sbin/policy-rc.d")
         yield m
     finally:
         problems = m.shutdown()
