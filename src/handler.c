@@ -45,6 +45,7 @@ struct handler {
 	bool ct_timed_out; /* the consumer_timeout deadline stopped it */
 	bool exited;
 	int status;
+	struct rusage ru; /* from wait4(), once exited */
 };
 
 static void close_fd(int *fd)
@@ -446,7 +447,7 @@ void handler_io(struct handler *h, const struct pollfd *pfd, int n,
 	}
 }
 
-bool handler_reaped(pid_t pid, int *status)
+bool handler_reaped(pid_t pid, int *status, struct rusage *ru)
 {
 	siginfo_t si;
 
@@ -457,13 +458,13 @@ bool handler_reaped(pid_t pid, int *status)
 		return false;
 	/* whatever the handler left running in its group goes with it */
 	kill(-pid, SIGKILL);
-	return waitpid(pid, status, 0) == pid;
+	return wait4(pid, status, 0, ru) == pid;
 }
 
 bool handler_reap(struct handler *h)
 {
 	if (!h->exited)
-		h->exited = handler_reaped(h->pid, &h->status);
+		h->exited = handler_reaped(h->pid, &h->status, &h->ru);
 	return h->exited;
 }
 
@@ -567,6 +568,7 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	r->wait_status = h->status;
 	r->timed_out = h->timed_out;
 	r->timeout = h->timeout;
+	cost_of_rusage(r, &h->ru);
 	if (h->ct_timed_out) {
 		r->consumer_timeout = true;
 		r->timeout = h->ct_seconds;
