@@ -48,6 +48,7 @@ struct handler {
 	int status;
 	int cpu_limit;	/* limits.cpu in seconds, 0: none */
 	int64_t cpu_ms; /* its CPU time, once reaped */
+	struct rusage ru; /* from wait4(), once exited */
 };
 
 /* What the child could not do, on its report pipe (none: it exec'd). */
@@ -537,7 +538,7 @@ int64_t handler_cpu_ms(pid_t pid)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static bool reaped(pid_t pid, int *status, struct rusage *ru)
+bool handler_reaped(pid_t pid, int *status, struct rusage *ru)
 {
 	siginfo_t si;
 
@@ -551,19 +552,14 @@ static bool reaped(pid_t pid, int *status, struct rusage *ru)
 	return wait4(pid, status, 0, ru) == pid;
 }
 
-bool handler_reaped(pid_t pid, int *status)
-{
-	return reaped(pid, status, NULL);
-}
-
 bool handler_reap(struct handler *h)
 {
-	struct rusage ru;
-
-	if (!h->exited && reaped(h->pid, &h->status, &ru)) {
+	if (!h->exited && handler_reaped(h->pid, &h->status, &h->ru)) {
 		h->exited = true;
-		h->cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000LL +
-			    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+		h->cpu_ms = (h->ru.ru_utime.tv_sec + h->ru.ru_stime.tv_sec) *
+				1000LL +
+			    (h->ru.ru_utime.tv_usec + h->ru.ru_stime.tv_usec) /
+				1000;
 	}
 	return h->exited;
 }
@@ -684,6 +680,7 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	r->timeout = h->timeout;
 	r->cpu_limited = cpu_limited(h);
 	r->cpu_limit = h->cpu_limit;
+	cost_of_rusage(r, &h->ru);
 	if (h->ct_timed_out) {
 		r->consumer_timeout = true;
 		r->timeout = h->ct_seconds;

@@ -55,7 +55,7 @@ static const char *prio_name(int prio)
 	}
 }
 
-#define MAX_FIELDS 10
+#define MAX_FIELDS 12
 #define FIELD_LEN 1024 /* names and ids are AMQP short strings: <= 255 */
 
 static void emit_journal(int prio, const struct log_fields *f, const char *msg)
@@ -86,6 +86,10 @@ static void emit_journal(int prio, const struct log_fields *f, const char *msg)
 			ADD("WARREN_DURATION_MS=%ld", f->duration_ms);
 		if (f->stream != NULL)
 			ADD("WARREN_STREAM=%s", f->stream);
+		if (f->cpu_ms >= 0)
+			ADD("WARREN_CPU_MS=%ld", f->cpu_ms);
+		if (f->max_rss_kb >= 0)
+			ADD("WARREN_MAX_RSS_KB=%ld", f->max_rss_kb);
 	}
 #undef ADD
 	journal_send(prio, msg, fields, n);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -61,6 +62,13 @@ struct persistent {
 	bool reap;	    /* a SIGCHLD came: see whether it ended */
 	char broken[512];   /* why a restart could not run it, or "" */
 	bool told_exit, told_backoff, told_chatter, told_garbage;
+	/* what the message in hand costs: read at its hand-over, of pid */
+	pid_t cost_pid;	      /* 0: nothing read */
+	long long cost_ticks; /* its CPU ticks then, or -1 */
+	bool cost_peak;	      /* its peak RSS was reset then */
+	pid_t gone_pid;	      /* the last process reaped, and its rusage */
+	struct rusage gone_ru;
+	bool told_cpu, told_rss;
 };
 
 static void close_fd(int *fd)
@@ -248,9 +256,67 @@ static void misbehaved(struct persistent *p)
 	stop_group(p, p->q->kill_grace * 1000);
 }
 
+/* A /proc reading failed: said once per worker, at info (a handler of
+ * another user under ProtectProc=invisible is hidden from us). */
+static void cost_unknown(bool *told, const char *what, pid_t pid)
+{
+	(*told ? log_debug : log_info)(
+	    "cannot read /proc/%ld of the handler (%s): its %s per message is "
+	    "left out of the log, metrics and parked headers",
+	    (long)pid, strerror(errno), what);
+	*told = true;
+}
+
+/* The message is handed to the running process: its cost starts. */
+static void cost_begin(struct persistent *p)
+{
+	p->cost_pid = p->pid;
+	p->cost_peak = cost_peak_reset(p->pid) == 0;
+	if (!p->cost_peak)
+		cost_unknown(&p->told_rss, "peak memory", p->pid);
+	p->cost_ticks = cost_proc_ticks(p->pid);
+	if (p->cost_ticks < 0)
+		cost_unknown(&p->told_cpu, "CPU time", p->pid);
+}
+
+/*
+ * r's cost: the CPU ticks since cost_begin and the peak RSS since its
+ * reset, from /proc while the process runs; from its rusage (CPU only:
+ * its ru_maxrss spans its whole life) once it has been reaped.
+ */
+static void cost_end(struct persistent *p)
+{
+	long long t = -1;
+	long kb;
+
+	p->r.has_cpu = p->r.has_rss = false;
+	if (p->cost_pid == 0 || p->cost_ticks < 0) {
+		p->cost_pid = 0;
+		return;
+	}
+	if (p->cost_pid == p->pid) {
+		if (p->cost_peak && (kb = cost_proc_peak_kb(p->pid)) >= 0) {
+			p->r.max_rss_kb = kb;
+			p->r.has_rss = true;
+		}
+		if ((t = cost_proc_ticks(p->pid)) >= 0) {
+			p->r.cpu_ms = cost_ticks_ms(t - p->cost_ticks);
+			p->r.has_cpu = t >= p->cost_ticks;
+		}
+	} else if (p->cost_pid == p->gone_pid) {
+		long ms =
+		    cost_rusage_ms(&p->gone_ru) - cost_ticks_ms(p->cost_ticks);
+
+		p->r.cpu_ms = ms > 0 ? ms : 0;
+		p->r.has_cpu = true;
+	}
+	p->cost_pid = 0;
+}
+
 /* The message in hand has its result in r. */
 static void finish_message(struct persistent *p)
 {
+	cost_end(p);
 	p->busy = false;
 	p->done = true;
 	p->body = NULL;
@@ -329,6 +395,8 @@ static void hand_over(struct persistent *p)
 		p->cpu_at = handler_cpu_ms(p->pid);
 		p->cpu_check = now_ms() + CPU_STEP_MS;
 	}
+	if (p->cost_pid != p->pid)
+		cost_begin(p);
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
 	write_frame(p);
@@ -346,6 +414,7 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 	p->answered = p->done = false;
 	p->timed_out = p->ct_timed_out = p->cpu_limited = false;
 	p->deadline = p->ct_deadline = p->cpu_check = 0;
+	p->cost_pid = 0;
 	memset(&p->r, 0, sizeof(p->r));
 	p->err.tail_len = 0;
 	p->err.tail[0] = '\0';
@@ -621,8 +690,10 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 	/* waitid only when it may have ended: not a call every message */
 	if (p->pid != 0 && (p->reap || p->out_fd < 0 || p->err.fd < 0)) {
 		p->reap = false;
-		if (handler_reaped(p->pid, &status))
+		if (handler_reaped(p->pid, &status, &p->gone_ru)) {
+			p->gone_pid = p->pid;
 			on_exit_of(p, status, lf);
+		}
 	}
 	if (p->pid == 0 && p->restart_at != 0 && now_ms() >= p->restart_at &&
 	    persistent_start(p, p->broken, sizeof(p->broken)) != 0)

@@ -49,6 +49,7 @@ struct pool {
 	int nused;
 	unsigned long done, retried, failed, requeued, restarts;
 	struct histogram durations;
+	uint64_t cpu_ms; /* handlers' CPU time, summed over messages */
 	struct {
 		char *node; /* "host:port" */
 		unsigned long n;

@@ -36,6 +36,8 @@ static const char *const parking_headers[] = {
     "x-warren-reason",
     "x-warren-stderr",
     "x-warren-failed-at",
+    "x-warren-cpu-ms",
+    "x-warren-max-rss-kb",
     "x-warren-attempt",
     "x-warren-replayed-from",
     "x-death",

@@ -59,14 +59,22 @@ static void forget_holding(struct slot *s)
 
 /*
  * The STATUS= and metrics counts, of the pool and the slot; text is the
- * handler's run time in ms, when it ran. A handled message also ends a
- * failure episode.
+ * handler's run time in ms, when it ran, then a tab and its CPU time in
+ * ms when that is known. A handled message also ends a failure episode.
  */
 static void count_outcome(struct slot *s, char report, const char *text)
 {
 	struct pool *p = s->pool;
-	char *end;
-	long ms = strtol(text, &end, 10);
+	char *end, *cend;
+	long ms = strtol(text, &end, 10), cpu = -1;
+
+	if (end != text && *end == '\t') {
+		cpu = strtol(end + 1, &cend, 10);
+		if (cend == end + 1 || *cend != '\0')
+			cpu = -1;
+	}
+	if (cpu > 0)
+		p->cpu_ms += (uint64_t)cpu;
 
 	switch (report) {
 	case REPORT_ACK:

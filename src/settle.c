@@ -111,8 +111,8 @@ static void num_header(struct header *h, const char *name, long long v,
 static int publish_copy(struct settler *s)
 {
 	struct publish p = {0};
-	char name[300], n1[32], n2[32];
-	struct header h[4];
+	char name[300], n1[32], n2[32], n3[32], n4[32];
+	struct header h[6];
 	int ttl = 0;
 
 	if (s->o.kind == OUTCOME_RETRY) {
@@ -131,6 +131,12 @@ static int publish_copy(struct settler *s)
 		num_header(&h[3], "x-warren-failed-at", (long long)time(NULL),
 			   n2, sizeof(n2));
 		p.nheaders = 4;
+		if (s->cpu_ms >= 0)
+			num_header(&h[p.nheaders++], "x-warren-cpu-ms",
+				   s->cpu_ms, n3, sizeof(n3));
+		if (s->max_rss_kb >= 0)
+			num_header(&h[p.nheaders++], "x-warren-max-rss-kb",
+				   s->max_rss_kb, n4, sizeof(n4));
 		/* a replayed message starts counting its attempts afresh */
 		p.drop_header = "x-warren-attempt";
 	}
@@ -145,9 +151,12 @@ static int publish_copy(struct settler *s)
 }
 
 void settle_start(struct settler *s, struct delivery *d, int attempt,
-		  const struct outcome *o, const char *tail)
+		  const struct outcome *o, const char *tail,
+		  const struct handler_result *r)
 {
 	s->d = d;
+	s->cpu_ms = r != NULL && r->has_cpu ? r->cpu_ms : -1;
+	s->max_rss_kb = r != NULL && r->has_rss ? r->max_rss_kb : -1;
 	s->attempt = attempt;
 	s->o = *o;
 	snprintf(s->tail, sizeof(s->tail), "%s", tail ? tail : "");
@@ -307,6 +316,10 @@ void settle_log(const struct settler *s, const struct handler_result *r,
 	lf.message_id = s->d->message_id;
 	lf.outcome = outcome_name(s->o.kind);
 	lf.duration_ms = (long)(now_ms() - started);
+	if (r->has_cpu)
+		lf.cpu_ms = r->cpu_ms;
+	if (r->has_rss)
+		lf.max_rss_kb = r->max_rss_kb;
 	if (r->started && !r->answered && WIFEXITED(r->wait_status))
 		lf.exit_status = WEXITSTATUS(r->wait_status);
 	if (s->o.kind == OUTCOME_RETRY)

@@ -115,6 +115,7 @@ static struct json *queue_json(const struct pool *p)
 	json_set(q, "failed", json_int((int64_t)p->failed));
 	json_set(q, "requeued", json_int((int64_t)p->requeued));
 	json_set(q, "restarts", json_int((int64_t)p->restarts));
+	json_set(q, "cpu_seconds", json_double((double)p->cpu_ms / 1000.0));
 	json_set(q, "last_error",
 		 json_string(p->last_error[0] ? p->last_error : NULL));
 	return q;
@@ -225,6 +226,15 @@ char *status_metrics(void)
 		if (!p->removed)
 			prom_histogram(f, "warren_handler_duration_seconds", kv,
 				       &p->durations);
+	}
+	prom_family(f, "warren_handler_cpu_seconds_total", "counter",
+		    "CPU time (user and system) handlers spent on messages.");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed)
+			prom_sample(f, "warren_handler_cpu_seconds_total", kv,
+				    (double)p->cpu_ms / 1000.0);
 	}
 	prom_family(f, "warren_workers", "gauge", "Workers, by state.");
 	EACH_POOL(workers);

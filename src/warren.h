@@ -194,10 +194,12 @@ struct log_fields {
 	int exit_status;
 	long duration_ms;
 	const char *stream;
+	long cpu_ms;	 /* the handler's CPU time for the message */
+	long max_rss_kb; /* its peak resident memory, KiB */
 };
 #define LOG_FIELDS_INIT                                                        \
 	{                                                                      \
-		NULL, NULL, -1, -1, NULL                                       \
+		NULL, NULL, -1, -1, NULL, -1, -1                               \
 	}
 
 void log_init(const char *ident, bool debug);
@@ -400,6 +402,10 @@ struct handler_result {
 
 	bool cpu_limited; /* stopped by limits.cpu (cpu_limit seconds) */
 	int cpu_limit;
+	/* what the message cost, where it could be measured (cost.c) */
+	bool has_cpu, has_rss;
+	long cpu_ms;	 /* user + system CPU time of the handler */
+	long max_rss_kb; /* its peak resident set size */
 };
 
 struct outcome {
@@ -607,6 +613,38 @@ void tls_why(enum tls_failure f, const char *host, bool have_cert, char *buf,
 	     size_t len);
 
 /* ------------------------------------------------------------------ */
+/* cost.c: what a handler cost: CPU time and peak memory, from wait4()'s
+ * rusage or from /proc/PID of a running process */
+
+struct rusage;
+
+/* r's cost from a reaped handler's rusage: user + system CPU in ms,
+ * ru_maxrss in KiB. */
+void cost_of_rusage(struct handler_result *r, const struct rusage *ru);
+/* CPU ms of a rusage (user + system, its waited-for children included). */
+long cost_rusage_ms(const struct rusage *ru);
+/*
+ * The CPU time in clock ticks (utime + stime + cutime + cstime) of a
+ * /proc/PID/stat text of len bytes: the command name in parentheses may
+ * hold spaces and parentheses of its own. -1 if the text is not one.
+ */
+long long cost_stat_ticks(const char *text, size_t len);
+/* The value in kB of field name ("VmHWM") of a /proc/PID/status text; -1
+ * when absent. */
+long cost_status_kb(const char *text, const char *name);
+/* Ticks to ms by sysconf(_SC_CLK_TCK). */
+long cost_ticks_ms(long long ticks);
+/*
+ * Of a running process: its CPU ticks (-1, errno set, if /proc/PID/stat
+ * cannot be read: gone, or hidden by hidepid / ProtectProc), its peak RSS
+ * in KiB since the last cost_peak_reset (-1 likewise), and that reset
+ * (/proc/PID/clear_refs "5"; -1 with errno if refused).
+ */
+long long cost_proc_ticks(pid_t pid);
+long cost_proc_peak_kb(pid_t pid);
+int cost_peak_reset(pid_t pid);
+
+/* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */
 
 struct handler;
@@ -648,8 +686,9 @@ struct spawned {
 int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
 		  char *err, size_t errlen);
 /* Once pid has exited: kill what is left of its group, reap it into
- * *status and return true; false while it runs. */
-bool handler_reaped(pid_t pid, int *status);
+ * *status (and its resource usage into *ru, unless NULL) and return
+ * true; false while it runs. */
+bool handler_reaped(pid_t pid, int *status, struct rusage *ru);
 /* 0 when q's command is an executable file and its workdir a directory */
 int handler_check(const struct queue_conf *q, char *err, size_t errlen);
 /* The soft fd limit handlers get: warrend's own, before it raised it. */
@@ -779,7 +818,8 @@ struct settler {
 	struct delivery *d; /* the worker's; not freed here */
 	int attempt;
 	struct outcome o;
-	char tail[4097]; /* stderr tail for parking */
+	char tail[4097];	 /* stderr tail for parking */
+	long cpu_ms, max_rss_kb; /* the handler's cost for parking, or -1 */
 	enum settle_phase phase;
 	int64_t deadline; /* confirm due */
 	bool rejected;	  /* nacked without requeue */
@@ -792,9 +832,11 @@ struct settler {
 
 void settle_init(struct settler *s, struct mq *m, const struct queue_conf *q);
 void settle_free(struct settler *s);
-/* Settle d, which was attempt number attempt, by o. */
+/* Settle d, which was attempt number attempt, by o; r (or NULL) says
+ * what its handler cost, for a parked copy's headers. */
 void settle_start(struct settler *s, struct delivery *d, int attempt,
-		  const struct outcome *o, const char *tail);
+		  const struct outcome *o, const char *tail,
+		  const struct handler_result *r);
 /* Take the next steps that do not wait; s->o is the final outcome. */
 enum settle_state settle_run(struct settler *s);
 /* ms until settle_run has something to do, -1 if only frames can tell */

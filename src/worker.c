@@ -138,7 +138,7 @@ static void begin_settling(struct worker *w, const struct outcome *o,
 			   const char *tail)
 {
 	w->settling = true;
-	settle_start(&w->set, w->d, w->attempt, o, tail);
+	settle_start(&w->set, w->d, w->attempt, o, tail, &w->r);
 }
 
 /*
@@ -188,7 +188,7 @@ static void report_consuming(struct worker *w)
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
-	char ms[24];
+	char ms[48];
 
 	switch (settle_run(&w->set)) {
 	case SETTLE_WAIT:
@@ -209,7 +209,12 @@ static void continue_settling(struct worker *w)
 		break;
 	}
 	settle_log(&w->set, &w->r, w->started);
-	snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
+	/* "MS", or "MS\tCPU_MS" when its CPU time is known */
+	if (w->r.has_cpu)
+		snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
+			 w->r.cpu_ms);
+	else
+		snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
 	report(w, report_of(w->set.o.kind), w->ran_ms >= 0 ? ms : NULL);
 	delivery_free(w->d);
 	w->d = NULL;

@@ -1,0 +1,167 @@
+/*
+ * cost.c: what a handler cost its message: CPU time and peak resident
+ * memory, from wait4()'s rusage once it has exited (exec mode), or from
+ * /proc/PID/stat and /proc/PID/status while it runs (persistent mode).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+long cost_rusage_ms(const struct rusage *ru)
+{
+	long long us =
+	    (long long)ru->ru_utime.tv_sec * 1000000 + ru->ru_utime.tv_usec +
+	    (long long)ru->ru_stime.tv_sec * 1000000 + ru->ru_stime.tv_usec;
+
+	return (long)(us / 1000);
+}
+
+void cost_of_rusage(struct handler_result *r, const struct rusage *ru)
+{
+	r->cpu_ms = cost_rusage_ms(ru);
+	r->max_rss_kb = ru->ru_maxrss; /* Linux: KiB */
+	r->has_cpu = true;
+	r->has_rss = ru->ru_maxrss > 0;
+}
+
+long long cost_stat_ticks(const char *text, size_t len)
+{
+	const char *p, *end = text + len;
+	long long sum = 0;
+
+	/* "PID (COMM) STATE ...": COMM may hold anything, ")" included,
+	 * so the name ends at the last ")" */
+	for (p = end; p > text && p[-1] != ')'; p--)
+		;
+	if (p == text || memchr(text, '(', (size_t)(p - text)) == NULL)
+		return -1;
+	/* fields from 3 (state) on; utime, stime, cutime, cstime: 14-17 */
+	for (int field = 3; field <= 17; field++) {
+		char *next;
+		long long v;
+
+		if (p == end || *p != ' ')
+			return -1;
+		p++;
+		if (field < 14) {
+			while (p < end && *p != ' ')
+				p++;
+			continue;
+		}
+		errno = 0;
+		v = strtoll(p, &next, 10);
+		if (next == p || errno != 0 || v < 0 || next > end ||
+		    (next < end && *next != ' ' && *next != '\n'))
+			return -1;
+		sum += v;
+		p = next;
+	}
+	return sum;
+}
+
+long cost_status_kb(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *line = text; line != NULL && *line != '\0';) {
+		const char *nl = strchr(line, '\n');
+
+		if (strncmp(line, name, n) == 0 && line[n] == ':') {
+			char *end;
+			long v = strtol(line + n + 1, &end, 10);
+
+			return end != line + n + 1 && v >= 0 &&
+				       strncmp(end, " kB", 3) == 0
+				   ? v
+				   : -1;
+		}
+		line = nl != NULL ? nl + 1 : NULL;
+	}
+	return -1;
+}
+
+long cost_ticks_ms(long long ticks)
+{
+	static long hz;
+
+	if (hz <= 0)
+		hz = sysconf(_SC_CLK_TCK);
+	if (hz <= 0)
+		hz = 100;
+	return (long)(ticks * 1000 / hz);
+}
+
+/* /proc/PID/NAME into buf, NUL-terminated; its length, or -1 (errno). */
+static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n = 0, got = 0;
+	int fd, e;
+
+	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	while ((size_t)got < len - 1 &&
+	       ((n = read(fd, buf + got, len - 1 - (size_t)got)) > 0 ||
+		(n == -1 && errno == EINTR)))
+		if (n > 0)
+			got += n;
+	e = errno;
+	close(fd);
+	buf[got] = '\0';
+	if (got == 0) {
+		errno = n == 0 ? ESRCH : e; /* empty: the process is gone */
+		return -1;
+	}
+	return got;
+}
+
+long long cost_proc_ticks(pid_t pid)
+{
+	char buf[1024];
+	ssize_t n = read_proc(pid, "stat", buf, sizeof(buf));
+	long long t;
+
+	if (n < 0)
+		return -1;
+	t = cost_stat_ticks(buf, (size_t)n);
+	if (t < 0)
+		errno = EINVAL;
+	return t;
+}
+
+long cost_proc_peak_kb(pid_t pid)
+{
+	char buf[4096];
+	long kb;
+
+	if (read_proc(pid, "status", buf, sizeof(buf)) < 0)
+		return -1;
+	kb = cost_status_kb(buf, "VmHWM");
+	if (kb < 0)
+		errno = ESRCH; /* a zombie has no memory left to tell */
+	return kb;
+}
+
+int cost_peak_reset(pid_t pid)
+{
+	char path[64];
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "/proc/%ld/clear_refs", (long)pid);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -1;
+	rc = write(fd, "5", 1) == 1 ? 0 : -1;
+	close(fd);
+	return rc;
+}
