@@ -488,6 +488,7 @@ static int add_queues(struct config *cf, cfg_t *cfg, const char *file,
 					     sizeof(struct queue_conf));
 	if (cf->queues == NULL && cf->nqueues + n > 0)
 		abort();
+	memset(cf->queues + cf->nqueues, 0, (size_t)n * sizeof(*cf->queues));
 	for (int i = 0; i < n; i++)
 		copy_queue(&cf->queues[cf->nqueues++],
 			   cfg_getnsec(cfg, "queue", (unsigned)i), file);
