@@ -1,11 +1,13 @@
 /*
- * config.c: the only user of libconfuse. Parses warrend.conf into a fresh
- * cfg_t, validates it (every error names file and line), copies it into
- * the plain structs of warren.h and frees the cfg_t.
+ * config.c: the only user of libconfuse. Parses warrend.conf and the files
+ * its `include` patterns name into fresh cfg_t's, validates them (every
+ * error names file and line), copies them into the plain structs of
+ * warren.h and frees the cfg_t's.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <confuse.h>
 
@@ -24,6 +27,7 @@ struct errbuf {
 	char *buf;
 	size_t len;
 	bool set;
+	int include_line; /* where `include` is, 0 if nowhere */
 };
 static struct errbuf *cur_err;
 
@@ -315,6 +319,34 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+static int v_include(cfg_t *cfg, cfg_opt_t *opt)
+{
+	for (unsigned i = 0; i < cfg_opt_size(opt); i++)
+		if (cfg_opt_getnstr(opt, i)[0] == '\0') {
+			cfg_error(cfg, "include: an empty pattern");
+			return -1;
+		}
+	if (cur_err != NULL)
+		cur_err->include_line = cfg->line;
+	return 0;
+}
+
+/* In an included file, everything but queue sections. */
+static int v_main_only(cfg_t *cfg, cfg_opt_t *opt)
+{
+	cfg_t *where = cfg;
+
+	if (opt->type == CFGT_SEC && cfg_opt_size(opt) > 0)
+		where = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
+	cfg_error(where,
+		  "%s: only in the main configuration file; an included "
+		  "file holds queue sections only%s",
+		  opt->name,
+		  strcmp(opt->name, "include") == 0 ? " (includes do not nest)"
+						    : "");
+	return -1;
+}
+
 static int v_broker(cfg_t *cfg, cfg_opt_t *opt)
 {
 	cfg_t *b = cfg_opt_getnsec(opt, 0);
@@ -382,9 +414,11 @@ static cfg_opt_t root_opts[] = {
     CFG_STR("control_socket", CONTROL_SOCKET_DEFAULT, CFGF_NONE),
     CFG_SEC("metrics", metrics_opts, CFGF_NONE),
     CFG_SEC("queue", queue_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
+    CFG_STR_LIST("include", NULL, CFGF_NONE),
     CFG_END()};
 
-static cfg_t *schema(void)
+/* The schema of the main file, or of an included one (queues only). */
+static cfg_t *schema(bool main_file)
 {
 	cfg_t *cfg = cfg_init(root_opts, CFGF_NONE);
 
@@ -419,6 +453,10 @@ static cfg_t *schema(void)
 	cfg_set_validate_func(cfg, "queue|limits|cpu", v_limit_cpu);
 	cfg_set_validate_func(cfg, "queue|limits|processes", v_limit_processes);
 	cfg_set_validate_func(cfg, "queue|limits|files", v_limit_files);
+	cfg_set_validate_func(cfg, "include", v_include);
+	for (cfg_opt_t *o = root_opts; !main_file && o->name != NULL; o++)
+		if (strcmp(o->name, "queue") != 0)
+			cfg_set_validate_func(cfg, o->name, v_main_only);
 	return cfg;
 }
 
@@ -438,6 +476,13 @@ static char *dup_or_null(const char *s)
 	return s != NULL ? xstrdup(s) : NULL;
 }
 
+static void forget_user_lines(void)
+{
+	free(user_lines);
+	user_lines = NULL;
+	nuser_lines = 0;
+}
+
 static int user_line_of(const cfg_t *sec)
 {
 	int line = 0;
@@ -449,12 +494,13 @@ static int user_line_of(const cfg_t *sec)
 }
 
 /* 0, or -1 with "FILE:LINE: ..." in err (user or group gone since). */
-static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *path,
+static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 		      char *err, size_t errlen)
 {
 	char why[300];
 
 	q->name = xstrdup(cfg_title(sec));
+	q->file = xstrdup(file);
 	q->line = sec->line;
 	q->workers = (int)cfg_getint(sec, "workers");
 	q->command = copy_list(sec, "command", &q->ncommand);
@@ -484,7 +530,7 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *path,
 	q->limits.processes = (int)cfg_getint(sec, "limits|processes");
 	q->limits.files = (int)cfg_getint(sec, "limits|files");
 	if (identity_lookup(q->user, q->group, &q->id, why, sizeof(why)) != 0) {
-		snprintf(err, errlen, "%s:%d: queue \"%s\": %s", path,
+		snprintf(err, errlen, "%s:%d: queue \"%s\": %s", file,
 			 q->user_line ? q->user_line : q->line, q->name, why);
 		return -1;
 	}
@@ -512,7 +558,7 @@ static uint64_t secret_hash(const char *path)
 	return h;
 }
 
-static int copy_config(struct config *cf, cfg_t *cfg, char *err, size_t errlen)
+static int copy_config(struct config *cf, cfg_t *cfg)
 {
 	cfg_t *b = cfg_getsec(cfg, "broker");
 
@@ -530,12 +576,39 @@ static int copy_config(struct config *cf, cfg_t *cfg, char *err, size_t errlen)
 	cf->shutdown_timeout = (int)cfg_getint(cfg, "shutdown_timeout");
 	cf->control_socket = xstrdup(cfg_getstr(cfg, "control_socket"));
 	cf->metrics_listen = xstrdup(cfg_getstr(cfg, "metrics|listen"));
-	cf->nqueues = (int)cfg_size(cfg, "queue");
-	cf->queues = xcalloc((size_t)cf->nqueues, sizeof(struct queue_conf));
-	for (int i = 0; i < cf->nqueues; i++)
-		if (copy_queue(&cf->queues[i],
-			       cfg_getnsec(cfg, "queue", (unsigned)i), cf->path,
-			       err, errlen) != 0)
+	return 0;
+}
+
+/*
+ * Append the queues of cfg, read from file, to cf's; -1 with err set when
+ * one of them is already defined (in an earlier file).
+ */
+static int add_queues(struct config *cf, cfg_t *cfg, const char *file,
+		      char *err, size_t errlen)
+{
+	int n = (int)cfg_size(cfg, "queue");
+
+	for (int i = 0; i < n; i++) {
+		cfg_t *sec = cfg_getnsec(cfg, "queue", (unsigned)i);
+		const struct queue_conf *q = config_queue(cf, cfg_title(sec));
+
+		if (q != NULL) {
+			snprintf(err, errlen,
+				 "%s:%d: queue \"%s\" is already defined at "
+				 "%s:%d",
+				 file, sec->line, q->name, q->file, q->line);
+			return -1;
+		}
+	}
+	cf->queues = realloc(cf->queues, (size_t)(cf->nqueues + n) *
+					     sizeof(struct queue_conf));
+	if (cf->queues == NULL && cf->nqueues + n > 0)
+		abort();
+	memset(cf->queues + cf->nqueues, 0, (size_t)n * sizeof(*cf->queues));
+	for (int i = 0; i < n; i++)
+		if (copy_queue(&cf->queues[cf->nqueues++],
+			       cfg_getnsec(cfg, "queue", (unsigned)i), file, err,
+			       errlen) != 0)
 			return -1;
 	return 0;
 }
@@ -613,16 +686,46 @@ static int line_at(const char *text, const char *p)
 	return line;
 }
 
-/* The whole file, or NULL with the reason in err. */
-static char *read_file(const char *path, size_t *n, char *err, size_t errlen)
+/*
+ * An included file, opened for reading: only a regular file, so that a
+ * pattern matching a FIFO or a device never blocks or reads forever.
+ */
+static FILE *open_regular(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	struct stat st;
+	FILE *f;
+
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "%s:0: cannot read: %s", path,
+			 strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s:0: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if ((f = fdopen(fd, "r")) == NULL)
+		close(fd);
+	return f;
+}
+
+/* The whole file, or NULL with the reason in err. */
+static char *read_file(const char *path, bool main_file, size_t *n, char *err,
+		       size_t errlen)
+{
+	FILE *f =
+	    main_file ? fopen(path, "re") : open_regular(path, err, errlen);
 	char *buf, *nul;
 	int line = 1;
 
 	if (f == NULL) {
-		snprintf(err, errlen, "%s:0: cannot read: %s", path,
-			 strerror(errno));
+		if (main_file || err[0] == '\0')
+			snprintf(err, errlen, "%s:0: cannot read: %s", path,
+				 strerror(errno));
 		return NULL;
 	}
 	buf = read_all(f, n);
@@ -667,25 +770,31 @@ static int check_names(const struct config *cf, char *err, size_t errlen)
 				    err, errlen,
 				    "%s:%d: queue \"%s\" is where warren puts "
 				    "messages of queue \"%s\"",
-				    cf->path, cf->queues[i].line,
+				    cf->queues[i].file, cf->queues[i].line,
 				    cf->queues[i].name, cf->queues[j].name);
 				return -1;
 			}
 	return 0;
 }
 
-struct config *config_load(const char *path, char *err, size_t errlen)
+/*
+ * Parse one file with the schema of a main or an included file. Returns
+ * the cfg_t, or NULL with "FILE:LINE: what" in err. *last is the file's
+ * last line, for errors about the file as a whole; *include_line where
+ * its `include` is.
+ */
+static cfg_t *parse_file(const char *path, bool main_file, int *last,
+			 int *include_line, char *err, size_t errlen)
 {
-	struct errbuf eb = {path, err, errlen, false};
-	struct config *cf = NULL;
+	struct errbuf eb = {path, err, errlen, false, 0};
 	char *text, *clean;
 	const char *unclosed;
 	size_t n;
 	cfg_t *cfg;
-	int r, last = 0;
+	int r;
 
 	err[0] = '\0';
-	text = read_file(path, &n, err, errlen);
+	text = read_file(path, main_file, &n, err, errlen);
 	if (text == NULL)
 		return NULL;
 	clean = strip_comments(text, n, &unclosed);
@@ -697,44 +806,90 @@ struct config *config_load(const char *path, char *err, size_t errlen)
 		return NULL;
 	}
 	free(text);
-	/* for errors about the file as a whole: its last line */
+	*last = 0;
 	for (size_t i = 0; i < n; i++)
 		if (clean[i] == '\n')
-			last++;
-	if (last == 0 || clean[n - 1] != '\n')
-		last++;
+			(*last)++;
+	if (*last == 0 || clean[n - 1] != '\n')
+		(*last)++;
 	cur_err = &eb;
-	cfg = schema();
+	cfg = schema(main_file);
 	r = cfg_parse_buf(cfg, clean);
 	free(clean);
-	if (r == CFG_SUCCESS && cfg_size(cfg, "broker") == 0) {
-		snprintf(err, errlen, "%s:%d: a broker section is required",
-			 path, last);
-		r = CFG_PARSE_ERROR;
-	} else if (r == CFG_SUCCESS && cfg_size(cfg, "queue") == 0) {
-		snprintf(err, errlen,
-			 "%s:%d: at least one queue section is required", path,
-			 last);
-		r = CFG_PARSE_ERROR;
-	} else if (r != CFG_SUCCESS && !eb.set) {
-		/* libconfuse failed without a word (an option named "") */
+	cur_err = NULL;
+	if (r != CFG_SUCCESS && !eb.set) /* no word from libconfuse */
 		snprintf(err, errlen, "%s:%d: cannot parse", path,
 			 cfg->line > 0 ? cfg->line : 1);
+	if (r != CFG_SUCCESS) {
+		cfg_free(cfg);
+		return NULL;
 	}
-	if (r == CFG_SUCCESS) {
-		cf = xcalloc(1, sizeof(*cf));
-		cf->path = xstrdup(path);
-		if (copy_config(cf, cfg, err, errlen) != 0 ||
-		    check_names(cf, err, errlen) != 0) {
-			config_free(cf);
-			cf = NULL;
-		}
+	*include_line = eb.include_line;
+	return cfg;
+}
+
+/* Read the files of the main file's include patterns into cf. */
+static int load_includes(struct config *cf, cfg_t *main_cfg, int line,
+			 char *err, size_t errlen)
+{
+	int n = (int)cfg_size(main_cfg, "include"), last, unused, r = 0;
+	char **patterns = xcalloc((size_t)n + 1, sizeof(char *)), **files;
+	char why[700];
+
+	for (int i = 0; i < n; i++)
+		patterns[i] = cfg_getnstr(main_cfg, "include", (unsigned)i);
+	files = include_expand(patterns, n, cf->path, why, sizeof(why));
+	free(patterns);
+	if (files == NULL) {
+		snprintf(err, errlen, "%s:%d: %s", cf->path, line, why);
+		return -1;
+	}
+	for (char **f = files; r == 0 && *f != NULL; f++) {
+		cfg_t *cfg = parse_file(*f, false, &last, &unused, err, errlen);
+
+		r = cfg != NULL ? add_queues(cf, cfg, *f, err, errlen) : -1;
+		cfg_free(cfg);
+		forget_user_lines(); /* its sections are freed */
+	}
+	include_free(files);
+	return r;
+}
+
+struct config *config_load(const char *path, char *err, size_t errlen)
+{
+	struct config *cf;
+	int last, include_line;
+	cfg_t *cfg = parse_file(path, true, &last, &include_line, err, errlen);
+
+	if (cfg == NULL) {
+		forget_user_lines();
+		return NULL;
+	}
+	if (cfg_size(cfg, "broker") == 0) {
+		snprintf(err, errlen, "%s:%d: a broker section is required",
+			 path, last);
+		cfg_free(cfg);
+		forget_user_lines();
+		return NULL;
+	}
+	cf = xcalloc(1, sizeof(*cf));
+	cf->path = xstrdup(path);
+	if (copy_config(cf, cfg) != 0 ||
+	    add_queues(cf, cfg, path, err, errlen) != 0 ||
+	    load_includes(cf, cfg, include_line, err, errlen) != 0 ||
+	    check_names(cf, err, errlen) != 0) {
+		config_free(cf);
+		cf = NULL;
+	} else if (cf->nqueues == 0) {
+		snprintf(err, errlen,
+			 "%s:%d: at least one queue section is required (in "
+			 "this file or one it includes)",
+			 path, last);
+		config_free(cf);
+		cf = NULL;
 	}
 	cfg_free(cfg);
-	cur_err = NULL;
-	free(user_lines);
-	user_lines = NULL;
-	nuser_lines = 0;
+	forget_user_lines();
 	return cf;
 }
 
@@ -755,6 +910,7 @@ void config_free(struct config *cf)
 		struct queue_conf *q = &cf->queues[i];
 
 		free(q->name);
+		free(q->file);
 		free_list(q->command);
 		free_list(q->environment);
 		free(q->workdir);
@@ -844,14 +1000,14 @@ int config_warnings(const struct config *cf, FILE *out)
 				"%s:%d: warning: queue \"%s\": timeout = 0 "
 				"(none): a handler is stopped only before "
 				"broker.consumer_timeout (%d s)\n",
-				cf->path, q->line, q->name,
+				q->file, q->line, q->name,
 				cf->broker.consumer_timeout);
 			n++;
 		} else if (q->timeout >= cf->broker.consumer_timeout) {
 			fprintf(out,
 				"%s:%d: warning: queue \"%s\": timeout = %d is "
 				"not below broker.consumer_timeout = %d\n",
-				cf->path, q->line, q->name, q->timeout,
+				q->file, q->line, q->name, q->timeout,
 				cf->broker.consumer_timeout);
 			n++;
 		}
@@ -859,7 +1015,7 @@ int config_warnings(const struct config *cf, FILE *out)
 			fprintf(out,
 				"%s:%d: warning: queue \"%s\": max_messages "
 				"applies to mode = \"persistent\" only\n",
-				cf->path, q->line, q->name);
+				q->file, q->line, q->name);
 			n++;
 		}
 	}

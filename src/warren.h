@@ -73,7 +73,8 @@ struct limits_conf {
 
 struct queue_conf {
 	char *name;
-	int line; /* where the section starts, for messages */
+	char *file; /* the file that defines it: the main one or an include */
+	int line;   /* where the section starts, for messages */
 	int workers;
 	char **command; /* NULL-terminated argv */
 	int ncommand;
@@ -1047,6 +1048,24 @@ long notify_watchdog_ms(void);
 bool journal_is_stderr(void);
 int journal_send(int prio, const char *message, const char **fields,
 		 int nfields);
+
+/* ------------------------------------------------------------------ */
+/* include.c: the files of `include`'s glob patterns */
+
+#define INCLUDE_MAX_FILES 4096
+
+/*
+ * The files that the glob PATTERNS match: each pattern's matches sorted
+ * by name (strcmp), the patterns in the order given, a file matched twice
+ * listed once. A relative pattern is taken from the directory of BASE (the
+ * including file). A pattern that matches nothing, or whose directory does
+ * not exist, adds nothing. Returns a NULL-terminated list to free with
+ * include_free(), or NULL with what went wrong in err (which names the
+ * pattern, not the file and line: the caller knows those).
+ */
+char **include_expand(char *const *patterns, int npatterns, const char *base,
+		      char *err, size_t errlen);
+void include_free(char **files);
 
 /* ------------------------------------------------------------------ */
 /* util.c */

@@ -26,10 +26,13 @@ import pytest
 
 pytest.register_assert_rewrite("ctl_helpers")
 
-from conftest import free_port, retry_conf, wait_for, write_script
+from conftest import REPO, free_port, retry_conf, wait_for, write_script
 from ctl_helpers import WARRENCTL, ask, queue_of, start, status, warrenctl
 
 PROMETHEUS = "/usr/bin/prometheus"
+# the shipped alerting rules, loaded by the module's Prometheus
+# (test_monitoring.py checks their alerts)
+RULES = REPO / "monitoring" / "warren.rules.yml"
 PROMTOOL = "/usr/bin/promtool"
 JOB = "warren"
 BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
@@ -63,6 +66,7 @@ global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files: ["{RULES}"]
 scrape_configs:
   - job_name: {JOB}
     scrape_interval: 1s

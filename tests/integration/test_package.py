@@ -48,10 +48,13 @@ USERS = ("warren", "warren-handler")
 SYSUSERS = Path("/usr/lib/sysusers.d/warren.conf")
 UPGRADE_MARK = "# shipped by the upgrade test's package"
 OPERATOR_MARK = "# edited by the operator"
+CONFD = Path("/etc/warren/conf.d")
+COMPLETIONS = Path("/usr/share/bash-completion/completions")
+DOC = Path("/usr/share/doc/warren")
 
 # Whatever the package could leave behind, anywhere.
 TRACES = [
-    "/etc/warren", "/etc/warren/*",
+    "/etc/warren", "/etc/warren/*", "/etc/warren/conf.d/*",
     "/etc/systemd/system/warrend.service",
     "/etc/systemd/system/*/warrend.service",
     "/lib/systemd/system/warrend.service",
@@ -61,6 +64,7 @@ TRACES = [
     "/usr/sbin/warrend", "/usr/bin/warren-submit", "/usr/bin/warrenctl",
     str(SYSUSERS),
     "/usr/share/doc/warren", "/usr/share/man/man*/warren*",
+    "/usr/share/bash-completion/completions/warren*",
     "/var/lib/dpkg/info/warren.*",
 ]
 
@@ -245,6 +249,13 @@ def test_package_metadata_and_contents(debs):
         "/usr/share/man/man8/warrenctl.8.gz": "-rw-r--r--",
         "/usr/share/doc/warren/copyright": "-rw-r--r--",
         "/usr/share/doc/warren/changelog.gz": "-rw-r--r--",
+        # the operator's kit: drop-in directory, completion, rules, dashboard
+        "/etc/warren/conf.d/": "drwxr-xr-x",
+        "/usr/share/bash-completion/completions/warrenctl": "-rw-r--r--",
+        "/usr/share/bash-completion/completions/warrend": "lrwxrwxrwx",
+        "/usr/share/bash-completion/completions/warren-submit": "lrwxrwxrwx",
+        "/usr/share/doc/warren/warren.rules.yml": "-rw-r--r--",
+        "/usr/share/doc/warren/warren-dashboard.json": "-rw-r--r--",
     }
     for name, mode in want.items():
         assert files.get(name) == mode, (name, files.get(name), sorted(files))
@@ -483,6 +494,34 @@ def test_install(debs, system):
              "--init-groups", "cat", CONF], check=False)
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
     run(["setpriv", "--reuid=warren", "--regid=warren", "--init-groups", "cat", CONF])
+    check_operator_kit(copyright_text)
+
+
+def check_operator_kit(copyright_text):
+    """The license, the drop-in directory, the completions, the rules and
+    the dashboard, as an operator finds them after the install."""
+    # MIT (Expat) for every file, the full text as in LICENSE
+    assert "License: Expat" in copyright_text and "MIT" in copyright_text
+    assert re.search(r"^Files: \*\nCopyright: .+\nLicense: Expat$", copyright_text, re.M)
+    license_text = (REPO / "LICENSE").read_text()
+    body = license_text.split("Permission is hereby granted", 1)[1]
+    flat = lambda t: " ".join(t.replace("\n .\n", "\n").split())
+    assert flat(body) in flat(copyright_text.split("Permission is hereby granted", 1)[1])
+    assert "no-license-declared" not in copyright_text
+    assert CONFD.is_dir() and not CONFD.is_symlink()
+    # the completion, found under each program's name, without bash-completion
+    for prog in ("warrenctl", "warrend", "warren-submit"):
+        r = run(["bash", "--norc", "-c",
+                 f"source {COMPLETIONS / prog} && complete -p {prog}"])
+        assert r.stdout.startswith("complete -F _warren") and prog in r.stdout, r.stdout
+    # the rules load (promtool comes with prometheus) and the dashboard parses
+    rules = DOC / "warren.rules.yml"
+    assert rules.read_bytes() == (REPO / "monitoring/warren.rules.yml").read_bytes()
+    if shutil.which("promtool"):
+        run(["promtool", "check", "rules", rules])
+    import json
+    dash = json.loads((DOC / "warren-dashboard.json").read_text())
+    assert dash["panels"] and dash["title"] == "warren"
 
 
 def test_installed_example_is_valid_and_starts_no_workers(system):
@@ -712,6 +751,12 @@ def test_postinst_reloads_a_daemon_running_as_warren(scripts, system):
 
 def test_upgrade_keeps_the_edited_conffile(debs, system):
     assert system.step == "installed"
+    # an operator's drop-in, read through the example's include
+    dropin = CONFD / "50-operator.conf"
+    dropin_text = 'queue "operator_queue" {\n\tworkers = 0\n\tcommand = {"/bin/cat"}\n}\n'
+    dropin.write_text(dropin_text)
+    r = run(["/usr/sbin/warrend", "-t", "-c", CONF])
+    assert r.stdout.strip() == "configuration OK", r.stdout + r.stderr
     edited = CONF.read_text().replace("\tworkers = 0\n", "\tworkers = 2\n") + \
         OPERATOR_MARK + "\n"
     CONF.write_text(edited)
@@ -730,6 +775,12 @@ def test_upgrade_keeps_the_edited_conffile(debs, system):
     assert Path("/etc/systemd/system/multi-user.target.wants/warrend.service").is_symlink()
     r = run(["/usr/sbin/warrend", "-t", "-c", CONF])
     assert r.stdout.strip() == "configuration OK"
+    # conf.d and the operator's drop-in kept, and still read
+    assert CONFD.is_dir() and dropin.read_text() == dropin_text
+    dropin.write_text(dropin_text.replace('"/bin/cat"', '"cat"'))
+    r = run(["/usr/sbin/warrend", "-t", "-c", CONF], check=False)
+    assert r.returncode == 78 and r.stderr.startswith(f"{dropin}:3: "), r.stderr
+    dropin.unlink()  # the operator's own file: not the package's to purge
 
 
 def test_remove_keeps_the_conffile_and_purge_leaves_nothing(system):
@@ -740,7 +791,7 @@ def test_remove_keeps_the_conffile_and_purge_leaves_nothing(system):
     assert OPERATOR_MARK in CONF.read_text(), "remove must keep the conffile"
     left = traces() - system.traces_before
     # policy keeps the configuration and the admin's enablement until purge
-    kept = {"/etc/warren", str(CONF), str(CONF) + ".dpkg-dist",
+    kept = {"/etc/warren", str(CONF), str(CONF) + ".dpkg-dist", str(CONFD),
             "/etc/systemd/system/multi-user.target.wants/warrend.service"}
     kept |= {f for f in left if f.startswith("/var/lib/systemd/deb-systemd-helper-enabled/")}
     kept |= {f for f in left if re.match(r"/var/lib/dpkg/info/warren\.(postrm|list|conffiles|md5sums)$", f)}
