@@ -607,8 +607,8 @@ static int add_queues(struct config *cf, cfg_t *cfg, const char *file,
 	memset(cf->queues + cf->nqueues, 0, (size_t)n * sizeof(*cf->queues));
 	for (int i = 0; i < n; i++)
 		if (copy_queue(&cf->queues[cf->nqueues++],
-			       cfg_getnsec(cfg, "queue", (unsigned)i), file, err,
-			       errlen) != 0)
+			       cfg_getnsec(cfg, "queue", (unsigned)i), file,
+			       err, errlen) != 0)
 			return -1;
 	return 0;
 }

@@ -46,8 +46,8 @@ struct handler {
 	bool ct_timed_out; /* the consumer_timeout deadline stopped it */
 	bool exited;
 	int status;
-	int cpu_limit;	/* limits.cpu in seconds, 0: none */
-	int64_t cpu_ms; /* its CPU time, once reaped */
+	int cpu_limit;	  /* limits.cpu in seconds, 0: none */
+	int64_t cpu_ms;	  /* its CPU time, once reaped */
 	struct rusage ru; /* from wait4(), once exited */
 };
 
@@ -556,10 +556,9 @@ bool handler_reap(struct handler *h)
 {
 	if (!h->exited && handler_reaped(h->pid, &h->status, &h->ru)) {
 		h->exited = true;
-		h->cpu_ms = (h->ru.ru_utime.tv_sec + h->ru.ru_stime.tv_sec) *
-				1000LL +
-			    (h->ru.ru_utime.tv_usec + h->ru.ru_stime.tv_usec) /
-				1000;
+		h->cpu_ms =
+		    (h->ru.ru_utime.tv_sec + h->ru.ru_stime.tv_sec) * 1000LL +
+		    (h->ru.ru_utime.tv_usec + h->ru.ru_stime.tv_usec) / 1000;
 	}
 	return h->exited;
 }
