@@ -256,10 +256,10 @@ struct delivery {
 	int nheaders;
 	void *body;
 	size_t body_len;
-	void *amqp;		   /* mq.c's own copy of the message */
+	void *amqp;		   /* amqp/'s own copy of the message */
 	void (*amqp_free)(void *); /* frees amqp, which owns body */
 	int64_t received;	   /* now_ms() when it arrived */
-	char *key;		   /* delivery_key(), set by mq.c */
+	char *key;		   /* delivery_key(), set by amqp/ */
 	char *undecodable;	   /* why its properties could not be read */
 };
 
