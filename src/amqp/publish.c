@@ -151,6 +151,8 @@ static int wait_writable(struct mq *m, int64_t deadline)
 {
 	struct pollfd p = {amqp_get_sockfd(m->conn), POLLOUT, 0};
 
+	if (p.fd < 0)
+		return 0; /* no socket: the send says so at once */
 	for (;;) {
 		int64_t left = deadline - now_ms();
 		int r;
