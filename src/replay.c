@@ -110,7 +110,7 @@ static int session_open(struct session *s, const struct replay_opts *o)
 		fprintf(stderr, "warrenctl: %s\n", err);
 		return -1;
 	}
-	/* the error never holds the password: mq.c redacts its URLs */
+	/* the error never holds the password: src/amqp/ redacts its URLs */
 	s->mq = mq_connect(&s->cf->broker, "warrenctl", 0, 0, NULL, &status,
 			   err, sizeof(err));
 	if (s->mq == NULL) {

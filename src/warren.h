@@ -338,10 +338,10 @@ struct delivery {
 	int nheaders;
 	void *body;
 	size_t body_len;
-	void *amqp;		   /* mq.c's own copy of the message */
+	void *amqp;		   /* amqp/'s own copy of the message */
 	void (*amqp_free)(void *); /* frees amqp, which owns body */
 	int64_t received;	   /* now_ms() when it arrived */
-	char *key;		   /* delivery_key(), set by mq.c */
+	char *key;		   /* delivery_key(), set by amqp/ */
 	char *undecodable;	   /* why its properties could not be read */
 };
 
@@ -469,149 +469,9 @@ int ledger_encode(const struct mark *k, char *buf, size_t len);
 int ledger_apply(struct ledger *l, const char *text);
 
 /* ------------------------------------------------------------------ */
-/* mq.c: the only user of rabbitmq-c */
+/* amqp/: the AMQP layer (the only user of rabbitmq-c and OpenSSL) */
 
-struct mq;
-
-enum mq_event {
-	MQ_NONE,      /* nothing more to read now */
-	MQ_DELIVERY,  /* *out holds a message */
-	MQ_CANCELLED, /* the broker cancelled our consumer */
-	MQ_CLOSED,    /* connection or channel gone; see mq_error */
-};
-
-/*
- * Connect to the first reachable node of broker's URLs: number first, then
- * the others in turn from one that rotate picks (*node: the one reached),
- * within connect_timeout each, log in
- * (announcing consumer_cancel_notify, connection.blocked, publisher_confirms),
- * and open channel 1 for consuming. Channel 2, for declaring side queues and
- * publishing, opens at its first use (the broker closing it over a refused
- * declare or publish leaves channel 1 and its unacked deliveries untouched).
- * NULL on failure, reason in err (never the password) and *status set to
- * WORKER_EXIT_CONNECT or WORKER_EXIT_LOGIN.
- */
-struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
-		      int rotate, int *node, int *status, char *err,
-		      size_t errlen);
-/* Parse the CAs an amqps:// broker's certificate is checked with, once,
- * before workers are forked (master: at start and every reload). */
-void mq_preload_ca(const struct broker_conf *b);
-/* 0 when URL's host takes a TCP connection within timeout_ms. */
-int mq_probe(const char *url, int timeout_ms);
-void mq_close(struct mq *m);
-/* 0 if URL parses as an amqp:// or amqps:// URL, else -1 */
-int mq_url_check(const char *url, char *err, size_t errlen);
-/* The URL with its password hidden, for logs; caller frees. */
-char *mq_url_redacted(const char *url);
-/* host:port of URL, for status and metrics; caller frees. */
-char *mq_url_node(const char *url);
-int mq_fd(struct mq *m);
-const char *mq_error(struct mq *m);
-/* true when the library holds unread frames or bytes (poll would miss) */
-bool mq_buffered(struct mq *m);
-int mq_declare(struct mq *m, const struct queue_conf *q);
-int mq_declare_named(struct mq *m, const char *name, bool durable,
-		     enum queue_type type);
-/*
- * Declare the durable queue NAME whose messages wait ttl seconds and are
- * then dead-lettered back to target (the retry queues).
- */
-int mq_declare_delay(struct mq *m, const char *name, const char *target,
-		     int ttl);
-int mq_consume(struct mq *m, const char *queue, int prefetch);
-int mq_cancel(struct mq *m);
-/*
- * Read what the socket holds without blocking, keeping heartbeats: sends
- * one when due, fails when the broker's are overdue.
- */
-enum mq_event mq_poll(struct mq *m, struct delivery **out);
-/* Like mq_poll, but deliveries stay queued for a later mq_poll. */
-enum mq_event mq_service(struct mq *m);
-int mq_ack(struct mq *m, uint64_t tag);
-int mq_nack(struct mq *m, uint64_t tag, bool requeue);
-/* Put the channel in confirm mode (once). */
-int mq_confirm_select(struct mq *m);
-/*
- * Publish a persistent copy of body with the given properties (message_id,
- * headers) and wait for the broker's confirm. 0 when confirmed.
- */
-struct publish {
-	const char *exchange;
-	const char *routing_key;
-	const void *body;
-	size_t body_len;
-	const struct delivery *like; /* copy properties from, or NULL */
-	const char *message_id;	     /* overrides like's */
-	struct header *headers;	     /* added/replaced headers */
-	int nheaders;
-	const char *drop_header; /* left out of like's, or NULL;
-				  * x-delivery-count always is */
-	const char *expiration;	 /* per-message TTL (ms), or NULL */
-	/* more names left out of like's, NULL-terminated; or NULL */
-	const char *const *drop_headers;
-};
-int mq_publish(struct mq *m, const struct publish *p);
-/* About how many bytes d's headers take in a content header frame. */
-size_t mq_headers_size(const struct delivery *d);
-/* Wait for confirms of every publish so far; 0 when all acked. */
-int mq_wait_confirms(struct mq *m, int timeout_ms);
-
-enum mq_confirm {
-	MQ_CONFIRM_PENDING,  /* not all answered yet */
-	MQ_CONFIRM_OK,	     /* every copy so far confirmed */
-	MQ_CONFIRM_REFUSED,  /* nacked, unroutable, or the publishing channel
-			      * closed by the broker: mq_error says which */
-	MQ_CONFIRM_UNROUTED, /* confirmed, but came back: no such queue */
-	MQ_CONFIRM_LOST,     /* the connection is gone */
-};
-/* Where the publishes so far stand, from the frames read until now. */
-enum mq_confirm mq_confirm_state(struct mq *m);
-/* true once the connection (or the consuming channel) is gone */
-bool mq_lost(const struct mq *m);
-/* The broker's reason while it blocks our publishing, else NULL. */
-const char *mq_blocked(const struct mq *m);
-/*
- * After the broker closed the consuming channel: its consumer_timeout in
- * ms when that was the reason (0 if it did not say the value), else -1.
- */
-int mq_consumer_timeout_ms(const struct mq *m);
-/* for warrenctl: */
-/*
- * Whether queue name exists (passive queue.declare on the consuming
- * channel): 0 and its ready messages in *messages, 1 when there is no
- * such queue, -1 on another error. Either failure closes the channel:
- * only mq_close() follows.
- */
-int mq_declare_passive(struct mq *m, const char *name, uint32_t *messages);
-/*
- * basic.get of one message of queue, not acked (settle it with mq_ack,
- * mq_nack or mq_requeue_upto): 1 and *out (free with delivery_free),
- * 0 when the queue has no ready message, -1 on error (mq_error).
- */
-int mq_get(struct mq *m, const char *queue, struct delivery **out);
-/* Give back every delivery not yet settled up to tag, requeued (one
- * basic.nack with multiple set: the broker keeps the queue's order). */
-int mq_requeue_upto(struct mq *m, uint64_t tag);
-
-/* ------------------------------------------------------------------ */
-/* tls.c: why TLS failed, in words; the only user of OpenSSL */
-
-enum tls_failure {
-	TLS_UNTRUSTED,	/* the peer's certificate did not verify */
-	TLS_WRONG_NAME, /* it does not name the host */
-	TLS_HANDSHAKE,	/* the handshake itself failed */
-};
-
-/* Parse the CA file path once, for every later connection. -1 if bad. */
-int tls_load_ca(const char *path);
-/* Make ssl_ctx trust the CAs tls_load_ca() parsed; false if not path's. */
-bool tls_use_ca(void *ssl_ctx, const char *path);
-/* Watch rabbitmq-c's SSL_CTX (void *) for the next handshake's verdict. */
-void tls_watch(void *ssl_ctx);
-/* What went wrong with the last handshake, for host. */
-void tls_why(enum tls_failure f, const char *host, bool have_cert, char *buf,
-	     size_t len);
+#include "amqp/mq.h"
 
 /* ------------------------------------------------------------------ */
 /* cost.c: what a handler cost: CPU time and peak memory, from wait4()'s

@@ -704,7 +704,7 @@ static void maybe_go_home(struct worker *w)
 	    now_ms() < w->next_probe)
 		return;
 	w->next_probe = now_ms() + probe_interval(w);
-	if (mq_probe(w->cf->broker.urls[w->home], 1000) != 0)
+	if (mq_probe_home(w->mq, 1000) != 0)
 		return;
 	if (w->home_moves == 0)
 		log_info("node %d of broker.url is back: moving to it",

@@ -104,7 +104,7 @@ def test_c_sources_follow_clang_format():
     if tool is None:
         pytest.skip("clang-format is not installed")
     files = sorted(str(p) for d in ("src", "tests/unit")
-                   for p in (ROOT / d).glob("*.[ch]"))
+                   for p in (ROOT / d).rglob("*.[ch]"))
     r = subprocess.run([tool, "--style=file", "--dry-run", "-Werror", *files],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]

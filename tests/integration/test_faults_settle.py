@@ -731,6 +731,63 @@ def test_memory_alarm_holds_the_retry_copy_until_it_clears(fbroker, undo, fwarre
     assert b.ready_count(q + ".failed") == 0
 
 
+BIG_MIB = 40  # > the socket buffers on both sides: the send deadline is 40 s
+
+# Fails its first run once the test has raised the alarm, succeeds later.
+FAIL_AFTER_ALARM = r"""
+marker = os.path.join(DIR, "seen." + MID)
+if os.path.exists(marker):
+    sys.exit(0)
+open(marker, "w").close()
+open(os.path.join(DIR, "big.started"), "w").close()
+deadline = time.monotonic() + 30
+while not os.path.exists(os.path.join(DIR, "alarm-on")):
+    if time.monotonic() > deadline:
+        break
+    time.sleep(0.05)
+sys.exit(3)
+"""
+
+
+def test_big_copy_caught_mid_send_hits_the_sockets_deadline(fbroker, undo, fwarrend, tmp_path):
+    """A retry copy larger than the socket buffers, sent as the broker
+    blocks publishing: the broker stops reading mid-body. The worker's
+    send deadline (30 s, or 1 s per MiB) is the socket's own (poll before
+    each frame), not a process-wide alarm: past it the worker drops the
+    connection, and the redelivery is settled by the outcome it had."""
+    b, runs = fbroker, tmp_path / "runs"
+    q = queue_name_for("test_big_copy_caught_mid_send_hits_the_sockets_deadline")
+    b.publish_many(q, [(b"x" * (BIG_MIB << 20), None, "big-0", {})])
+    undo.append(lambda: b.ctl("set_vm_memory_high_watermark", "0.4"))
+    h = handler(tmp_path / "fail_after_alarm.py", FAIL_AFTER_ALARM)
+    w = fwarrend([h, str(runs)], heartbeat=2, queue_extra=retry_conf(attempts=3, delay=1))
+    wait_for(lambda: (tmp_path / "big.started").exists(), timeout=60,
+             message="the first run of big-0")
+    b.ctl("set_vm_memory_high_watermark", "0.0000001")
+    wait_for(lambda: "memory" in alarms(b), timeout=15, interval=0.2,
+             message="the broker's memory alarm")
+    (tmp_path / "alarm-on").touch()
+    alarm_at = time.monotonic()
+
+    pat = rf"took no data for {BIG_MIB} s"
+    wait_for(lambda: said(w, pat), timeout=BIG_MIB + 40, interval=0.2,
+             message="the send deadline")
+    hit_s = time.monotonic() - alarm_at
+    b.ctl("set_vm_memory_high_watermark", "0.4")
+    wait_for(lambda: "memory" not in alarms(b), timeout=15, interval=0.2,
+             message="the memory alarm to clear")
+    wait_for(lambda: any(" ack, " in l for l in result_lines(w, "big-0")),
+             timeout=90, interval=0.2, message="big-0 acked")
+    rs = runs_of(runs)
+    print(f"\nbig copy mid-send: deadline hit {hit_s:.1f}s after the alarm: "
+          f"{said(w, pat)}; runs {[r['attempt'] for r in rs]}; "
+          f"results {result_lines(w, 'big-0')}")
+    assert BIG_MIB - 1 <= hit_s <= BIG_MIB + 30, hit_s
+    assert [r["attempt"] for r in rs] == [1, 2], rs
+    assert_settled(b, w)
+    assert b.ready_count(q + ".failed") == 0
+
+
 # ---------------------------------------------------------------------------
 # 3. prefetch > 1: a message that waited in the prefetch is not failed
 

@@ -15,7 +15,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
-#include "warren.h"
+#include "mq_int.h"
 
 /*
  * The CAs to trust, parsed by the master at start and at every reload, so

@@ -1,0 +1,170 @@
+/* queue.c: queue.declare, basic.consume and cancel, and warrenctl's basic.get.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mq_int.h"
+
+static amqp_table_t queue_args(enum queue_type type, amqp_table_entry_t *e)
+{
+	amqp_table_t t = {0, e};
+
+	if (type == QUEUE_QUORUM) {
+		e[0].key = amqp_cstring_bytes("x-queue-type");
+		e[0].value.kind = AMQP_FIELD_KIND_UTF8;
+		e[0].value.value.bytes = amqp_cstring_bytes("quorum");
+		t.num_entries = 1;
+	}
+	return t;
+}
+
+/* queue.declare with these arguments on channel ch, its reply in words. */
+static int declare(struct mq *m, amqp_channel_t ch, const char *name,
+		   bool durable, amqp_table_t args)
+{
+	char what[300];
+
+	snprintf(what, sizeof(what), "queue.declare %s", name);
+	if (ch == PUB_CHANNEL && mq_pub_channel(m) != 0)
+		return -1;
+	amqp_queue_declare(m->conn, ch, amqp_cstring_bytes(name), 0, durable, 0,
+			   0, args);
+	return mq_check_reply_on(m, amqp_get_rpc_reply(m->conn), what, ch);
+}
+
+int mq_declare_named(struct mq *m, const char *name, bool durable,
+		     enum queue_type type)
+{
+	amqp_table_entry_t e[1];
+
+	return declare(m, PUB_CHANNEL, name, durable, queue_args(type, e));
+}
+
+int mq_declare_delay(struct mq *m, const char *name, const char *target,
+		     int ttl)
+{
+	amqp_table_entry_t e[3];
+	amqp_table_t t = {3, e};
+
+	e[0].key = amqp_cstring_bytes("x-message-ttl");
+	e[0].value.kind = AMQP_FIELD_KIND_I64;
+	e[0].value.value.i64 = (int64_t)ttl * 1000;
+	e[1].key = amqp_cstring_bytes("x-dead-letter-exchange");
+	e[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	e[1].value.value.bytes = amqp_cstring_bytes("");
+	e[2].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+	e[2].value.kind = AMQP_FIELD_KIND_UTF8;
+	e[2].value.value.bytes = amqp_cstring_bytes(target);
+	return declare(m, PUB_CHANNEL, name, true, t);
+}
+
+int mq_declare(struct mq *m, const struct queue_conf *q)
+{
+	amqp_table_entry_t e[1];
+
+	return declare(m, CHANNEL, q->name, q->durable, queue_args(q->type, e));
+}
+
+int mq_consume(struct mq *m, const char *queue, int prefetch)
+{
+	amqp_basic_consume_ok_t *ok;
+
+	amqp_basic_qos(m->conn, CHANNEL, 0, (uint16_t)prefetch, 0);
+	if (mq_check_reply(m, amqp_get_rpc_reply(m->conn), "basic.qos"))
+		return -1;
+	ok = amqp_basic_consume(m->conn, CHANNEL, amqp_cstring_bytes(queue),
+				amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	if (mq_check_reply(m, amqp_get_rpc_reply(m->conn), "basic.consume"))
+		return -1;
+	free(m->consumer_tag);
+	m->consumer_tag = strndup(ok->consumer_tag.bytes, ok->consumer_tag.len);
+	return 0;
+}
+
+int mq_cancel(struct mq *m)
+{
+	if (m->consumer_tag == NULL)
+		return 0;
+	amqp_basic_cancel_t req = {amqp_cstring_bytes(m->consumer_tag), 0};
+	int r;
+
+	/*
+	 * Not amqp_basic_cancel(): that waits for cancel-ok, and the worker
+	 * must not stop serving its handler for a round trip. The cancel-ok
+	 * arrives later as a frame mq_poll ignores; deliveries sent before
+	 * it are settled by the caller (nack, or the connection's close).
+	 */
+	r = amqp_send_method(m->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &req);
+	free(m->consumer_tag);
+	m->consumer_tag = NULL;
+	return mq_check_status(m, r, "basic.cancel");
+}
+
+/* ------------------------------------------------------------------ */
+/* for warrenctl: reading a queue one message at a time */
+
+int mq_declare_passive(struct mq *m, const char *name, uint32_t *messages)
+{
+	amqp_queue_declare_ok_t *ok;
+	char what[300];
+
+	snprintf(what, sizeof(what), "queue.declare %s (passive)", name);
+	ok = amqp_queue_declare(m->conn, CHANNEL, amqp_cstring_bytes(name), 1,
+				0, 0, 0, amqp_empty_table);
+	if (mq_check_reply(m, amqp_get_rpc_reply(m->conn), what))
+		return m->reply_code == AMQP_NOT_FOUND ? 1 : -1;
+	if (messages != NULL)
+		*messages = ok->message_count;
+	return 0;
+}
+
+int mq_get(struct mq *m, const char *queue, struct delivery **out)
+{
+	amqp_rpc_reply_t r;
+	amqp_basic_get_ok_t *ok;
+	amqp_basic_deliver_t dv = {0};
+	struct kept *k;
+	size_t len = 0;
+
+	*out = NULL;
+	if (m->closed)
+		return -1;
+	amqp_maybe_release_buffers(m->conn);
+	r = amqp_basic_get(m->conn, CHANNEL, amqp_cstring_bytes(queue), 0);
+	if (mq_check_reply(m, r, "basic.get"))
+		return -1;
+	if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
+		return 0;
+	if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+		mq_set_error(m, "basic.get: unexpected method 0x%08x",
+			     r.reply.id);
+		m->closed = true;
+		return -1;
+	}
+	ok = r.reply.decoded;
+	k = xcalloc(1, sizeof(*k));
+	/* as in on_deliver: the method's strings go with the next frames */
+	init_amqp_pool(&k->pool, 4096);
+	dv.delivery_tag = ok->delivery_tag;
+	dv.redelivered = ok->redelivered;
+	dv.exchange = mq_keep_bytes(&k->pool, ok->exchange);
+	dv.routing_key = mq_keep_bytes(&k->pool, ok->routing_key);
+	if (mq_read_content(m, CHANNEL, k, &len) != 0) {
+		mq_free_kept(
+		    k); /* unacked: the broker has it back at the close */
+		return -1;
+	}
+	*out = mq_to_delivery(&dv, k, len);
+	return 1;
+}
+
+int mq_requeue_upto(struct mq *m, uint64_t tag)
+{
+	if (tag == 0)
+		return 0;
+	return mq_check_status(m, amqp_basic_nack(m->conn, CHANNEL, tag, 1, 1),
+			       "basic.nack");
+}
