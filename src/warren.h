@@ -881,8 +881,16 @@ void prom_histogram(FILE *f, const char *name, const char *const *kv,
 
 #define CONTROL_SOCKET_DEFAULT "/run/warren/warrend.sock"
 
-/* Answer at path ("" : none); reasons it cannot are said once. */
-void control_open(const char *path);
+/* What the socket answers with, handed in by the master. */
+struct control_ops {
+	char *(*status)(void);	/* the status JSON; caller frees */
+	char *(*metrics)(void); /* the Prometheus text; caller frees */
+	int (*pause)(const char *queue, bool pause); /* -1: no such queue */
+};
+
+/* Answer at path ("" : none) with ops, which must outlive the socket;
+ * reasons it cannot are said once. */
+void control_open(const char *path, const struct control_ops *ops);
 void control_close(void);
 bool control_is_open(void);
 /* monotonic ms of the next client deadline, 0 if none */
@@ -892,7 +900,8 @@ void control_timers(void);
 /* ------------------------------------------------------------------ */
 /* metrics.c: the Prometheus listener; the only user of libmicrohttpd */
 
-void metrics_open(const char *listen); /* "" : none */
+/* Serve render()'s text (caller frees) at listen ("" : none). */
+void metrics_open(const char *listen, char *(*render)(void));
 void metrics_close(void);
 bool metrics_is_open(void);
 int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */
