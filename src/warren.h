@@ -711,8 +711,9 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 enum settle_state settle_run(struct settler *s);
 /* ms until settle_run has something to do, -1 if only frames can tell */
 int settle_next_timer(const struct settler *s);
-/* Shutdown while a copy waits: give the original back. */
-void settle_abandon(struct settler *s);
+/* Shutdown while a copy waits: give the original back, unless the copy
+ * is confirmed already (then settle_run() acks it). Whether it did. */
+bool settle_abandon(struct settler *s);
 /* The outcome line of the log, with the message's fields. */
 void settle_log(const struct settler *s, const struct handler_result *r,
 		int64_t started);
