@@ -415,6 +415,26 @@ static void count_death(struct slot *s, int st)
 	s->holding = NULL;
 }
 
+/*
+ * Kill a dead worker's handler group g, if any of its processes is ours:
+ * they are given to us (PR_SET_CHILD_SUBREAPER) when the worker dies. A
+ * group none of whose processes is our child may be gone, its id taken
+ * by a stranger's new group since: the worker reaped its handler before
+ * it could report so.
+ */
+static void kill_group(pid_t g)
+{
+	siginfo_t si;
+
+	if (g <= 0)
+		return;
+	si.si_pid = 0;
+	if (waitid(P_PGID, (id_t)g, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+		kill(-g, SIGKILL);
+	else
+		log_debug("handler group %ld: none of it left", (long)g);
+}
+
 static void on_exit_of(struct slot *s, int st)
 {
 	struct pool *p = s->pool;
@@ -432,12 +452,10 @@ static void on_exit_of(struct slot *s, int st)
 	if (s->state != REPORT_BUSY)
 		s->handler = 0;
 	s->state = 0;
-	if (s->handler > 0)
-		kill(-s->handler, SIGKILL);
+	kill_group(s->handler);
 	s->handler = 0;
 	/* a persistent handler lives between messages too */
-	if (s->group > 0)
-		kill(-s->group, SIGKILL);
+	kill_group(s->group);
 	s->group = 0;
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);
