@@ -15,7 +15,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "pool.h"
 #include "warren.h"
 
 #define CLIENTS_MAX 64
@@ -40,6 +39,7 @@ static struct {
 	struct client c[CLIENTS_MAX];
 	int nclients;
 	int64_t accept_at; /* out of fds: accepting again then, 0: accepting */
+	const struct control_ops *ops;
 } ctl = {.fd = -1};
 
 static void client_close(struct client *c)
@@ -73,7 +73,7 @@ static char *pause_answer(const char *queue, bool pause)
 	struct json *o;
 	char why[300], *t;
 
-	if (master_pause(queue, pause) != 0) {
+	if (ctl.ops->pause(queue, pause) != 0) {
 		snprintf(why, sizeof(why), "no such queue: %s", queue);
 		return error_answer(why);
 	}
@@ -89,7 +89,7 @@ static char *pause_answer(const char *queue, bool pause)
 static char *metrics_answer(void)
 {
 	struct json *o = json_new_object();
-	char *text = status_metrics(), *t;
+	char *text = ctl.ops->metrics(), *t;
 
 	json_set(o, "ok", json_new_bool(true));
 	json_set(o, "text", json_string(text));
@@ -108,7 +108,7 @@ static char *answer(char *line)
 	if (n > 0 && line[n - 1] == '\r')
 		line[--n] = '\0';
 	if (strcmp(line, "status") == 0)
-		return status_json();
+		return ctl.ops->status();
 	if (strcmp(line, "metrics") == 0)
 		return metrics_answer();
 	if (strncmp(line, "pause ", 6) == 0)
@@ -313,12 +313,13 @@ static bool bind_socket(int fd, const char *path, char *why, size_t len)
 	return true;
 }
 
-void control_open(const char *path)
+void control_open(const char *path, const struct control_ops *ops)
 {
 	char why[400];
 	int fd;
 
 	control_close();
+	ctl.ops = ops;
 	if (path == NULL || path[0] == '\0')
 		return;
 	for (int i = 0; i < CLIENTS_MAX; i++)

@@ -29,8 +29,6 @@
 #include "pool.h"
 #include "warren.h"
 
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_MAX_MS 60000
 #define STAYED_UP_MS 30000  /* a worker up this long resets backoff */
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
 #define REPORT_BATCH_MS 20  /* a worker's reports are read this often */
@@ -47,7 +45,6 @@ static struct {
 	const char *path;
 	struct config *cf;  /* the running configuration */
 	struct cf_gen *old; /* earlier ones, kept for their pools */
-	struct pool *pools;
 	int sigfd;
 	bool stopping;
 	int64_t kill_at; /* stop: SIGKILL what is left */
@@ -66,117 +63,13 @@ static struct {
 	int nrearm, caprearm;
 	int64_t rearm_at;	/* when they are watched again, 0: none */
 	struct timerq respawns; /* slots waiting to be started again */
-	int unreported;		/* active slots yet to report: READY waits */
 	int nchildren;		/* workers alive */
 	int fd_floor;		/* fds from here up are the master's own: a new
 				 * worker closes them */
 	struct pidmap pids;	/* slots of live workers, by pid */
-	struct master_view view;
 } m;
 
-static struct pool *pool_find(const char *name)
-{
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		if (!p->removed && strcmp(p->q->name, name) == 0)
-			return p;
-	return NULL;
-}
-
-/* used[n]: whether an active slot of p holds number n */
-static void number_use(struct pool *p, int n, bool used)
-{
-	if (n >= p->nused) {
-		int cap = n * 2 + 16;
-
-		p->used = realloc(p->used, (size_t)cap);
-		if (p->used == NULL)
-			fatal("realloc");
-		memset(p->used + p->nused, 0, (size_t)(cap - p->nused));
-		p->nused = cap;
-	}
-	p->used[n] = used;
-}
-
-/* Lowest worker number from n up that no active slot of p holds. */
-static int number_free(const struct pool *p, int n)
-{
-	while (n < p->nused && p->used[n])
-		n++;
-	return n;
-}
-
 static void on_slot_event(void *arg, uint32_t events);
-
-static struct slot *slot_add(struct pool *p, int number)
-{
-	struct slot *s = xcalloc(1, sizeof(*s));
-
-	s->pool = p;
-	s->number = number;
-	s->ctl = -1;
-	s->node = -1;
-	if (p->nslots == p->cap) {
-		p->cap = p->cap ? p->cap * 2 : 16;
-		p->slots =
-		    realloc(p->slots, (size_t)p->cap * sizeof(*p->slots));
-		if (p->slots == NULL)
-			fatal("realloc");
-	}
-	s->index = p->nslots;
-	p->slots[p->nslots++] = s;
-	p->active++;
-	number_use(p, number, true);
-	m.unreported++;
-	return s;
-}
-
-/* A slot has reported: consuming, paused, or why it cannot. */
-void slot_reported(struct slot *s)
-{
-	if (s->reported)
-		return;
-	s->reported = true;
-	if (!s->retiring)
-		m.unreported--;
-}
-
-/* A slot leaves the active count: retiring or removed. */
-static void deactivate(struct slot *s)
-{
-	if (s->retiring)
-		return;
-	s->retiring = true;
-	s->pool->active--;
-	number_use(s->pool, s->number, false);
-	if (!s->reported)
-		m.unreported--;
-}
-
-void slot_close_ctl(struct slot *s)
-{
-	ev_del(s->ev);
-	s->ev = NULL;
-	if (s->ctl >= 0)
-		close(s->ctl);
-	s->ctl = -1;
-}
-
-static void slot_remove(struct slot *s)
-{
-	struct pool *p = s->pool;
-
-	deactivate(s);
-	p->slots[s->index] = p->slots[--p->nslots];
-	p->slots[s->index]->index = s->index;
-	slot_close_ctl(s);
-	reports_slot_gone(s);
-	free(s->holding);
-	s->holding = NULL;
-	if (s->timers > 0)
-		s->gone = true; /* the respawn heap frees it */
-	else
-		free(s);
-}
 
 /*
  * Close, in a new worker, every fd the master opened (worker sockets,
@@ -302,29 +195,12 @@ static void gate_close(void)
 static void gate_open(void)
 {
 	m.gating = false;
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
 		for (int i = 0; i < p->nslots; i++)
 			if (p->slots[i]->gated) {
 				p->slots[i]->gated = false;
 				send_command(p->slots[i], COMMAND_GO);
 			}
-}
-
-/* A command, code byte then optional text; never waits for the worker. */
-void slot_send(struct slot *s, char cmd, const char *text)
-{
-	char buf[1200];
-	size_t n = 1;
-
-	if (s->pid <= 0 || s->ctl < 0)
-		return;
-	buf[0] = cmd;
-	if (text != NULL) {
-		n += (size_t)snprintf(buf + 1, sizeof(buf) - 1, "%s", text);
-		if (n > sizeof(buf) - 1)
-			n = sizeof(buf) - 1;
-	}
-	(void)send(s->ctl, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 static void send_command(struct slot *s, char cmd)
@@ -335,23 +211,11 @@ static void send_command(struct slot *s, char cmd)
 /* Tell a slot's worker to finish its message and go; never respawned. */
 static void retire(struct slot *s)
 {
-	deactivate(s);
+	slot_deactivate(s);
 	if (s->pid > 0)
 		send_command(s, COMMAND_RETIRE);
 	else
 		slot_remove(s);
-}
-
-/* Retire first idle ones, then by highest number: busy ones never die. */
-static int retire_order(const void *a, const void *b)
-{
-	const struct slot *x = *(struct slot *const *)a,
-			  *y = *(struct slot *const *)b;
-	bool bx = x->state == REPORT_BUSY, by = y->state == REPORT_BUSY;
-
-	if (bx != by)
-		return bx ? 1 : -1;
-	return y->number - x->number;
 }
 
 /* Start or retire workers until p has q->workers active ones. */
@@ -361,7 +225,7 @@ static void pool_resize(struct pool *p)
 	struct slot **v;
 
 	while (p->active < want) {
-		n = number_free(p, n + 1);
+		n = pool_number_free(p, n + 1);
 		spawn(slot_add(p, n));
 	}
 	if (p->active <= want)
@@ -370,31 +234,10 @@ static void pool_resize(struct pool *p)
 	for (int i = 0; i < p->nslots; i++)
 		if (!p->slots[i]->retiring)
 			v[k++] = p->slots[i];
-	qsort(v, (size_t)k, sizeof(*v), retire_order);
+	qsort(v, (size_t)k, sizeof(*v), supervise_retire_order);
 	for (int i = 0; i < k - want; i++)
 		retire(v[i]);
 	free(v);
-}
-
-static struct pool *pool_new(const struct queue_conf *q)
-{
-	struct pool *p = xcalloc(1, sizeof(*p)), **tail = &m.pools;
-
-	p->q = q;
-	while (*tail != NULL)
-		tail = &(*tail)->next;
-	*tail = p;
-	return p;
-}
-
-static void pool_free(struct pool *p)
-{
-	ledger_free(&p->marks);
-	for (int i = 0; i < POOL_NODES_MAX; i++)
-		free(p->conns[i].node);
-	free(p->slots);
-	free(p->used);
-	free(p);
 }
 
 static void pool_retire_all(struct pool *p)
@@ -402,14 +245,6 @@ static void pool_retire_all(struct pool *p)
 	for (int i = p->nslots - 1; i >= 0; i--)
 		if (!p->slots[i]->retiring)
 			retire(p->slots[i]);
-}
-
-static bool config_in_use(const struct config *cf)
-{
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
-		if (p->q >= cf->queues && p->q < cf->queues + cf->nqueues)
-			return true;
-	return false;
 }
 
 /* Free earlier configurations that no pool points into any more. */
@@ -420,7 +255,7 @@ static void configs_gc(void)
 	while (*gp != NULL) {
 		struct cf_gen *g = *gp;
 
-		if (!config_in_use(g->cf)) {
+		if (!pool_config_in_use(g->cf)) {
 			*gp = g->next;
 			config_free(g->cf);
 			free(g);
@@ -431,43 +266,10 @@ static void configs_gc(void)
 }
 
 /* Free removed pools whose last worker has gone, and their configs. */
-static void pools_gc(void)
+static void gc(void)
 {
-	struct pool **pp = &m.pools;
-
-	while (*pp != NULL) {
-		struct pool *p = *pp;
-
-		if (p->removed && p->nslots == 0) {
-			*pp = p->next;
-			pool_free(p);
-		} else {
-			pp = &p->next;
-		}
-	}
+	pools_gc();
 	configs_gc();
-}
-
-static bool broker_same(const struct broker_conf *a,
-			const struct broker_conf *b)
-{
-	if (a->nurls != b->nurls || a->heartbeat != b->heartbeat ||
-	    a->connect_timeout != b->connect_timeout ||
-	    a->consumer_timeout != b->consumer_timeout ||
-	    a->secret != b->secret) /* a rotated password: log in again */
-		return false;
-	for (int i = 0; i < a->nurls; i++)
-		if (strcmp(a->urls[i], b->urls[i]) != 0)
-			return false;
-#define SAME_STR(x, y)                                                         \
-	((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
-	return SAME_STR(a->password_file, b->password_file) &&
-	       SAME_STR(a->tls.ca_cert, b->tls.ca_cert) &&
-	       SAME_STR(a->tls.cert, b->tls.cert) &&
-	       SAME_STR(a->tls.key, b->tls.key) &&
-	       a->tls.verify_peer == b->tls.verify_peer &&
-	       a->tls.verify_hostname == b->tls.verify_hostname;
-#undef SAME_STR
 }
 
 /* A password file others can read is said at start and every reload. */
@@ -479,16 +281,80 @@ static void warn_exposed(const struct config *cf)
 		log_warnx("%s", why);
 }
 
+/* The running pools (not removed), in table order; caller frees. */
+static struct pool **running_pools(int *n)
+{
+	struct pool **v;
+	int k = 0;
+
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
+		k++;
+	v = xcalloc((size_t)k + 1, sizeof(*v));
+	*n = 0;
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
+		if (!p->removed)
+			v[(*n)++] = p;
+	return v;
+}
+
+/* The plan's steps for the running pools run[], and its new queues. */
+static void apply_plan(const struct reload_plan *pl, struct pool **run)
+{
+	for (int i = 0; i < pl->n; i++) {
+		struct pool *p = run[i];
+
+		switch (pl->pools[i].step) {
+		case RELOAD_REMOVE:
+			log_info("queue %s removed: its workers drain and stop",
+				 p->q->name);
+			p->removed = true;
+			pool_retire_all(p);
+			break;
+		case RELOAD_ROLL:
+			log_info("queue %s changed: rolling its workers",
+				 p->q->name);
+			pool_retire_all(p);
+			p->q = pl->pools[i].nq;
+			break;
+		case RELOAD_KEEP:
+			p->q = pl->pools[i].nq;
+			break;
+		}
+	}
+	for (int i = 0; i < pl->nadded; i++) {
+		log_info("queue %s added", pl->added[i]->name);
+		pool_new(pl->added[i]);
+	}
+}
+
+/* A plan for the running pools from the running configuration to ncf. */
+static struct reload_plan *plan_for(const struct config *ncf,
+				    struct pool ***run)
+{
+	const struct queue_conf **qs;
+	struct reload_plan *pl;
+	int n;
+
+	*run = running_pools(&n);
+	qs = xcalloc((size_t)n + 1, sizeof(*qs));
+	for (int i = 0; i < n; i++)
+		qs[i] = (*run)[i]->q;
+	pl = reload_plan(m.cf, ncf, qs, n);
+	free(qs);
+	return pl;
+}
+
 /*
  * SIGHUP: parse the file anew; keep the running configuration if it is
- * bad, else reconcile pool by pool.
+ * bad, else apply the plan reload.c makes of the two.
  */
 static void reload(void)
 {
 	char err[1024];
 	struct config *ncf;
 	struct cf_gen *g;
-	bool broker_changed;
+	struct reload_plan *pl;
+	struct pool **run;
 
 	notify_reloading();
 	log_info("reloading %s", m.path);
@@ -505,92 +371,32 @@ static void reload(void)
 	}
 	warn_exposed(ncf);
 	mq_preload_ca(&ncf->broker);
-	broker_changed = !broker_same(&m.cf->broker, &ncf->broker) ||
-			 m.cf->shutdown_timeout != ncf->shutdown_timeout;
+	pl = plan_for(ncf, &run);
 	/* a new consumer_timeout: the broker may have been changed too */
-	if (m.cf->broker.consumer_timeout != ncf->broker.consumer_timeout)
+	if (pl->consumer_timeout_changed)
 		reports_consumer_timeout_reset();
-	for (struct pool *p = m.pools; p != NULL; p = p->next) {
-		const struct queue_conf *nq;
-
-		if (p->removed)
-			continue;
-		nq = config_queue(ncf, p->q->name);
-		if (nq == NULL) {
-			log_info("queue %s removed: its workers drain and stop",
-				 p->q->name);
-			p->removed = true;
-			pool_retire_all(p);
-		} else if (broker_changed ||
-			   !queue_conf_same_but_workers(p->q, nq)) {
-			log_info("queue %s changed: rolling its workers",
-				 p->q->name);
-			pool_retire_all(p);
-			p->q = nq;
-		} else {
-			p->q = nq;
-		}
-	}
+	apply_plan(pl, run);
+	free(run);
+	reload_plan_free(pl);
 	g = xcalloc(1, sizeof(*g));
 	g->cf = m.cf;
 	g->next = m.old;
 	m.old = g;
 	m.cf = ncf;
+	pool_table_set(m.path, ncf);
 	open_listeners(ncf, g->cf);
-	for (int i = 0; i < ncf->nqueues; i++) {
-		struct pool *p = pool_find(ncf->queues[i].name);
-
-		if (p == NULL) {
-			log_info("queue %s added", ncf->queues[i].name);
-			p = pool_new(&ncf->queues[i]);
-		}
-	}
 	gate_close();
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
 		if (!p->removed)
 			pool_resize(p);
 	gate_open();
-	pools_gc();
+	gc();
 	m.ready_sent = false; /* READY=1 again once all report */
-}
-
-/* Why a worker ended, in words, from its status and last report. */
-static void exit_words(const struct slot *s, int st, char *buf, size_t len)
-{
-	if (WIFSIGNALED(st))
-		snprintf(buf, len, "killed by signal %d", WTERMSIG(st));
-	else if (s->why[0] != '\0')
-		snprintf(buf, len, "%s: %s",
-			 worker_exit_reason(WEXITSTATUS(st)), s->why);
-	else
-		snprintf(buf, len, "%s (exit %d)",
-			 worker_exit_reason(WEXITSTATUS(st)), WEXITSTATUS(st));
 }
 
 static int backoff_ms(int failures)
 {
-	int64_t d;
-
-	/* the first respawn spreads too: after a broker restart every
-	 * worker dies at once, and would all come back in one instant */
-	if (failures <= 1)
-		return failures == 1 ? 100 + (int)(random() % 901) : 0;
-	d = (int64_t)BACKOFF_FIRST_MS
-	    << (failures - 2 > 16 ? 16 : failures - 2);
-	if (d > BACKOFF_MAX_MS)
-		d = BACKOFF_MAX_MS;
-	/* jitter: between half and all of it, so pools do not march */
-	return (int)(d / 2 + random() % (d / 2 + 1));
-}
-
-/* A crash of the worker itself, not a stop from outside (SIGKILL is
- * what operators and the OOM killer send, and says nothing of a message). */
-static bool crashed(int st)
-{
-	if (WIFSIGNALED(st))
-		return WTERMSIG(st) != SIGKILL && WTERMSIG(st) != SIGTERM &&
-		       WTERMSIG(st) != SIGINT && WTERMSIG(st) != SIGHUP;
-	return WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_FATAL;
+	return supervise_backoff_ms(failures, random());
 }
 
 /* A worker died holding a message: the pool counts it against that one. */
@@ -600,7 +406,7 @@ static void count_death(struct slot *s, int st)
 
 	if (s->holding == NULL)
 		return;
-	if (crashed(st)) {
+	if (supervise_crashed(st)) {
 		k = ledger_add(&s->pool->marks, s->holding);
 		k->deaths++;
 		if (k->deaths == LEDGER_DEATHS_MAX)
@@ -611,6 +417,26 @@ static void count_death(struct slot *s, int st)
 	}
 	free(s->holding);
 	s->holding = NULL;
+}
+
+/*
+ * Kill a dead worker's handler group g, if any of its processes is ours:
+ * they are given to us (PR_SET_CHILD_SUBREAPER) when the worker dies. A
+ * group none of whose processes is our child may be gone, its id taken
+ * by a stranger's new group since: the worker reaped its handler before
+ * it could report so.
+ */
+static void kill_group(const struct identity *id, pid_t g)
+{
+	siginfo_t si;
+
+	if (g <= 0)
+		return;
+	si.si_pid = 0;
+	if (waitid(P_PGID, (id_t)g, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
+		identity_kill(id, -g, SIGKILL);
+	else
+		log_debug("handler group %ld: none of it left", (long)g);
 }
 
 static void on_exit_of(struct slot *s, int st)
@@ -630,12 +456,10 @@ static void on_exit_of(struct slot *s, int st)
 	if (s->state != REPORT_BUSY)
 		s->handler = 0;
 	s->state = 0;
-	if (s->handler > 0)
-		identity_kill(&p->q->id, -s->handler, SIGKILL);
+	kill_group(&p->q->id, s->handler);
 	s->handler = 0;
 	/* a persistent handler lives between messages too */
-	if (s->group > 0)
-		identity_kill(&p->q->id, -s->group, SIGKILL);
+	kill_group(&p->q->id, s->group);
 	s->group = 0;
 	if (s->retiring || m.stopping || p->removed) {
 		log_debug("worker %s/%d stopped", p->q->name, s->number);
@@ -654,7 +478,7 @@ static void on_exit_of(struct slot *s, int st)
 		p->last_error[0] = '\0'; /* a new episode */
 	}
 	s->failures++;
-	exit_words(s, st, words, sizeof(words));
+	supervise_exit_words(s, st, words, sizeof(words));
 	if (WIFEXITED(st) && WEXITSTATUS(st) == WORKER_EXIT_TAKEN_BACK) {
 		/* already said once, by taken_back() */
 		log_debug("worker %s/%d %s", p->q->name, s->number, words);
@@ -683,7 +507,7 @@ static void reap(void)
 	}
 	if (pid == -1 && errno != ECHILD)
 		log_warn("waitpid");
-	pools_gc();
+	gc();
 }
 
 /*
@@ -740,7 +564,7 @@ static void begin_stop(void)
 	m.stopping = true;
 	notify_stopping();
 	log_info("stopping: running handlers get %d s", m.cf->shutdown_timeout);
-	for (struct pool *p = m.pools; p != NULL; p = p->next) {
+	for (struct pool *p = pool_first(); p != NULL; p = p->next) {
 		if (p->q->kill_grace > grace)
 			grace = p->q->kill_grace;
 		for (int i = p->nslots - 1; i >= 0; i--) {
@@ -759,7 +583,7 @@ static void begin_stop(void)
 
 static void kill_all(int sig)
 {
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
 		for (int i = 0; i < p->nslots; i++)
 			if (p->slots[i]->pid > 0)
 				kill(p->slots[i]->pid, sig);
@@ -817,7 +641,7 @@ static void update_status(void)
 	size_t o = 0;
 
 	buf[0] = '\0';
-	for (struct pool *p = m.pools; p != NULL && o < sizeof(buf);
+	for (struct pool *p = pool_first(); p != NULL && o < sizeof(buf);
 	     p = p->next) {
 		int cons = 0, busy = 0;
 
@@ -850,9 +674,9 @@ static void check_ready(void)
 {
 	int n = 0;
 
-	if (m.ready_sent || m.stopping || m.unreported > 0)
+	if (m.ready_sent || m.stopping || pool_table()->unreported > 0)
 		return;
-	for (struct pool *p = m.pools; p != NULL; p = p->next)
+	for (struct pool *p = pool_first(); p != NULL; p = p->next)
 		n += p->active;
 	m.ready_sent = true;
 	update_status();
@@ -947,14 +771,7 @@ static void cleanup(void)
 	m.rearm_at = 1; /* let go of the last batch */
 	rearm_due();
 	free(m.rearm);
-	while (m.pools != NULL) {
-		struct pool *p = m.pools;
-
-		m.pools = p->next;
-		while (p->nslots > 0)
-			slot_remove(p->slots[0]);
-		pool_free(p);
-	}
+	pools_free();
 	for (g = m.old; g != NULL; g = gn) {
 		gn = g->next;
 		config_free(g->cf);
@@ -967,17 +784,31 @@ static void cleanup(void)
 	close(ev_fd());
 }
 
-const struct master_view *master_view(void)
+/* What status.c renders: the table and the master's own state. */
+static const struct master_view *master_view(void)
 {
-	m.view.path = m.path;
-	m.view.cf = m.cf;
-	m.view.pools = m.pools;
-	m.view.ready = m.ready_sent;
-	m.view.stopping = m.stopping;
-	return &m.view;
+	static struct master_view view;
+
+	view.path = m.path;
+	view.cf = m.cf;
+	view.pools = pool_first();
+	view.ready = m.ready_sent;
+	view.stopping = m.stopping;
+	return &view;
 }
 
-int master_pause(const char *name, bool pause)
+static char *status_answer(void)
+{
+	return status_json(master_view());
+}
+
+static char *metrics_text(void)
+{
+	return status_metrics(master_view());
+}
+
+/* warrenctl pause/resume: -1 if there is no such queue. */
+static int master_pause(const char *name, bool pause)
 {
 	struct pool *p = pool_find(name);
 
@@ -1004,18 +835,22 @@ int master_pause(const char *name, bool pause)
  */
 static void open_listeners(const struct config *cf, const struct config *old)
 {
+	static const struct control_ops control_ops = {
+	    status_answer, metrics_text, master_pause};
+
 	if (old == NULL || strcmp(cf->control_socket, old->control_socket) ||
 	    (!control_is_open() && cf->control_socket[0] != '\0'))
-		control_open(cf->control_socket);
+		control_open(cf->control_socket, &control_ops);
 	if (old == NULL || strcmp(cf->metrics_listen, old->metrics_listen) ||
 	    (!metrics_is_open() && cf->metrics_listen[0] != '\0'))
-		metrics_open(cf->metrics_listen);
+		metrics_open(cf->metrics_listen, metrics_text);
 }
 
 int master_run(const char *path, struct config *cf)
 {
 	m.path = path;
 	m.cf = cf;
+	pool_table_set(path, cf);
 	srandom((unsigned)getpid() ^ (unsigned)now_ms());
 	/* the first record opens the journal's socket, below fd_floor:
 	 * workers keep it */

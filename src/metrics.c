@@ -13,7 +13,6 @@
 
 #include <microhttpd.h>
 
-#include "pool.h"
 #include "warren.h"
 
 #define CONNECTIONS_MAX 16
@@ -23,6 +22,7 @@ static struct {
 	struct MHD_Daemon *d;
 	struct ev *ev;
 	int64_t next_run; /* MHD_run() at least this often */
+	char *(*render)(void); /* the text to serve; caller frees */
 } mh;
 
 /*
@@ -69,7 +69,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		return queue_text(c, MHD_HTTP_NOT_FOUND,
 				  xstrdup("warrend serves /metrics\n"),
 				  "text/plain; charset=utf-8");
-	return queue_text(c, MHD_HTTP_OK, status_metrics(),
+	return queue_text(c, MHD_HTTP_OK, mh.render(),
 			  "text/plain; version=0.0.4; charset=utf-8");
 }
 
@@ -81,13 +81,14 @@ static void on_ready(void *arg, uint32_t events)
 	mh.next_run = now_ms() + MHD_RUN_MS;
 }
 
-void metrics_open(const char *listen)
+void metrics_open(const char *listen, char *(*render)(void))
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	const union MHD_DaemonInfo *info;
 
 	metrics_close();
+	mh.render = render;
 	if (listen == NULL || listen[0] == '\0')
 		return;
 	if (parse_listen(listen, &ss, &len) != 0) { /* config.c checked */

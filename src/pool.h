@@ -1,6 +1,6 @@
 /*
- * pool.h: the master's worker table, shared by master.c (which owns and
- * changes it) and status.c (which reads it for warrenctl and metrics).
+ * pool.h: the master's worker table (pool.c owns it) and the master's
+ * private modules that work on it: reports, status, pure supervision.
  */
 #ifndef WARREN_POOL_H
 #define WARREN_POOL_H
@@ -62,7 +62,15 @@ struct pool {
 	struct pool *next;
 };
 
-/* What status.c reads of the master. */
+/* The worker table: pool.c owns it, the master fills it. */
+struct pool_table {
+	const char *path;	/* the configuration file */
+	const struct config *cf; /* the running configuration */
+	struct pool *pools;
+	int unreported; /* active slots yet to report: READY waits */
+};
+
+/* What status.c renders: the table and the master's own state. */
 struct master_view {
 	const char *path;
 	const struct config *cf;
@@ -70,15 +78,29 @@ struct master_view {
 	bool ready, stopping;
 };
 
-const struct master_view *master_view(void);
-/* Pause or resume queue name's workers; -1 if there is no such queue. */
-int master_pause(const char *name, bool pause);
-
-/* master.c: what reports.c needs of the worker table */
+/* pool.c: the one owner of the worker table */
+const struct pool_table *pool_table(void);
+void pool_table_set(const char *path, const struct config *cf);
+struct pool *pool_first(void);
+struct pool *pool_find(const char *name); /* not removed; NULL if none */
+struct pool *pool_new(const struct queue_conf *q); /* appended */
+void pools_gc(void);   /* frees removed pools without slots */
+void pools_free(void); /* all of them, at exit */
+/* Whether a pool still points into cf's queues. */
+bool pool_config_in_use(const struct config *cf);
+/* Lowest worker number from n up that no active slot of p holds. */
+int pool_number_free(const struct pool *p, int n);
+struct slot *slot_add(struct pool *p, int number); /* counts as unreported */
 void slot_reported(struct slot *s); /* it said it consumes, or why not */
+/* s leaves the active count (retiring or removed); idempotent. */
+void slot_deactivate(struct slot *s);
 void slot_close_ctl(struct slot *s);
+/* Out of the table; freed now, or by the last timer naming it. */
+void slot_remove(struct slot *s);
 /* A command, code byte then optional text; never waits for the worker. */
 void slot_send(struct slot *s, char cmd, const char *text);
+/* The "host:port" of broker node i, for labels; never the password. */
+const char *pool_node_name(int i);
 
 /* reports.c: what the master makes of its workers' reports */
 void reports_read(struct slot *s); /* all s's worker has sent so far */
@@ -91,9 +113,44 @@ void reports_consumer_timeout_reset(void); /* a new setting: unproven */
 void reports_slot_gone(struct slot *s);
 
 /* status.c: the master's answers, as JSON or Prometheus text */
-char *status_json(void); /* caller frees */
-char *status_metrics(void);
-/* The "host:port" of broker node i, for labels; never the password. */
-const char *status_node_name(int i);
+char *status_json(const struct master_view *v); /* caller frees */
+char *status_metrics(const struct master_view *v);
+
+/* reload.c: what a reload changes (pure) */
+enum reload_step {
+	RELOAD_KEEP,   /* same queue: only its worker count may change */
+	RELOAD_ROLL,   /* changed: each worker is replaced between messages */
+	RELOAD_REMOVE, /* gone from the file: drains and stops */
+};
+
+struct reload_plan {
+	bool broker_changed;	       /* every pool rolls */
+	bool consumer_timeout_changed; /* the broker's proven one is forgotten */
+	int n;			       /* one per running pool, as given */
+	struct {
+		enum reload_step step;
+		const struct queue_conf *nq; /* the new settings, or NULL */
+	} *pools;
+	int nadded;
+	const struct queue_conf **added; /* new queues, in file order */
+};
+
+/* The plan from old to ncf for the running pools' queues run[0..nrun). */
+struct reload_plan *reload_plan(const struct config *old,
+				const struct config *ncf,
+				const struct queue_conf *const *run, int nrun);
+void reload_plan_free(struct reload_plan *pl);
+
+/* supervise.c: the supervisor's pure decisions */
+/* Wait before respawning after failures quick deaths in a row; rnd is
+ * a random number (jitter). */
+int supervise_backoff_ms(int failures, long rnd);
+/* A crash of the worker itself, not a stop from outside. */
+bool supervise_crashed(int status);
+/* qsort order of slots to retire: idle first, then highest number. */
+int supervise_retire_order(const void *a, const void *b);
+/* Why a worker ended, in words, from its status and last report. */
+void supervise_exit_words(const struct slot *s, int status, char *buf,
+			  size_t len);
 
 #endif

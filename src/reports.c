@@ -107,7 +107,7 @@ static void count_outcome(struct slot *s, char report, const char *text)
 static void count_connection(struct slot *s, int node)
 {
 	struct pool *p = s->pool;
-	const char *name = status_node_name(node);
+	const char *name = pool_node_name(node);
 	int i;
 
 	s->node = node;
@@ -162,12 +162,12 @@ static void taken_back(struct slot *s, const char *text)
 			    "message back from %s/%d. Handlers are now stopped "
 			    "in time for %d ms; set broker.consumer_timeout = "
 			    "%d, or raise consumer_timeout in rabbitmq.conf",
-			    ms, master_view()->cf->broker.consumer_timeout,
-			    master_view()->path, p->q->name, s->number, ms,
+			    ms, pool_table()->cf->broker.consumer_timeout,
+			    pool_table()->path, p->q->name, s->number, ms,
 			    ms > 1999 ? ms / 1000 : 1);
 		rs.ct_ms = ms;
 		snprintf(num, sizeof(num), "%d", ms);
-		for (struct pool *q = master_view()->pools; q != NULL;
+		for (struct pool *q = pool_first(); q != NULL;
 		     q = q->next)
 			for (int i = 0; i < q->nslots; i++)
 				slot_send(q->slots[i], COMMAND_CONSUMER_TIMEOUT,

@@ -295,8 +295,14 @@ int settle_next_timer(const struct settler *s)
 	return left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
 }
 
-void settle_abandon(struct settler *s)
+bool settle_abandon(struct settler *s)
 {
+	/* settled already, or the copy is confirmed: settle_run() acks the
+	 * original as planned; giving it back would run it again */
+	if (s->phase == SETTLE_FINISHED ||
+	    (s->phase == SETTLE_CONFIRM &&
+	     mq_confirm_state(s->mq) == MQ_CONFIRM_OK))
+		return false;
 	log_warnx("%s: stopping before its %s could be published; it goes "
 		  "back to the queue",
 		  id_of(s),
@@ -305,6 +311,7 @@ void settle_abandon(struct settler *s)
 	s->o.kind = OUTCOME_REQUEUED;
 	snprintf(s->o.reason, sizeof(s->o.reason), "stopped at shutdown");
 	s->phase = SETTLE_FINISHED;
+	return true;
 }
 
 void settle_log(const struct settler *s, const struct handler_result *r,

@@ -1,7 +1,7 @@
 /*
  * status.c: what the master tells about its workers: the JSON answer to
  * warrenctl status, and the Prometheus text of the metrics, both read
- * from the worker table (pool.h). Master only.
+ * from the view of the worker table the master hands in. Master only.
  */
 #include "config.h"
 
@@ -12,30 +12,6 @@
 
 #include "pool.h"
 #include "warren.h"
-
-/* host:port of the running configuration's nodes, made once per config */
-static struct {
-	const struct config *cf;
-	char **names;
-	int n;
-} nodes;
-
-const char *status_node_name(int i)
-{
-	const struct config *cf = master_view()->cf;
-
-	if (nodes.cf != cf) {
-		for (int k = 0; k < nodes.n; k++)
-			free(nodes.names[k]);
-		free(nodes.names);
-		nodes.n = cf->broker.nurls;
-		nodes.names = xcalloc((size_t)nodes.n, sizeof(char *));
-		for (int k = 0; k < nodes.n; k++)
-			nodes.names[k] = mq_url_node(cf->broker.urls[k]);
-		nodes.cf = cf;
-	}
-	return i >= 0 && i < nodes.n ? nodes.names[i] : "?";
-}
 
 static const char *state_name(const struct slot *s)
 {
@@ -89,7 +65,7 @@ static struct json *worker_json(const struct slot *s, int64_t now)
 	json_set(w, "requeued", json_int((int64_t)s->requeued));
 	json_set(w, "node",
 		 s->pid > 0 && s->node >= 0
-		     ? json_string(status_node_name(s->node))
+		     ? json_string(pool_node_name(s->node))
 		     : NULL);
 	return w;
 }
@@ -127,9 +103,8 @@ static int by_number(const void *a, const void *b)
 	       (*(struct slot *const *)b)->number;
 }
 
-char *status_json(void)
+char *status_json(const struct master_view *v)
 {
-	const struct master_view *v = master_view();
 	struct json *o = json_new_object(), *qs = json_new_array(),
 		    *ws = json_new_array();
 	int64_t now = now_ms();
@@ -202,9 +177,8 @@ static void connections(FILE *f, const struct pool *p)
 	}
 }
 
-char *status_metrics(void)
+char *status_metrics(const struct master_view *v)
 {
-	const struct master_view *v = master_view();
 	char *text = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);

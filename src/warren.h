@@ -702,8 +702,9 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 enum settle_state settle_run(struct settler *s);
 /* ms until settle_run has something to do, -1 if only frames can tell */
 int settle_next_timer(const struct settler *s);
-/* Shutdown while a copy waits: give the original back. */
-void settle_abandon(struct settler *s);
+/* Shutdown while a copy waits: give the original back, unless the copy
+ * is confirmed already (then settle_run() acks it). Whether it did. */
+bool settle_abandon(struct settler *s);
 /* The outcome line of the log, with the message's fields. */
 void settle_log(const struct settler *s, const struct handler_result *r,
 		int64_t started);
@@ -872,8 +873,16 @@ void prom_histogram(FILE *f, const char *name, const char *const *kv,
 
 #define CONTROL_SOCKET_DEFAULT "/run/warren/warrend.sock"
 
-/* Answer at path ("" : none); reasons it cannot are said once. */
-void control_open(const char *path);
+/* What the socket answers with, handed in by the master. */
+struct control_ops {
+	char *(*status)(void);	/* the status JSON; caller frees */
+	char *(*metrics)(void); /* the Prometheus text; caller frees */
+	int (*pause)(const char *queue, bool pause); /* -1: no such queue */
+};
+
+/* Answer at path ("" : none) with ops, which must outlive the socket;
+ * reasons it cannot are said once. */
+void control_open(const char *path, const struct control_ops *ops);
 void control_close(void);
 bool control_is_open(void);
 /* monotonic ms of the next client deadline, 0 if none */
@@ -883,7 +892,8 @@ void control_timers(void);
 /* ------------------------------------------------------------------ */
 /* metrics.c: the Prometheus listener; the only user of libmicrohttpd */
 
-void metrics_open(const char *listen); /* "" : none */
+/* Serve render()'s text (caller frees) at listen ("" : none). */
+void metrics_open(const char *listen, char *(*render)(void));
 void metrics_close(void);
 bool metrics_is_open(void);
 int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */

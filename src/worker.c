@@ -827,8 +827,8 @@ static void loop(struct worker *w)
 		maybe_go_home(w);
 		if (w->settling) {
 			if (w->stopping && now_ms() >= w->stop_deadline) {
-				settle_abandon(&w->set);
-				w->r.started = false;
+				if (settle_abandon(&w->set))
+					w->r.started = false;
 			}
 			continue_settling(w);
 		}
