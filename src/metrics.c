@@ -21,7 +21,7 @@
 static struct {
 	struct MHD_Daemon *d;
 	struct ev *ev;
-	int64_t next_run; /* MHD_run() at least this often */
+	int64_t next_run;      /* MHD_run() at least this often */
 	char *(*render)(void); /* the text to serve; caller frees */
 } mh;
 

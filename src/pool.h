@@ -64,7 +64,7 @@ struct pool {
 
 /* The worker table: pool.c owns it, the master fills it. */
 struct pool_table {
-	const char *path;	/* the configuration file */
+	const char *path;	 /* the configuration file */
 	const struct config *cf; /* the running configuration */
 	struct pool *pools;
 	int unreported; /* active slots yet to report: READY waits */
@@ -124,13 +124,14 @@ enum reload_step {
 };
 
 struct reload_plan {
-	bool broker_changed;	       /* every pool rolls */
-	bool consumer_timeout_changed; /* the broker's proven one is forgotten */
-	int n;			       /* one per running pool, as given */
+	bool broker_changed; /* every pool rolls */
+	bool
+	    consumer_timeout_changed; /* the broker's proven one is forgotten */
+	int n;			      /* one per running pool, as given */
 	struct {
 		enum reload_step step;
 		const struct queue_conf *nq; /* the new settings, or NULL */
-	} *pools;
+	} * pools;
 	int nadded;
 	const struct queue_conf **added; /* new queues, in file order */
 };

@@ -12,7 +12,8 @@
 #include "pool.h"
 #include "warren.h"
 
-#define SAME_STR(x, y) ((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
+#define SAME_STR(x, y)                                                         \
+	((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
 
 /* Whether workers connected under a may go on under b. */
 static bool broker_same(const struct broker_conf *a,

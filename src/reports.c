@@ -167,8 +167,7 @@ static void taken_back(struct slot *s, const char *text)
 			    ms > 1999 ? ms / 1000 : 1);
 		rs.ct_ms = ms;
 		snprintf(num, sizeof(num), "%d", ms);
-		for (struct pool *q = pool_first(); q != NULL;
-		     q = q->next)
+		for (struct pool *q = pool_first(); q != NULL; q = q->next)
 			for (int i = 0; i < q->nslots; i++)
 				slot_send(q->slots[i], COMMAND_CONSUMER_TIMEOUT,
 					  num);

@@ -56,8 +56,7 @@ int supervise_retire_order(const void *a, const void *b)
 	return y->number - x->number;
 }
 
-void supervise_exit_words(const struct slot *s, int st, char *buf,
-			  size_t len)
+void supervise_exit_words(const struct slot *s, int st, char *buf, size_t len)
 {
 	if (WIFSIGNALED(st))
 		snprintf(buf, len, "killed by signal %d", WTERMSIG(st));

@@ -32,7 +32,8 @@ static struct config *load(const char *text)
 }
 
 #define URL(u) "broker {\n url = \"" u "\"\n}\n"
-#define Q(name, extra) "queue \"" name "\" {\n command = {\"/bin/cat\"}\n" extra "}\n"
+#define Q(name, extra)                                                         \
+	"queue \"" name "\" {\n command = {\"/bin/cat\"}\n" extra "}\n"
 
 /* The plan for cf's queues running, moving to ncf. */
 static struct reload_plan *plan(const struct config *cf,
@@ -93,8 +94,8 @@ static void test_reload_timeouts(void)
 	struct config *a = load(URL("amqp://u:p@h/") Q("q", ""));
 	struct config *b = load("broker {\n url = \"amqp://u:p@h/\"\n"
 				" consumer_timeout = 60\n}\n" Q("q", ""));
-	struct config *c = load(URL("amqp://u:p@h/") "shutdown_timeout = 5\n"
-				    Q("q", ""));
+	struct config *c =
+	    load(URL("amqp://u:p@h/") "shutdown_timeout = 5\n" Q("q", ""));
 	struct reload_plan *pl;
 
 	CHECK(a != NULL && b != NULL && c != NULL);
@@ -124,7 +125,8 @@ static void test_backoff(void)
 		CHECK(first >= 100 && first <= 1000);
 		for (int f = 2; f < 40; f++) {
 			int d = supervise_backoff_ms(f, rnds[i]);
-			int64_t full = (int64_t)1000 << (f - 2 > 16 ? 16 : f - 2);
+			int64_t full = (int64_t)1000
+				       << (f - 2 > 16 ? 16 : f - 2);
 
 			if (full > 60000)
 				full = 60000;
@@ -239,10 +241,19 @@ static void test_status(void)
 	free(text);
 
 	text = status_metrics(&v);
-	CHECK(strstr(text, "warren_messages_total{queue=\"jobs\",outcome=\"ack\"} 3\n") != NULL);
-	CHECK(strstr(text, "warren_messages_total{queue=\"jobs\",outcome=\"failed\"} 1\n") != NULL);
-	CHECK(strstr(text, "warren_workers{queue=\"jobs\",state=\"busy\"} 1\n") != NULL);
-	CHECK(strstr(text, "warren_workers{queue=\"jobs\",state=\"down\"} 1\n") != NULL);
+	CHECK(
+	    strstr(
+		text,
+		"warren_messages_total{queue=\"jobs\",outcome=\"ack\"} 3\n") !=
+	    NULL);
+	CHECK(strstr(text, "warren_messages_total{queue=\"jobs\",outcome="
+			   "\"failed\"} 1\n") != NULL);
+	CHECK(
+	    strstr(text, "warren_workers{queue=\"jobs\",state=\"busy\"} 1\n") !=
+	    NULL);
+	CHECK(
+	    strstr(text, "warren_workers{queue=\"jobs\",state=\"down\"} 1\n") !=
+	    NULL);
 	free(text);
 	pools_free();
 	config_free(cf);
