@@ -107,11 +107,43 @@ static void num_header(struct header *h, const char *name, long long v,
 	h->integer = true;
 }
 
+/* Text of the integer headers a parking copy adds. */
+struct park_text {
+	char attempts[32], at[32], cpu[32], rss[32];
+};
+
+/*
+ * A parking copy's headers: attempts, reason and time always; stderr and
+ * cost too unless the original's headers are near the frame size.
+ */
+static int park_headers(const struct settler *s, struct header *h,
+			struct park_text *t)
+{
+	int n = 0;
+
+	num_header(&h[n++], "x-warren-attempts", s->attempt, t->attempts,
+		   sizeof(t->attempts));
+	str_header(&h[n++], "x-warren-reason", s->o.reason);
+	num_header(&h[n++], "x-warren-failed-at", (long long)time(NULL), t->at,
+		   sizeof(t->at));
+	if (mq_headers_size(s->d) >= RETRY_HEADERS_MAX)
+		return n;
+	str_header(&h[n++], "x-warren-stderr", s->tail);
+	if (s->cpu_ms >= 0)
+		num_header(&h[n++], "x-warren-cpu-ms", s->cpu_ms, t->cpu,
+			   sizeof(t->cpu));
+	if (s->max_rss_kb >= 0)
+		num_header(&h[n++], "x-warren-max-rss-kb", s->max_rss_kb,
+			   t->rss, sizeof(t->rss));
+	return n;
+}
+
 /* Publish the copy the outcome calls for; 0 once it is on its way. */
 static int publish_copy(struct settler *s)
 {
 	struct publish p = {0};
-	char name[300], n1[32], n2[32], n3[32], n4[32];
+	struct park_text t;
+	char name[300];
 	struct header h[6];
 	int ttl = 0;
 
@@ -119,24 +151,12 @@ static int publish_copy(struct settler *s)
 		snprintf(name, sizeof(name), "%s.retry.%ds", s->q->name,
 			 s->o.delay);
 		ttl = s->o.delay;
-		num_header(&h[0], "x-warren-attempt", s->attempt + 1, n1,
-			   sizeof(n1));
+		num_header(&h[0], "x-warren-attempt", s->attempt + 1,
+			   t.attempts, sizeof(t.attempts));
 		p.nheaders = 1;
 	} else {
 		snprintf(name, sizeof(name), "%s.failed", s->q->name);
-		num_header(&h[0], "x-warren-attempts", s->attempt, n1,
-			   sizeof(n1));
-		str_header(&h[1], "x-warren-reason", s->o.reason);
-		str_header(&h[2], "x-warren-stderr", s->tail);
-		num_header(&h[3], "x-warren-failed-at", (long long)time(NULL),
-			   n2, sizeof(n2));
-		p.nheaders = 4;
-		if (s->cpu_ms >= 0)
-			num_header(&h[p.nheaders++], "x-warren-cpu-ms",
-				   s->cpu_ms, n3, sizeof(n3));
-		if (s->max_rss_kb >= 0)
-			num_header(&h[p.nheaders++], "x-warren-max-rss-kb",
-				   s->max_rss_kb, n4, sizeof(n4));
+		p.nheaders = park_headers(s, h, &t);
 		/* a replayed message starts counting its attempts afresh */
 		p.drop_header = "x-warren-attempt";
 	}

@@ -5,6 +5,7 @@ test's own, with prefix and sysconfdir given on make's command line as a
 packager would: `make install DESTDIR=D prefix=/usr sysconfdir=/etc`.
 """
 
+import os
 import re
 import shlex
 import shutil
@@ -57,6 +58,14 @@ def unit_dir():
     return d.replace("${prefix}", "/usr").replace("$(prefix)", "/usr")
 
 
+def completion_dir():
+    """Where bash completions go: configure's bashcompletiondir."""
+    d = configured("bashcompletiondir")
+    for var in ("datadir", "datarootdir"):
+        d = d.replace("${%s}" % var, "${prefix}/share")
+    return d.replace("${prefix}", "/usr")
+
+
 def sysusers_dir():
     """Where the sysusers.d file goes: pkg-config's sysusersdir unless
     --with-sysusersdir said otherwise."""
@@ -91,12 +100,19 @@ def test_install_layout_and_uninstall(build, tmp_path):
     make("install", dest)
     unit = unit_dir().lstrip("/") + "/warrend.service"
     sysusers = sysusers_dir().lstrip("/") + "/warren.conf"
+    completions = completion_dir().lstrip("/")
     expected = sorted([
         "usr/sbin/warrend", "usr/bin/warren-submit", "usr/bin/warrenctl",
         "etc/warren/warrend.conf", unit, sysusers, "usr/share/man/man8/warrend.8",
         "usr/share/man/man5/warrend.conf.5", "usr/share/man/man1/warren-submit.1",
-        "usr/share/man/man8/warrenctl.8", "usr/share/man/man7/warren-handler.7"])
+        "usr/share/man/man8/warrenctl.8", "usr/share/man/man7/warren-handler.7",
+        "usr/share/doc/warren/warren.rules.yml",
+        "usr/share/doc/warren/warren-dashboard.json"] +
+        [f"{completions}/{p}" for p in ("warrend", "warren-submit", "warrenctl")])
     assert files_under(dest) == expected
+    assert (dest / "etc/warren/conf.d").is_dir(), "no drop-in directory"
+    for p in ("warrend", "warren-submit"):
+        assert os.readlink(dest / completions / p) == "warrenctl", p
 
     for f in expected:
         mode = (dest / f).stat().st_mode & 0o7777
