@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../../src/pool.h"
+#include "../../src/master/pool.h"
 #include "../../src/warren.h"
 #include "unit.h"
 
