@@ -347,11 +347,14 @@ struct delivery {
 
 void delivery_free(struct delivery *d);
 /*
- * What identifies a message across its redeliveries: "id:" and its
- * message_id, or "sum:" and a hash of its routing key and body when it has
- * none. Caller frees.
+ * What identifies a message across its redeliveries: "id:", its
+ * message_id, ":" and a hash of its routing key and body (two messages
+ * that share an id are still two), or "sum:" and the hash when it has no
+ * id. Caller frees.
  */
 char *delivery_key(const struct delivery *d);
+/* The message_id in a delivery_key(), or NULL. Caller frees. */
+char *delivery_key_id(const char *key);
 /* A header's value, or NULL. */
 const struct header *delivery_header(const struct delivery *d,
 				     const char *name);

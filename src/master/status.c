@@ -46,10 +46,7 @@ static int state_index(const struct slot *s)
 static struct json *worker_json(const struct slot *s, int64_t now)
 {
 	struct json *w = json_new_object();
-	const char *id =
-	    s->holding != NULL && strncmp(s->holding, "id:", 3) == 0
-		? s->holding + 3
-		: NULL;
+	char *id = s->holding != NULL ? delivery_key_id(s->holding) : NULL;
 
 	json_set(w, "queue", json_string(s->pool->q->name));
 	json_set(w, "number", json_int(s->number));
@@ -57,6 +54,7 @@ static struct json *worker_json(const struct slot *s, int64_t now)
 	json_set(w, "state", json_string(state_name(s)));
 	json_set(w, "retiring", json_new_bool(s->retiring));
 	json_set(w, "message_id", json_string(id));
+	free(id);
 	json_set(w, "busy_ms",
 		 s->holding != NULL ? json_int(now - s->held_since) : NULL);
 	json_set(w, "acked", json_int((int64_t)s->acked));

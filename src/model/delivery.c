@@ -56,20 +56,32 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 char *delivery_key(const struct delivery *d)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
-	char *k;
+	const char *id = d->message_id != NULL ? d->message_id : "";
+	size_t len = strlen(id) + 24;
+	char *k = xcalloc(len, 1);
 
-	if (d->message_id != NULL && d->message_id[0] != '\0') {
-		k = xcalloc(strlen(d->message_id) + 4, 1);
-		memcpy(k, "id:", 3);
-		strcpy(k + 3, d->message_id);
-		return k;
-	}
 	if (d->routing_key != NULL)
 		h = fnv1a(h, d->routing_key, strlen(d->routing_key) + 1);
 	h = fnv1a(h, d->body, d->body_len);
-	k = xcalloc(24, 1);
-	snprintf(k, 24, "sum:%016llx", (unsigned long long)h);
+	/* two messages that share an id but not a body are two messages */
+	if (id[0] != '\0')
+		snprintf(k, len, "id:%s:%016llx", id, (unsigned long long)h);
+	else
+		snprintf(k, len, "sum:%016llx", (unsigned long long)h);
 	return k;
+}
+
+char *delivery_key_id(const char *key)
+{
+	size_t n = strlen(key);
+	char *id;
+
+	if (strncmp(key, "id:", 3) != 0 || n < 3 + 17)
+		return NULL;
+	n -= 3 + 17; /* less "id:", ":" and 16 hex digits */
+	id = xcalloc(n + 1, 1);
+	memcpy(id, key + 3, n);
+	return id;
 }
 
 const struct header *delivery_header(const struct delivery *d, const char *name)

@@ -25,6 +25,36 @@ static int count(char **env)
 	return n;
 }
 
+/* delivery_key: one message across redeliveries, two when bodies differ */
+static void test_key(void)
+{
+	struct delivery a = {.message_id = "job:7", .routing_key = "q",
+			     .body = "one", .body_len = 3};
+	struct delivery b = a, c = a;
+	char *ka, *kb, *kc, *id;
+
+	b.body = "two";
+	c.message_id = NULL;
+	ka = delivery_key(&a);
+	kb = delivery_key(&b);
+	kc = delivery_key(&c);
+	CHECK(strncmp(ka, "id:job:7:", 9) == 0 && strlen(ka) == 9 + 16);
+	CHECK(strcmp(ka, kb) != 0); /* same id, other body: other marks */
+	CHECK(strncmp(kc, "sum:", 4) == 0);
+	CHECK_STR(ka + 9, kc + 4); /* the same digest either way */
+	free(kb);
+	kb = delivery_key(&a);
+	CHECK_STR(ka, kb); /* a redelivery: the same key */
+	id = delivery_key_id(ka);
+	CHECK_STR(id, "job:7");
+	free(id);
+	CHECK(delivery_key_id(kc) == NULL);
+	CHECK(delivery_key_id("id:short") == NULL);
+	free(ka);
+	free(kb);
+	free(kc);
+}
+
 int main(void)
 {
 	char *qenv[] = {"LANG=C.UTF-8", "PATH=/opt/bin:/usr/bin", NULL};
@@ -127,5 +157,6 @@ int main(void)
 	d.nheaders = 4;
 	CHECK(delivery_header(&d, "x-trace-id") == &h[0]);
 	CHECK(delivery_header(&d, "missing") == NULL);
+	test_key();
 	return unit_done("test_env");
 }

@@ -211,7 +211,7 @@ static void test_status(void)
 	busy->pid = 4242;
 	busy->state = REPORT_BUSY;
 	busy->node = 0;
-	busy->holding = xstrdup("id:m-7");
+	busy->holding = xstrdup("id:m-7:00000000deadbeef");
 	busy->held_since = now_ms() - 1500;
 	busy->acked = 3;
 	p->done = 3;
