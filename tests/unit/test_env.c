@@ -28,8 +28,10 @@ static int count(char **env)
 /* delivery_key: one message across redeliveries, two when bodies differ */
 static void test_key(void)
 {
-	struct delivery a = {.message_id = "job:7", .routing_key = "q",
-			     .body = "one", .body_len = 3};
+	struct delivery a = {.message_id = "job:7",
+			     .routing_key = "q",
+			     .body = "one",
+			     .body_len = 3};
 	struct delivery b = a, c = a;
 	char *ka, *kb, *kc, *id;
 
