@@ -204,6 +204,12 @@ struct log_fields {
 	}
 
 void log_init(const char *ident, bool debug);
+/* Records go to the journal through send (notify.c's journal_send, when
+ * stderr is the journal), not as lines on stderr. Only warrend does this:
+ * the tools need no libsystemd. */
+typedef int journal_sender(int prio, const char *message, const char **fields,
+			   int nfields);
+void log_to_journal(journal_sender *send);
 /* Identify this process as worker NUMBER of QUEUE in every record. */
 void log_set_worker(const char *queue, int number);
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)

@@ -19,7 +19,7 @@
 
 static const char *log_ident = "warrend";
 static bool log_debug_on;
-static bool log_journal;
+static journal_sender *log_journal; /* NULL: lines on stderr */
 static const char *log_queue;
 static int log_worker;
 static long log_pid; /* cached: set again in each worker */
@@ -28,8 +28,12 @@ void log_init(const char *ident, bool debug)
 {
 	log_ident = ident;
 	log_debug_on = debug;
-	log_journal = journal_is_stderr();
 	log_pid = (long)getpid();
+}
+
+void log_to_journal(journal_sender *send)
+{
+	log_journal = send;
 }
 
 void log_set_worker(const char *queue, int number)
@@ -92,7 +96,7 @@ static void emit_journal(int prio, const struct log_fields *f, const char *msg)
 			ADD("WARREN_MAX_RSS_KB=%ld", f->max_rss_kb);
 	}
 #undef ADD
-	journal_send(prio, msg, fields, n);
+	log_journal(prio, msg, fields, n);
 }
 
 /*
@@ -132,7 +136,7 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 	if (prio == LOG_DEBUG && !log_debug_on)
 		return;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	if (log_journal) {
+	if (log_journal != NULL) {
 		emit_journal(prio, f, msg);
 		return;
 	}

@@ -104,6 +104,8 @@ int main(int argc, char **argv)
 		return 64;
 	}
 	log_init("warrend", debug);
+	if (journal_is_stderr())
+		log_to_journal(journal_send);
 	cf = config_load(path, err, sizeof(err));
 	if (cf != NULL && identity_check(cf, err, sizeof(err)) != 0) {
 		config_free(cf);

@@ -164,3 +164,25 @@ def test_installed_unit_names_the_installed_files(build, tmp_path):
     text = (dest / unit_dir().lstrip("/") / "warrend.service").read_text()
     assert want in text.splitlines(), \
         [l for l in text.splitlines() if l.startswith("Exec")]
+
+
+def needed(binary):
+    """The shared libraries a program names itself (DT_NEEDED)."""
+    out = subprocess.run(["readelf", "-d", str(binary)], capture_output=True,
+                         text=True, check=True).stdout
+    return set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out))
+
+
+def test_each_program_links_only_what_it_uses(build):
+    """warrenctl and warren-submit need neither the journal (libsystemd),
+    nor the HTTP listener (libmicrohttpd), nor capabilities (libcap-ng):
+    those are warrend's alone."""
+    daemon = needed(build / "src" / "warrend")
+    for lib in ("libsystemd", "libmicrohttpd", "libcap-ng"):
+        assert any(n.startswith(lib) for n in daemon), (lib, daemon)
+    for tool in ("warrenctl", "warren-submit"):
+        libs = needed(build / "src" / tool)
+        print(f"{tool}: {sorted(libs)}")
+        assert any(n.startswith("librabbitmq") for n in libs), libs
+        for lib in ("libsystemd", "libmicrohttpd", "libcap-ng"):
+            assert not any(n.startswith(lib) for n in libs), (tool, lib)
