@@ -71,6 +71,24 @@ struct limits_conf {
 	int files;     /* RLIMIT_NOFILE */
 };
 
+/* One of queue.arguments, typed as given at declare (topology.c). */
+enum qarg_kind { QARG_INT, QARG_BOOL, QARG_STR };
+struct qarg {
+	char *name;
+	enum qarg_kind kind;
+	long long i; /* QARG_INT */
+	bool b;	     /* QARG_BOOL */
+	char *s;     /* QARG_STR */
+};
+
+/* A queue.bind section: the exchange and the queue's keys on it. */
+struct bind_conf {
+	char *exchange;
+	char *type;  /* direct, topic, fanout, headers */
+	char **keys; /* NULL-terminated, at least one */
+	int nkeys;
+};
+
 struct queue_conf {
 	char *name;
 	char *file; /* the file that defines it: the main one or an include */
@@ -97,6 +115,14 @@ struct queue_conf {
 	int user_line;	    /* where user is set, for messages */
 	struct identity id; /* user and group, looked up at load */
 	struct limits_conf limits;
+
+	/* topology (topology.c) */
+	bool declare;	   /* false: passive check only */
+	struct qarg *args; /* queue.arguments */
+	int nargs;
+	struct bind_conf *binds;
+	int nbinds;
+	int delivery_limit; /* quorum: x-delivery-limit */
 };
 
 struct config {
@@ -212,6 +238,8 @@ typedef int journal_sender(int prio, const char *message, const char **fields,
 void log_to_journal(journal_sender *send);
 /* Identify this process as worker NUMBER of QUEUE in every record. */
 void log_set_worker(const char *queue, int number);
+/* TRACE_ID on every record from now on, until NULL (the message's end). */
+void log_set_trace(const char *trace_id);
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -963,5 +991,59 @@ int parse_listen(const char *text, struct sockaddr_storage *ss, socklen_t *len);
 size_t utf8_seq(const unsigned char *s, size_t n);
 /* Block SIGCHLD, SIGTERM, SIGINT, SIGHUP; return a signalfd reading them. */
 int signal_fd(void);
+
+/* ------------------------------------------------------------------ */
+/* topology.c: queue arguments, bindings and declare; pure checks */
+
+/*
+ * Parse "NAME=VALUE" (queue.arguments) into a: an integer, true/false, else
+ * a string (always a string for the arguments RabbitMQ reads as strings).
+ * 0, or -1 with words in err. Free with qarg_free().
+ */
+int qarg_parse(const char *text, struct qarg *a, char *err, size_t errlen);
+/* What warrend -t can tell of a known argument's value: 0, or -1 and err. */
+int qarg_check(const struct qarg *a, char *err, size_t errlen);
+const struct qarg *qarg_find(const struct qarg *args, int n, const char *name);
+void qarg_free(struct qarg *a);
+/* direct, topic, fanout or headers */
+bool exchange_type_known(const char *type);
+/* A bind section's exchange name, a key: 0, or -1 with words in err. */
+int exchange_name_check(const char *name, char *err, size_t errlen);
+int routing_key_check(const char *key, char *err, size_t errlen);
+/* true when a and b ask the same of the broker (declare, args, binds) */
+bool topology_same(const struct queue_conf *a, const struct queue_conf *b);
+void topology_free(struct queue_conf *q);
+
+/* ------------------------------------------------------------------ */
+/* trace.c: W3C trace context of a message, checked and bounded */
+
+#define TRACE_HEADER_MAX 512 /* traceparent: versions after 00 may grow */
+#define TRACESTATE_MAX 512   /* W3C: what every vendor must pass on */
+#define BAGGAGE_MAX 8192     /* W3C baggage: the limit on the whole header */
+
+struct trace {
+	const char *traceparent; /* into the delivery's headers, or NULL */
+	const char *tracestate;	 /* only with a valid traceparent */
+	const char *baggage;
+	char trace_id[33]; /* 32 hex digits of traceparent, or "" */
+};
+/* A well-formed traceparent (W3C level 1): version, ids not all zero. */
+bool traceparent_valid(const char *v, size_t n);
+/* d's trace context: each header only when valid, printable ASCII and
+ * within its bound; left out otherwise. */
+void trace_of(const struct delivery *d, struct trace *t);
+
+/* ------------------------------------------------------------------ */
+/* death.c: a message the broker dead-lettered, from its x-death header */
+
+struct death {
+	char *reason;	/* "delivery_limit", "rejected", "expired", "maxlen" */
+	char *queue;	/* where it was dead-lettered from, or NULL */
+	long long time; /* Unix seconds, or -1 */
+};
+/* The latest dead-lettering of d: 0 and x (free with death_free), or -1
+ * when d has no readable x-death. */
+int death_of(const struct delivery *d, struct death *x);
+void death_free(struct death *x);
 
 #endif

@@ -73,6 +73,13 @@ const char *mq_blocked(const struct mq *m);
 int mq_consumer_timeout_ms(const struct mq *m);
 
 /* queue.c */
+/*
+ * Declare q as configured (durable, type, queue.arguments; a quorum queue
+ * with x-delivery-limit and at-least-once dead-lettering to NAME.failed,
+ * declared first), or with declare = false only check that it exists
+ * (passive); then declare each bind section's exchange and bind q with
+ * each key. On the consuming channel: a refusal closes it (mq_error).
+ */
 int mq_declare(struct mq *m, const struct queue_conf *q);
 int mq_declare_named(struct mq *m, const char *name, bool durable,
 		     enum queue_type type);

@@ -21,6 +21,73 @@ static amqp_table_t queue_args(enum queue_type type, amqp_table_entry_t *e)
 	return t;
 }
 
+/* Entries a queue's declare may add to its arguments (queue_table). */
+#define QUORUM_ARGS 5
+
+static void put_str(amqp_table_t *t, const char *key, const char *v)
+{
+	amqp_table_entry_t *e = &t->entries[t->num_entries++];
+
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_UTF8;
+	e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+static void put_int(amqp_table_t *t, const char *key, int64_t v)
+{
+	amqp_table_entry_t *e = &t->entries[t->num_entries++];
+
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_I64;
+	e->value.value.i64 = v;
+}
+
+/* A quorum queue's own arguments, each unless queue.arguments has it. */
+static void put_quorum(amqp_table_t *t, const struct queue_conf *q,
+		       const char *failed)
+{
+	const char *const keys[] = {
+	    "x-dead-letter-exchange", "x-dead-letter-routing-key",
+	    "x-dead-letter-strategy", "x-overflow", NULL};
+	const char *const values[] = {"", failed, "at-least-once",
+				      "reject-publish"};
+
+	put_int(t, "x-delivery-limit", q->delivery_limit);
+	for (int i = 0; keys[i] != NULL; i++)
+		if (qarg_find(q->args, q->nargs, keys[i]) == NULL)
+			put_str(t, keys[i], values[i]);
+}
+
+/*
+ * The arguments of q's declare in t (entries: nargs + 1 + QUORUM_ARGS):
+ * its type, a quorum queue's delivery limit and dead-lettering to failed,
+ * then queue.arguments.
+ */
+static amqp_table_t queue_table(const struct queue_conf *q, const char *failed,
+				amqp_table_entry_t *e)
+{
+	amqp_table_t t = queue_args(q->type, e);
+
+	if (q->type == QUEUE_QUORUM)
+		put_quorum(&t, q, failed);
+	for (int i = 0; i < q->nargs; i++) {
+		const struct qarg *a = &q->args[i];
+
+		if (a->kind == QARG_STR) {
+			put_str(&t, a->name, a->s);
+		} else if (a->kind == QARG_INT) {
+			put_int(&t, a->name, a->i);
+		} else {
+			amqp_table_entry_t *x = &e[t.num_entries++];
+
+			x->key = amqp_cstring_bytes(a->name);
+			x->value.kind = AMQP_FIELD_KIND_BOOLEAN;
+			x->value.value.boolean = a->b;
+		}
+	}
+	return t;
+}
+
 /* queue.declare with these arguments on channel ch, its reply in words. */
 static int declare(struct mq *m, amqp_channel_t ch, const char *name,
 		   bool durable, amqp_table_t args)
@@ -61,11 +128,66 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 	return declare(m, PUB_CHANNEL, name, true, t);
 }
 
+/* exchange.declare: durable, of the bind's type; amq.* ones exist
+ * already and may only be checked (passive) */
+static int declare_exchange(struct mq *m, const struct bind_conf *b)
+{
+	bool passive = strncmp(b->exchange, "amq.", 4) == 0;
+	char what[300];
+
+	snprintf(what, sizeof(what), "exchange.declare %s (%s)", b->exchange,
+		 b->type);
+	amqp_exchange_declare(m->conn, CHANNEL, amqp_cstring_bytes(b->exchange),
+			      amqp_cstring_bytes(b->type), passive, 1, 0, 0,
+			      amqp_empty_table);
+	return mq_check_reply(m, amqp_get_rpc_reply(m->conn), what);
+}
+
+/* Each bind section: its exchange declared, the queue bound per key. */
+static int bind_all(struct mq *m, const struct queue_conf *q)
+{
+	char what[600];
+
+	for (int i = 0; i < q->nbinds; i++) {
+		const struct bind_conf *b = &q->binds[i];
+
+		if (declare_exchange(m, b) != 0)
+			return -1;
+		for (int k = 0; k < b->nkeys; k++) {
+			snprintf(what, sizeof(what),
+				 "queue.bind %s to %s with key \"%s\"", q->name,
+				 b->exchange, b->keys[k]);
+			amqp_queue_bind(
+			    m->conn, CHANNEL, amqp_cstring_bytes(q->name),
+			    amqp_cstring_bytes(b->exchange),
+			    amqp_cstring_bytes(b->keys[k]), amqp_empty_table);
+			if (mq_check_reply(m, amqp_get_rpc_reply(m->conn),
+					   what))
+				return -1;
+		}
+	}
+	return 0;
+}
+
 int mq_declare(struct mq *m, const struct queue_conf *q)
 {
-	amqp_table_entry_t e[1];
+	amqp_table_entry_t *e;
+	char failed[300];
+	int r;
 
-	return declare(m, CHANNEL, q->name, q->durable, queue_args(q->type, e));
+	if (!q->declare) /* another application's queue: only checked */
+		return mq_declare_passive(m, q->name, NULL) == 0
+			   ? bind_all(m, q)
+			   : -1;
+	snprintf(failed, sizeof(failed), "%s.failed", q->name);
+	/* a quorum queue dead-letters there: it exists first */
+	if (q->type == QUEUE_QUORUM &&
+	    declare(m, CHANNEL, failed, true, amqp_empty_table) != 0)
+		return -1;
+	e = xcalloc((size_t)q->nargs + 1 + QUORUM_ARGS, sizeof(*e));
+	r = declare(m, CHANNEL, q->name, q->durable, queue_table(q, failed, e));
+	free(e);
+	return r == 0 ? bind_all(m, q) : -1;
 }
 
 int mq_consume(struct mq *m, const char *queue, int prefetch)

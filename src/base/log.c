@@ -22,7 +22,8 @@ static bool log_debug_on;
 static journal_sender *log_journal; /* NULL: lines on stderr */
 static const char *log_queue;
 static int log_worker;
-static long log_pid; /* cached: set again in each worker */
+static long log_pid;	   /* cached: set again in each worker */
+static char log_trace[33]; /* TRACE_ID of the message in hand, or "" */
 
 void log_init(const char *ident, bool debug)
 {
@@ -43,6 +44,12 @@ void log_set_worker(const char *queue, int number)
 	log_pid = (long)getpid();
 }
 
+void log_set_trace(const char *trace_id)
+{
+	snprintf(log_trace, sizeof(log_trace), "%s",
+		 trace_id != NULL ? trace_id : "");
+}
+
 static const char *prio_name(int prio)
 {
 	switch (prio) {
@@ -59,7 +66,7 @@ static const char *prio_name(int prio)
 	}
 }
 
-#define MAX_FIELDS 12
+#define MAX_FIELDS 16
 #define FIELD_LEN 1024 /* names and ids are AMQP short strings: <= 255 */
 
 static void emit_journal(int prio, const struct log_fields *f, const char *msg)
@@ -79,6 +86,8 @@ static void emit_journal(int prio, const struct log_fields *f, const char *msg)
 		ADD("WARREN_QUEUE=%s", log_queue);
 		ADD("WARREN_WORKER=%d", log_worker);
 	}
+	if (log_trace[0] != '\0')
+		ADD("TRACE_ID=%s", log_trace);
 	if (f != NULL) {
 		if (f->message_id != NULL)
 			ADD("WARREN_MESSAGE_ID=%s", f->message_id);

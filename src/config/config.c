@@ -71,6 +71,7 @@ RANGE_CHECK(v_kill_grace, 0, 3600)
 RANGE_CHECK(v_connect_timeout, 1, 3600)
 RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
 RANGE_CHECK(v_max_messages, 0, 1000000000)
+RANGE_CHECK(v_delivery_limit, 1, 1000000)
 
 /* A limit: 0 (none), or lo to hi. */
 static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
@@ -277,6 +278,106 @@ static int v_workdir(cfg_t *cfg, cfg_opt_t *opt)
 	return 0;
 }
 
+static int v_arguments(cfg_t *cfg, cfg_opt_t *opt)
+{
+	unsigned n = cfg_opt_size(opt);
+	struct qarg *a = xcalloc(n + 1, sizeof(*a));
+	char why[400];
+	int r = 0;
+
+	for (unsigned i = 0; r == 0 && i < n; i++) {
+		r = qarg_parse(cfg_opt_getnstr(opt, i), &a[i], why,
+			       sizeof(why));
+		if (r == 0)
+			r = qarg_check(&a[i], why, sizeof(why));
+		if (r == 0 && qarg_find(a, (int)i, a[i].name) != NULL) {
+			snprintf(why, sizeof(why),
+				 "arguments: %s is given twice", a[i].name);
+			r = -1;
+		}
+	}
+	if (r != 0)
+		cfg_error(cfg, "%s", why);
+	for (unsigned i = 0; i < n; i++)
+		qarg_free(&a[i]);
+	free(a);
+	return r;
+}
+
+static int v_exchange_type(cfg_t *cfg, cfg_opt_t *opt)
+{
+	const char *v = cfg_opt_getnstr(opt, 0);
+
+	if (!exchange_type_known(v)) {
+		cfg_error(cfg,
+			  "type = \"%s\": an exchange type is \"direct\", "
+			  "\"topic\", \"fanout\" or \"headers\"",
+			  v);
+		return -1;
+	}
+	return 0;
+}
+
+static int v_keys(cfg_t *cfg, cfg_opt_t *opt)
+{
+	char why[300];
+
+	for (unsigned i = 0; i < cfg_opt_size(opt); i++)
+		if (routing_key_check(cfg_opt_getnstr(opt, i), why,
+				      sizeof(why)) != 0) {
+			cfg_error(cfg, "%s", why);
+			return -1;
+		}
+	return 0;
+}
+
+/* Called when a bind section closes: its exchange's name. */
+static int v_bind(cfg_t *cfg, cfg_opt_t *opt)
+{
+	cfg_t *b = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
+	char why[300];
+
+	if (exchange_name_check(cfg_title(b), why, sizeof(why)) != 0) {
+		cfg_error(b->line > 0 ? b : cfg, "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The checks across a queue's topology keys. */
+static int check_topology(cfg_t *cfg, cfg_t *q, const char *name)
+{
+	bool quorum = strcmp(cfg_getstr(q, "type"), "quorum") == 0;
+
+	if (!cfg_getbool(q, "declare") && cfg_size(q, "arguments") > 0) {
+		cfg_error(cfg,
+			  "queue \"%s\": arguments are given at declare only: "
+			  "with declare = false they would never be used",
+			  name);
+		return -1;
+	}
+	if (cfg_getint(q, "delivery_limit") != -1 &&
+	    (!quorum || !cfg_getbool(q, "declare"))) {
+		cfg_error(cfg,
+			  "queue \"%s\": delivery_limit is for a quorum "
+			  "queue that warrend declares (type = \"quorum\", "
+			  "declare = true)",
+			  name);
+		return -1;
+	}
+	for (unsigned i = 0; quorum && i < cfg_size(q, "arguments"); i++)
+		if (strncmp(cfg_getnstr(q, "arguments", i),
+			    "x-max-priority=", 15) == 0) {
+			cfg_error(cfg,
+				  "queue \"%s\": a quorum queue has no "
+				  "priorities (x-max-priority needs type = "
+				  "\"classic\")",
+				  name);
+			return -1;
+		}
+	return 0;
+}
+
 /* Called when a queue section closes: the checks that need all its keys. */
 static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 {
@@ -316,7 +417,7 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 			  name);
 		return -1;
 	}
-	return 0;
+	return check_topology(cfg, q, name);
 }
 
 static int v_include(cfg_t *cfg, cfg_opt_t *opt)
@@ -388,6 +489,12 @@ static cfg_opt_t limits_opts[] = {CFG_INT("memory", 0, CFGF_NONE),
 				  CFG_INT("processes", 0, CFGF_NONE),
 				  CFG_INT("files", 0, CFGF_NONE), CFG_END()};
 
+static cfg_opt_t bind_opts[] = {CFG_STR("type", "direct", CFGF_NONE),
+				CFG_STR_LIST("keys", NULL, CFGF_NONE),
+				CFG_END()};
+
+#define SECTIONS (CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES)
+
 static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
 				 CFG_INT("prefetch", 1, CFGF_NONE),
@@ -404,6 +511,10 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR("user", NULL, CFGF_NONE),
 				 CFG_STR("group", NULL, CFGF_NONE),
 				 CFG_SEC("limits", limits_opts, CFGF_NONE),
+				 CFG_BOOL("declare", cfg_true, CFGF_NONE),
+				 CFG_STR_LIST("arguments", NULL, CFGF_NONE),
+				 CFG_SEC("bind", bind_opts, SECTIONS),
+				 CFG_INT("delivery_limit", -1, CFGF_NONE),
 				 CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
@@ -453,6 +564,11 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "queue|limits|cpu", v_limit_cpu);
 	cfg_set_validate_func(cfg, "queue|limits|processes", v_limit_processes);
 	cfg_set_validate_func(cfg, "queue|limits|files", v_limit_files);
+	cfg_set_validate_func(cfg, "queue|arguments", v_arguments);
+	cfg_set_validate_func(cfg, "queue|bind", v_bind);
+	cfg_set_validate_func(cfg, "queue|bind|type", v_exchange_type);
+	cfg_set_validate_func(cfg, "queue|bind|keys", v_keys);
+	cfg_set_validate_func(cfg, "queue|delivery_limit", v_delivery_limit);
 	cfg_set_validate_func(cfg, "include", v_include);
 	for (cfg_opt_t *o = root_opts; !main_file && o->name != NULL; o++)
 		if (strcmp(o->name, "queue") != 0)
@@ -493,6 +609,52 @@ static int user_line_of(const cfg_t *sec)
 	return line;
 }
 
+/* queue.arguments, parsed (validated already) */
+static void copy_arguments(struct queue_conf *q, cfg_t *sec)
+{
+	char why[300];
+
+	q->nargs = (int)cfg_size(sec, "arguments");
+	q->args = xcalloc((size_t)q->nargs + 1, sizeof(*q->args));
+	for (int i = 0; i < q->nargs; i++)
+		if (qarg_parse(cfg_getnstr(sec, "arguments", (unsigned)i),
+			       &q->args[i], why, sizeof(why)) != 0)
+			fatalx("arguments: %s",
+			       why); /* v_arguments passed it */
+}
+
+/* queue.bind sections; no keys means the one key "" */
+static void copy_binds(struct queue_conf *q, cfg_t *sec)
+{
+	q->nbinds = (int)cfg_size(sec, "bind");
+	q->binds = xcalloc((size_t)q->nbinds + 1, sizeof(*q->binds));
+	for (int i = 0; i < q->nbinds; i++) {
+		cfg_t *b = cfg_getnsec(sec, "bind", (unsigned)i);
+		struct bind_conf *bc = &q->binds[i];
+
+		bc->exchange = xstrdup(cfg_title(b));
+		bc->type = xstrdup(cfg_getstr(b, "type"));
+		if (cfg_size(b, "keys") == 0) {
+			bc->keys = xcalloc(2, sizeof(char *));
+			bc->keys[0] = xstrdup("");
+			bc->nkeys = 1;
+		} else {
+			bc->keys = copy_list(b, "keys", &bc->nkeys);
+		}
+	}
+}
+
+/* declare, arguments, bind, delivery_limit */
+static void copy_topology(struct queue_conf *q, cfg_t *sec)
+{
+	q->declare = cfg_getbool(sec, "declare");
+	copy_arguments(q, sec);
+	copy_binds(q, sec);
+	q->delivery_limit = (int)cfg_getint(sec, "delivery_limit");
+	if (q->delivery_limit < 0)
+		q->delivery_limit = q->retry.attempts + 2;
+}
+
 /* 0, or -1 with "FILE:LINE: ..." in err (user or group gone since). */
 static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 		      char *err, size_t errlen)
@@ -529,6 +691,7 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 	q->limits.cpu = (int)cfg_getint(sec, "limits|cpu");
 	q->limits.processes = (int)cfg_getint(sec, "limits|processes");
 	q->limits.files = (int)cfg_getint(sec, "limits|files");
+	copy_topology(q, sec);
 	if (identity_lookup(q->user, q->group, &q->id, why, sizeof(why)) != 0) {
 		snprintf(err, errlen, "%s:%d: queue \"%s\": %s", file,
 			 q->user_line ? q->user_line : q->line, q->name, why);
@@ -917,6 +1080,7 @@ void config_free(struct config *cf)
 		free(q->user);
 		free(q->group);
 		identity_free(&q->id);
+		topology_free(q);
 	}
 	free(cf->queues);
 	free(cf->control_socket);
@@ -965,7 +1129,8 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->max_messages == b->max_messages &&
 	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
 	       identity_same(&a->id, &b->id) &&
-	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0;
+	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&
+	       topology_same(a, b);
 }
 
 bool config_password_exposed(const struct config *cf, char *buf, size_t len)
@@ -1009,6 +1174,18 @@ int config_warnings(const struct config *cf, FILE *out)
 				"not below broker.consumer_timeout = %d\n",
 				q->file, q->line, q->name, q->timeout,
 				cf->broker.consumer_timeout);
+			n++;
+		}
+		if (q->type == QUEUE_QUORUM && q->declare &&
+		    q->delivery_limit < q->retry.attempts) {
+			fprintf(
+			    out,
+			    "%s:%d: warning: queue \"%s\": delivery_limit = "
+			    "%d is below retry attempts = %d: the broker "
+			    "parks a message that keeps losing its worker "
+			    "before warrend has spent its attempts\n",
+			    q->file, q->line, q->name, q->delivery_limit,
+			    q->retry.attempts);
 			n++;
 		}
 		if (q->mode == MODE_EXEC && q->max_messages > 0) {

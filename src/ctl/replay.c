@@ -190,6 +190,22 @@ static void table_head(void)
 	       "REPLAYED-FROM", "STDERR");
 }
 
+/*
+ * Why d is parked and since when: warrend's x-warren-reason and
+ * x-warren-failed-at, or for a message the broker dead-lettered there
+ * (a quorum queue's delivery limit, a policy) the reason and time of its
+ * latest x-death entry. *reason is NULL when neither says.
+ */
+static void parked_why(const struct delivery *d, const struct header **reason,
+		       struct death *x, long long *at)
+{
+	*reason = header_of(d, "x-warren-reason");
+	*at = int_header(d, "x-warren-failed-at");
+	memset(x, 0, sizeof(*x));
+	if (*reason == NULL && death_of(d, x) == 0 && *at < 0)
+		*at = x->time;
+}
+
 static void table_row(const struct delivery *d)
 {
 	const struct header *err = header_of(d, "x-warren-stderr");
@@ -197,14 +213,24 @@ static void table_row(const struct delivery *d)
 	    d->message_id
 		? ctl_printable(d->message_id, strlen(d->message_id), ID_WIDTH)
 		: xstrdup("-");
-	char *reason = header_cell(d, "x-warren-reason", REASON_WIDTH);
 	char *from = header_cell(d, "x-warren-replayed-from", REASON_WIDTH);
 	char *tail =
 	    err != NULL ? last_line(err->value, err->len) : xstrdup("-");
-	long long attempts = int_header(d, "x-warren-attempts");
-	char when[32], att[24];
+	long long attempts = int_header(d, "x-warren-attempts"), at;
+	char when[32], att[24], *reason;
+	const struct header *r;
+	struct death x;
 
-	iso_time(int_header(d, "x-warren-failed-at"), when, sizeof(when));
+	parked_why(d, &r, &x, &at);
+	if (r != NULL)
+		reason = ctl_printable(r->value, r->len, REASON_WIDTH);
+	else if (x.reason != NULL)
+		reason =
+		    ctl_printable(x.reason, strlen(x.reason), REASON_WIDTH);
+	else
+		reason = xstrdup("-");
+	death_free(&x);
+	iso_time(at, when, sizeof(when));
 	if (attempts >= 0)
 		snprintf(att, sizeof(att), "%lld", attempts);
 	else
@@ -228,13 +254,22 @@ static struct json *header_json(const struct delivery *d, const char *name)
 static void json_row(const struct delivery *d, bool first)
 {
 	struct json *o = json_new_object();
-	long long attempts = int_header(d, "x-warren-attempts");
-	long long at = int_header(d, "x-warren-failed-at");
+	long long attempts = int_header(d, "x-warren-attempts"), at;
 	char when[32], *text;
+	const struct header *r;
+	struct death x;
 
+	parked_why(d, &r, &x, &at);
 	iso_time(at, when, sizeof(when));
 	json_set(o, "message_id", json_string(d->message_id));
-	json_set(o, "reason", header_json(d, "x-warren-reason"));
+	json_set(o, "reason",
+		 r != NULL	    ? json_string_len(r->value, r->len)
+		 : x.reason != NULL ? json_string(x.reason)
+				    : NULL);
+	/* set only for a message the broker dead-lettered */
+	json_set(o, "dead_lettered_from",
+		 x.queue != NULL ? json_string(x.queue) : NULL);
+	death_free(&x);
 	json_set(o, "attempts", attempts >= 0 ? json_int(attempts) : NULL);
 	json_set(o, "failed_at", at >= 0 ? json_int(at) : NULL);
 	json_set(o, "failed_at_utc", at >= 0 ? json_string(when) : NULL);

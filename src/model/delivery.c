@@ -195,6 +195,17 @@ char **handler_env_base(const struct queue_conf *q, int worker)
 	return e.v;
 }
 
+/* TRACEPARENT, TRACESTATE, BAGGAGE: OpenTelemetry's environment carrier */
+static void env_trace(struct envb *e, const struct delivery *d)
+{
+	struct trace t;
+
+	trace_of(d, &t);
+	env_str(e, "TRACEPARENT", t.traceparent);
+	env_str(e, "TRACESTATE", t.tracestate);
+	env_str(e, "BAGGAGE", t.baggage);
+}
+
 char **handler_env(const struct queue_conf *q, int worker, int attempt,
 		   const struct delivery *d)
 {
@@ -215,6 +226,7 @@ char **handler_env(const struct queue_conf *q, int worker, int attempt,
 				d->headers[i].len);
 		free(name);
 	}
+	env_trace(&e, d);
 	env_str(&e, "WARREN_QUEUE", q->name);
 	snprintf(num, sizeof(num), "%d", worker);
 	env_str(&e, "WARREN_WORKER", num);

@@ -219,6 +219,7 @@ int main(int argc, char **argv)
 	}
 	dflt.name = (char *)o.queue;
 	dflt.durable = true;
+	dflt.declare = true;
 	dflt.type = QUEUE_CLASSIC;
 	q = &dflt;
 	if (o.conf != NULL) {
@@ -249,8 +250,7 @@ int main(int argc, char **argv)
 		config_free(cf);
 		return 1;
 	}
-	if (mq_declare_named(mq, o.queue, q->durable, q->type) != 0 ||
-	    mq_confirm_select(mq) != 0) {
+	if (mq_declare(mq, q) != 0 || mq_confirm_select(mq) != 0) {
 		fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
 		rc = 1;
 	} else if (o.lines) {

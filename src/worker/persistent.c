@@ -100,6 +100,15 @@ size_t frame_escape(const char *v, size_t n, char *out)
 	return o;
 }
 
+/* The variables a frame's metadata carries: WARREN_* and trace context. */
+static bool in_frame(const char *e)
+{
+	return strncmp(e, "WARREN_", 7) == 0 ||
+	       strncmp(e, "TRACEPARENT=", 12) == 0 ||
+	       strncmp(e, "TRACESTATE=", 11) == 0 ||
+	       strncmp(e, "BAGGAGE=", 8) == 0;
+}
+
 char *frame_header(char *const *env, size_t body_len, size_t *len)
 {
 	size_t cap = 64, o;
@@ -107,7 +116,7 @@ char *frame_header(char *const *env, size_t body_len, size_t *len)
 	char *buf;
 
 	for (char *const *e = env; *e != NULL; e++) {
-		if (strncmp(*e, "WARREN_", 7) == 0) {
+		if (in_frame(*e)) {
 			n++;
 			cap += 2 * strlen(*e) + 1;
 		}
@@ -117,7 +126,7 @@ char *frame_header(char *const *env, size_t body_len, size_t *len)
 	for (char *const *e = env; *e != NULL; e++) {
 		const char *eq = strchr(*e, '=');
 
-		if (strncmp(*e, "WARREN_", 7) != 0 || eq == NULL)
+		if (!in_frame(*e) || eq == NULL)
 			continue;
 		memcpy(buf + o, *e, (size_t)(eq - *e) + 1);
 		o += (size_t)(eq - *e) + 1;

@@ -218,6 +218,7 @@ static void continue_settling(struct worker *w)
 	report(w, report_of(w->set.o.kind), w->ran_ms >= 0 ? ms : NULL);
 	delivery_free(w->d);
 	w->d = NULL;
+	log_set_trace(NULL);
 	w->settling = w->replaying = false;
 	if (w->resume_due)
 		resume(w);
@@ -293,6 +294,15 @@ static void limit_handler(struct worker *w)
 		handler_limit(w->h, at, grace, (ct + 500) / 1000);
 }
 
+/* The journal records of this message carry its TRACE_ID. */
+static void trace_journal(const struct delivery *d)
+{
+	struct trace t;
+
+	trace_of(d, &t);
+	log_set_trace(t.trace_id);
+}
+
 /* A handler works on the message in hand. */
 static bool running(const struct worker *w)
 {
@@ -333,6 +343,7 @@ cannot_start(struct worker *w, const char *err)
 	report(w, REPORT_REQUEUED, NULL);
 	delivery_free(w->d);
 	w->d = NULL;
+	log_set_trace(NULL);
 	give_up(w, WORKER_EXIT_HANDLER, err);
 }
 
@@ -371,6 +382,7 @@ static bool waited_too_long(struct worker *w)
 	report(w, REPORT_REQUEUED, NULL);
 	delivery_free(w->d);
 	w->d = NULL;
+	log_set_trace(NULL);
 	return true;
 }
 
@@ -674,6 +686,7 @@ static void on_broker(struct worker *w)
 				continue;
 			}
 			w->d = d;
+			trace_journal(d);
 			start_handler(w);
 			if (w->settling)
 				continue_settling(w);

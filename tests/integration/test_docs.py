@@ -25,7 +25,9 @@ KEYS = {
     "metrics": ["listen"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
               "durable", "type", "retry", "park", "environment", "workdir",
-              "mode", "max_messages"],
+              "mode", "max_messages", "declare", "arguments", "bind",
+              "delivery_limit"],
+    "bind": ["type", "keys"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
 }
 FLAGS = {
@@ -37,7 +39,8 @@ VARIABLES = ["WARREN_QUEUE", "WARREN_WORKER", "WARREN_ATTEMPT",
              "WARREN_REDELIVERED", "WARREN_MESSAGE_ID", "WARREN_CORRELATION_ID",
              "WARREN_REPLY_TO", "WARREN_CONTENT_TYPE", "WARREN_CONTENT_ENCODING",
              "WARREN_TYPE", "WARREN_APP_ID", "WARREN_TIMESTAMP",
-             "WARREN_ROUTING_KEY", "WARREN_EXCHANGE", "WARREN_HEADER_"]
+             "WARREN_ROUTING_KEY", "WARREN_EXCHANGE", "WARREN_HEADER_",
+             "TRACEPARENT", "TRACESTATE", "BAGGAGE", "TRACE_ID"]
 
 
 @pytest.mark.parametrize("page", PAGES)
