@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "../../src/warren.h"
 #include "unit.h"
@@ -267,8 +268,77 @@ static void test_death(void)
 	CHECK(death_of(&d, &x) == -1);
 }
 
+static struct config *load(const char *text)
+{
+	static char path[] = "/tmp/warren-topology-XXXXXX";
+	int fd = mkstemp(path);
+	struct config *cf;
+
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		return NULL;
+	close(fd);
+	cf = config_load(path, err, sizeof(err));
+	unlink(path);
+	memcpy(path + strlen(path) - 6, "XXXXXX", 6);
+	if (cf == NULL)
+		fprintf(stderr, "%s\n", err);
+	return cf;
+}
+
+#define BROKER "broker {\n url = \"amqp://localhost/\"\n}\n"
+
+/* What the configuration gives the queue, defaults included. */
+static void test_config(void)
+{
+	struct config *a = load(
+	    BROKER "queue \"q\" {\n command = {\"/bin/cat\"}\n"
+		   " arguments = {\"x-max-priority=10\", \"x-sac=true\"}\n"
+		   " bind \"up\" {\n  type = \"topic\"\n  keys = {\"a.*\", "
+		   "\"b\"}\n }\n bind \"all\" {}\n}\n"
+		   "queue \"r\" {\n command = {\"/bin/cat\"}\n"
+		   " type = \"quorum\"\n retry { attempts = 4 }\n}\n");
+	struct config *b;
+
+	CHECK(a != NULL);
+	if (a == NULL)
+		return;
+	CHECK(a->queues[0].declare);
+	CHECK(a->queues[0].nargs == 2);
+	CHECK(a->queues[0].args[0].kind == QARG_INT);
+	CHECK(a->queues[0].args[1].kind == QARG_BOOL);
+	CHECK(a->queues[0].nbinds == 2);
+	CHECK_STR(a->queues[0].binds[0].exchange, "up");
+	CHECK_STR(a->queues[0].binds[0].type, "topic");
+	CHECK(a->queues[0].binds[0].nkeys == 2);
+	CHECK_STR(a->queues[0].binds[0].keys[1], "b");
+	/* no keys: the one key "", of a direct exchange */
+	CHECK_STR(a->queues[0].binds[1].type, "direct");
+	CHECK(a->queues[0].binds[1].nkeys == 1);
+	CHECK_STR(a->queues[0].binds[1].keys[0], "");
+	/* quorum: attempts + 2 */
+	CHECK(a->queues[1].delivery_limit == 6);
+	CHECK(a->queues[1].nbinds == 0 && a->queues[1].nargs == 0);
+
+	/* a reload with another key rolls the workers */
+	b = load(BROKER
+		 "queue \"q\" {\n command = {\"/bin/cat\"}\n"
+		 "arguments = {\"x-max-priority=10\", \"x-sac=true\"}\n"
+		 " bind \"up\" {\n  type = \"topic\"\n  keys = {\"a.*\", "
+		 "\"c\"}\n }\n bind \"all\" {}\n}\n");
+	CHECK(b != NULL);
+	if (b != NULL) {
+		CHECK(
+		    !queue_conf_same_but_workers(&a->queues[0], &b->queues[0]));
+		CHECK(
+		    queue_conf_same_but_workers(&a->queues[0], &a->queues[0]));
+	}
+	config_free(a);
+	config_free(b);
+}
+
 int main(void)
 {
+	test_config();
 	test_death();
 	test_parse();
 	test_refused();
