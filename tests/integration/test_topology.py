@@ -227,3 +227,25 @@ def test_check_accepts_topology_and_allows_bind_without_declare(tmp_path):
     r, _ = check(tmp_path, '    arguments = {"x-max-priority=10", '
                  '"x-single-active-consumer=true", "x-dead-letter-routing-key=7"}')
     assert r.returncode == 0, r.stderr
+
+
+def test_submit_declares_the_queue_as_warrend_does(broker, warrend, tmp_path):
+    """warren-submit -c gives the queue the same arguments (a plain declare
+    of a queue with x-max-priority is refused: 406), and with
+    declare = false only checks it."""
+    runs = tmp_path / "runs"
+    h = write_script(tmp_path / "h.py", HANDLER)
+    w = warrend([h, str(runs), str(tmp_path / "go")],
+                queue_extra='    arguments = {"x-max-priority=5", "x-max-length=1000"}')
+    w.wait_consuming(1)
+    submit = str(WARREND.parent / "warren-submit")
+    r = subprocess.run([submit, "-c", str(w.conf), "-q", w.queue, "-i", "s-1", "hi"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: [r["id"] for r in runs_of(runs)] == ["s-1"], 30,
+             message="the submitted message handled")
+    # the same without the configuration: a plain declare, refused
+    r = subprocess.run([submit, "-u", broker.url, "-q", w.queue, "hi"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "PRECONDITION_FAILED" in r.stderr, r.stderr
+    w.stop()
