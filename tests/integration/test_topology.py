@@ -3,15 +3,13 @@ an exchange by key, queue arguments such as priorities, consuming a queue
 another application owns without touching its arguments, and what
 warrend -t can tell of them offline."""
 
-import json
 import subprocess
-import time
 
 import pika
 import pika.exceptions
 import pytest
 
-from conftest import (WARREND, read_lines, retry_conf, runs_of, wait_for,
+from conftest import (WARREND, retry_conf, runs_of, wait_for,
                       write_script)
 
 # Appends {"id", "key", "priority", "attempt"} to argv[1]; a body "block"

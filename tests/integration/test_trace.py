@@ -5,16 +5,17 @@ and every journal record of that message carries TRACE_ID.
 
 warrend's records go to a stand-in for journald's native socket
 (sd_helpers.JournalCapture, as in test_accounting.py), so the fields are
-read as journald would store them.
+read as journald would store them; the last test reads them from the
+journal of the suite's real systemd (test_systemd.py's machine).
 """
 
-import json
 import os
 
 import pytest
 
 from conftest import runs_of, wait_for, write_script
 from sd_helpers import JournalCapture
+from test_systemd import machine, service  # noqa: F401 (fixtures)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TP = f"00-{TRACE}-00f067aa0ba902b7-01"
@@ -135,3 +136,40 @@ def test_trace_context_reaches_handler_and_journal(broker, warrend, tmp_path, mo
         w.stop()
     finally:
         cap.close()
+
+
+# ---------------------------------------------------------------------------
+# under the suite's real systemd (sd_helpers.Machine, as in test_systemd.py):
+# the records journald stored for the unit carry TRACE_ID
+
+SD_HANDLER = r"""#!/bin/sh
+cat >/dev/null
+echo "traceparent=${TRACEPARENT:-none} baggage=${BAGGAGE:-none}"
+"""
+
+
+def test_trace_id_in_the_journal_of_real_systemd(machine, service):  # noqa: F811
+    handler = machine.dir / "trace-handler.sh"
+    handler.write_text(SD_HANDLER)
+    handler.chmod(0o755)
+    service.handler = f"{machine.INSIDE}/trace-handler.sh"
+    service.start(1)
+    service.broker.publish(service.queue, b"x", message_id="traced",
+                           headers={"traceparent": TP, "baggage": "k=v"})
+    service.broker.publish(service.queue, b"x", message_id="plain")
+
+    def both(recs):
+        done = {r.get("WARREN_MESSAGE_ID") for r in recs if "WARREN_OUTCOME" in r}
+        return recs if {"traced", "plain"} <= done else None
+
+    recs = service.wait_records(both, 30, "the outcomes of traced and plain")
+    traced = [r for r in recs if r.get("WARREN_MESSAGE_ID") == "traced"]
+    out = [r for r in traced if r.get("WARREN_STREAM") == "stdout"]
+    assert out and out[0]["MESSAGE"].endswith(f"traceparent={TP} baggage=k=v"), out
+    assert any("WARREN_OUTCOME" in r for r in traced)
+    assert all(r.get("TRACE_ID") == TRACE for r in traced), traced
+    plain = [r for r in recs if r.get("WARREN_MESSAGE_ID") == "plain"]
+    assert plain and not any("TRACE_ID" in r for r in plain), plain
+    # journalctl finds the trace by its field
+    found = machine.journal(f"TRACE_ID={TRACE}")
+    assert {r.get("WARREN_MESSAGE_ID") for r in found} == {"traced"}, found
