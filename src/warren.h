@@ -637,7 +637,8 @@ struct persistent;
  * Frame protocol (warren-handler(7)), pure. frame_escape writes v with
  * "\\" for backslash and "\\n" for newline into out (room for 2 * n),
  * returning its length. frame_header is "warren N LEN\n" and a
- * NAME=VALUE line for each WARREN_* entry of env, escaped; caller frees,
+ * NAME=VALUE line for each WARREN_* entry of env and its TRACEPARENT,
+ * TRACESTATE and BAGGAGE, escaped; caller frees,
  * its length in *len. answer_parse reads one status line (no newline):
  * "ok", "retry" or "fail", optionally a space and a reason; it fills r's
  * answered, answer and reason (the reason cut to fit, control bytes as

@@ -9,6 +9,7 @@ the queue's own limit and dead-lettering, which do not need a cluster.
 
 import json
 import re
+import shutil
 import subprocess
 
 from conftest import (BUILDDIR, WARREND, read_lines, wait_for, write_script)
@@ -32,8 +33,8 @@ def arguments_of(broker, queue):
     return info["arguments"]
 
 
-def ctl(conf, *args):
-    r = subprocess.run([str(WARRENCTL), "-c", str(conf), *args],
+def ctl(conf, *args, prefix=()):
+    r = subprocess.run([*prefix, str(WARRENCTL), "-c", str(conf), *args],
                        stdin=subprocess.DEVNULL, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, f"warrenctl {args}: {r.returncode}\n{r.stderr}{r.stdout}"
@@ -78,7 +79,11 @@ def test_message_killing_its_worker_is_parked_by_the_broker(broker, warrend, tmp
     out = ctl(w.conf, "failed", q)
     [line] = [l for l in out.splitlines() if l.startswith("q-poison")]
     assert "delivery_limit" in line, out
-    [row] = json.loads(ctl(w.conf, "failed", q, "--json"))
+    # the x-death reading under memcheck, where valgrind is installed
+    vg = shutil.which("valgrind")
+    memcheck = [vg, "-q", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                "--error-exitcode=99"] if vg else []
+    [row] = json.loads(ctl(w.conf, "failed", q, "--json", prefix=memcheck))
     assert row["message_id"] == "q-poison", row
     assert row["reason"] == "delivery_limit", row
     assert row["dead_lettered_from"] == q, row

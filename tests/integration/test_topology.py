@@ -3,6 +3,7 @@ an exchange by key, queue arguments such as priorities, consuming a queue
 another application owns without touching its arguments, and what
 warrend -t can tell of them offline."""
 
+import shutil
 import subprocess
 
 import pika
@@ -247,3 +248,58 @@ def test_submit_declares_the_queue_as_warrend_does(broker, warrend, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "PRECONDITION_FAILED" in r.stderr, r.stderr
     w.stop()
+
+
+def test_topology_paths_are_clean_under_memcheck(broker, warrend, tmp_path):
+    """Bindings, arguments, a traced message, a retry and a reload that
+    changes a key (it rolls the workers), under valgrind's memcheck."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.skip("valgrind is not installed")
+    logdir, hdir = tmp_path / "vg", tmp_path / "h"
+    logdir.mkdir()
+    hdir.mkdir()
+    runs = tmp_path / "runs"
+    h = write_script(hdir / "h.py", HANDLER)
+    exchange = "t.x.memcheck"
+    w = warrend([h, str(runs), str(tmp_path / "go")], shutdown_timeout=20,
+                queue_extra=f"""
+    arguments = {{"x-max-priority=4", "x-single-active-consumer=false"}}
+    bind "{exchange}" {{
+        type = "direct"
+        keys = {{"a", "b"}}
+    }}
+""" + retry_conf(attempts=2, delay=1),
+                prefix=[valgrind, "-q", "--leak-check=full",
+                        "--show-leak-kinds=definite,indirect",
+                        "--errors-for-leak-kinds=definite,indirect",
+                        "--trace-children=yes",
+                        f"--trace-children-skip={hdir}/*,/bin/*,/usr/*",
+                        f"--log-file={logdir}/vg.%p.log"])
+    conn = None
+    try:
+        w.wait_consuming(1, timeout=90)
+        conn, ch = channel(broker)
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for mid, key, body in (("m-a", "a", b"x"), ("m-b", "b", b"fail-once")):
+            ch.basic_publish(exchange, key, body, properties=pika.BasicProperties(
+                message_id=mid, headers={"traceparent": tp, "baggage": "k=v"}))
+        wait_for(lambda: len(runs_of(runs)) == 3, 120, message="three runs")
+        conf = w.conf.read_text()
+        w.conf.write_text(conf.replace('{"a", "b"}', '{"a", "c"}'))
+        w.signal(1)
+        wait_for(lambda: "rolling its workers" in w.log(), 60, message="the roll")
+        w.wait_consuming(1, timeout=90)
+        ch.basic_publish(exchange, "c", b"x",
+                         properties=pika.BasicProperties(message_id="m-c"))
+        wait_for(lambda: len(runs_of(runs)) == 4, 120, message="m-c by the new key")
+        w.stop(timeout=90)
+        logs = list(logdir.glob("vg.*.log"))
+        assert len(logs) >= 3, [p.name for p in logs]  # master, 2 workers
+        bad = {p.name: p.read_text() for p in logdir.glob("vg.*.log")
+               if p.read_text().strip()}
+        assert not bad, "\n\n".join(f"== {k}\n{v}" for k, v in bad.items())
+    finally:
+        if conn is not None and conn.is_open:
+            conn.channel().exchange_delete(exchange)
+            conn.close()

@@ -223,8 +223,9 @@ static void test_env(void)
 	char *cmd[] = {"/bin/true", NULL};
 	struct queue_conf q = {0};
 	struct delivery d = {0};
-	char **env;
+	char **env, *head;
 	bool tp = false, bg = false, ts = false;
+	size_t len;
 
 	q.name = "q";
 	q.command = cmd;
@@ -237,6 +238,12 @@ static void test_env(void)
 		ts |= strncmp(*p, "TRACESTATE=", 11) == 0;
 	}
 	CHECK(tp && bg && !ts);
+	/* and a persistent handler's frame carries them as metadata */
+	head = frame_header(env, 1, &len);
+	CHECK(strstr(head, "\nTRACEPARENT=" TP "\n") != NULL);
+	CHECK(strstr(head, "\nBAGGAGE=k=v\n") != NULL);
+	CHECK(strstr(head, "PATH=") == NULL);
+	free(head);
 	env_free(env);
 }
 
