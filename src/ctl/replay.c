@@ -338,12 +338,39 @@ int replay_list(const struct replay_opts *o)
 	return rc;
 }
 
+/*
+ * d's reason: warrend's x-warren-reason, else the broker's from x-death;
+ * NULL when neither says. Caller frees.
+ */
+static char *reason_of(const struct delivery *d, size_t *len)
+{
+	const struct header *h = header_of(d, "x-warren-reason");
+	struct death x;
+	char *r;
+
+	if (h != NULL) {
+		r = xcalloc(h->len + 1, 1);
+		memcpy(r, h->value, h->len);
+		*len = h->len;
+		return r;
+	}
+	if (death_of(d, &x) != 0)
+		return NULL;
+	r = x.reason;
+	x.reason = NULL;
+	death_free(&x);
+	*len = strlen(r);
+	return r;
+}
+
 /* Publish d's copy to queue, wait for its confirm. 0, or -1. */
 static int republish(struct mq *m, const char *queue, const struct delivery *d)
 {
-	const struct header *reason = header_of(d, "x-warren-reason");
+	size_t len = 0;
+	char *reason = reason_of(d, &len);
 	struct header from = {0};
 	struct publish p = {0};
+	int r;
 
 	p.routing_key = queue;
 	p.body = d->body;
@@ -352,25 +379,29 @@ static int republish(struct mq *m, const char *queue, const struct delivery *d)
 	p.drop_headers = parking_headers;
 	if (reason != NULL) {
 		from.name = (char *)"x-warren-replayed-from";
-		from.value = reason->value;
-		from.len = reason->len;
+		from.value = reason;
+		from.len = len;
 		p.headers = &from;
 		p.nheaders = 1;
 	}
-	if (mq_publish(m, &p) != 0)
-		return -1;
-	return mq_wait_confirms(m, CONFIRM_TIMEOUT_MS);
+	r = mq_publish(m, &p);
+	free(reason);
+	return r != 0 ? -1 : mq_wait_confirms(m, CONFIRM_TIMEOUT_MS);
 }
 
 /* Whether --reason picks d. */
 static bool picked(const struct replay_opts *o, const struct delivery *d)
 {
-	const struct header *h = header_of(d, "x-warren-reason");
+	size_t len = 0;
+	char *h;
+	bool yes;
 
 	if (o->reason == NULL)
 		return true;
-	return h != NULL &&
-	       memmem(h->value, h->len, o->reason, strlen(o->reason)) != NULL;
+	h = reason_of(d, &len);
+	yes = h != NULL && memmem(h, len, o->reason, strlen(o->reason)) != NULL;
+	free(h);
+	return yes;
 }
 
 struct progress {

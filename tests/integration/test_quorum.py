@@ -88,12 +88,17 @@ def test_message_killing_its_worker_is_parked_by_the_broker(broker, warrend, tmp
     assert row["reason"] == "delivery_limit", row
     assert row["dead_lettered_from"] == q, row
     assert isinstance(row["failed_at"], int), row
-    # warrenctl failed gave it back: still parked, with the broker's x-death
-    _, props, body = broker.get(q + ".failed")
-    assert body == b"poison"
-    assert props.headers["x-death"][0]["reason"] == "delivery_limit", props.headers
-    assert "x-warren-reason" not in props.headers
-
-    # the pool is back and takes other work
+    # warrenctl failed gave it back: still parked
+    assert broker.ready_count(q + ".failed") == 1
+    # the pool is back after the deaths
     w.wait_consuming(1, timeout=60)
     w.stop()
+
+    # replay --reason picks it by the broker's reason; the copy keeps it
+    out = ctl(w.conf, "replay", q, "--reason", "delivery_limit")
+    assert "replayed 1" in out, out
+    assert broker.ready_count(q + ".failed") == 0
+    _, props, body = broker.get(q)
+    assert body == b"poison"
+    assert props.headers["x-warren-replayed-from"] == "delivery_limit", props.headers
+    assert "x-death" not in props.headers and "x-warren-reason" not in props.headers
