@@ -99,6 +99,29 @@ def test_topic_exchange_routes_exactly_the_matching_keys(broker, warrend, tmp_pa
             conn.close()
 
 
+def test_bind_to_a_builtin_amq_exchange(broker, warrend, tmp_path):
+    """amq.* exchanges exist already and may not be declared (403): they
+    are only checked, then bound."""
+    runs = tmp_path / "runs"
+    h = write_script(tmp_path / "h.py", HANDLER)
+    key = f"t.key.{tmp_path.name}"
+    w = warrend([h, str(runs), str(tmp_path / "go")], queue_extra=f"""
+    bind "amq.direct" {{
+        keys = {{"{key}"}}
+    }}""")
+    w.wait_consuming(1)
+    conn, ch = channel(broker)
+    try:
+        ch.basic_publish("amq.direct", key, b"x", mandatory=True,
+                         properties=pika.BasicProperties(message_id="via-amq"))
+    finally:
+        conn.close()
+    wait_for(lambda: [r["id"] for r in runs_of(runs)] == ["via-amq"], 30,
+             message="the message routed by amq.direct")
+    assert "ACCESS_REFUSED" not in w.log()
+    w.stop()
+
+
 def test_declare_false_consumes_a_foreign_queue_untouched(broker, warrend, tmp_path):
     """A queue declared by another application with a dead-letter argument:
     warrend with the default declare would be refused (406 inequivalent
