@@ -42,6 +42,14 @@ static void put_int(amqp_table_t *t, const char *key, int64_t v)
 	e->value.value.i64 = v;
 }
 
+static bool has_arg(const struct queue_conf *q, const char *name)
+{
+	for (int i = 0; i < q->nargs; i++)
+		if (strcmp(q->args[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 /* A quorum queue's own arguments, each unless queue.arguments has it. */
 static void put_quorum(amqp_table_t *t, const struct queue_conf *q,
 		       const char *failed)
@@ -54,7 +62,7 @@ static void put_quorum(amqp_table_t *t, const struct queue_conf *q,
 
 	put_int(t, "x-delivery-limit", q->delivery_limit);
 	for (int i = 0; keys[i] != NULL; i++)
-		if (qarg_find(q->args, q->nargs, keys[i]) == NULL)
+		if (!has_arg(q, keys[i]))
 			put_str(t, keys[i], values[i]);
 }
 
