@@ -71,6 +71,8 @@ RANGE_CHECK(v_kill_grace, 0, 3600)
 RANGE_CHECK(v_connect_timeout, 1, 3600)
 RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
 RANGE_CHECK(v_max_messages, 0, 1000000000)
+RANGE_CHECK(v_cooldown, 1, 86400)
+RANGE_CHECK(v_failures, 0, 1000000)
 
 /* A limit: 0 (none), or lo to hi. */
 static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
@@ -383,28 +385,35 @@ static cfg_opt_t retry_opts[] = {
     CFG_FLOAT("backoff", 2.0, CFGF_NONE), CFG_INT("max_delay", 3600, CFGF_NONE),
     CFG_END()};
 
+static cfg_opt_t breaker_opts[] = {CFG_INT("cooldown", 30, CFGF_NONE),
+				   CFG_INT("failures", 0, CFGF_NONE),
+				   CFG_END()};
+
 static cfg_opt_t limits_opts[] = {CFG_INT("memory", 0, CFGF_NONE),
 				  CFG_INT("cpu", 0, CFGF_NONE),
 				  CFG_INT("processes", 0, CFGF_NONE),
 				  CFG_INT("files", 0, CFGF_NONE), CFG_END()};
 
-static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
-				 CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
-				 CFG_INT("prefetch", 1, CFGF_NONE),
-				 CFG_INT("timeout", 0, CFGF_NONE),
-				 CFG_INT("kill_grace", 5, CFGF_NONE),
-				 CFG_BOOL("durable", cfg_true, CFGF_NONE),
-				 CFG_STR("type", "classic", CFGF_NONE),
-				 CFG_SEC("retry", retry_opts, CFGF_NONE),
-				 CFG_BOOL("park", cfg_true, CFGF_NONE),
-				 CFG_STR_LIST("environment", NULL, CFGF_NONE),
-				 CFG_STR("workdir", "/", CFGF_NONE),
-				 CFG_STR("mode", "exec", CFGF_NONE),
-				 CFG_INT("max_messages", 0, CFGF_NONE),
-				 CFG_STR("user", NULL, CFGF_NONE),
-				 CFG_STR("group", NULL, CFGF_NONE),
-				 CFG_SEC("limits", limits_opts, CFGF_NONE),
-				 CFG_END()};
+static cfg_opt_t queue_opts[] = {
+    CFG_INT("workers", 1, CFGF_NONE),
+    CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
+    CFG_INT("prefetch", 1, CFGF_NONE),
+    CFG_INT("timeout", 0, CFGF_NONE),
+    CFG_INT("kill_grace", 5, CFGF_NONE),
+    CFG_BOOL("durable", cfg_true, CFGF_NONE),
+    CFG_STR("type", "classic", CFGF_NONE),
+    CFG_SEC("retry", retry_opts, CFGF_NONE),
+    CFG_BOOL("park", cfg_true, CFGF_NONE),
+    CFG_STR_LIST("environment", NULL, CFGF_NONE),
+    CFG_STR("workdir", "/", CFGF_NONE),
+    CFG_STR("mode", "exec", CFGF_NONE),
+    CFG_INT("max_messages", 0, CFGF_NONE),
+    CFG_STR("user", NULL, CFGF_NONE),
+    CFG_STR("group", NULL, CFGF_NONE),
+    CFG_SEC("limits", limits_opts, CFGF_NONE),
+    CFG_BOOL("reply", cfg_false, CFGF_NONE),
+    CFG_SEC("breaker", breaker_opts, CFGF_NODEFAULT),
+    CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
 
@@ -453,6 +462,8 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "queue|limits|cpu", v_limit_cpu);
 	cfg_set_validate_func(cfg, "queue|limits|processes", v_limit_processes);
 	cfg_set_validate_func(cfg, "queue|limits|files", v_limit_files);
+	cfg_set_validate_func(cfg, "queue|breaker|cooldown", v_cooldown);
+	cfg_set_validate_func(cfg, "queue|breaker|failures", v_failures);
 	cfg_set_validate_func(cfg, "include", v_include);
 	for (cfg_opt_t *o = root_opts; !main_file && o->name != NULL; o++)
 		if (strcmp(o->name, "queue") != 0)
@@ -522,6 +533,12 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 		      ? MODE_PERSISTENT
 		      : MODE_EXEC;
 	q->max_messages = (int)cfg_getint(sec, "max_messages");
+	q->reply = cfg_getbool(sec, "reply");
+	if (cfg_size(sec, "breaker") > 0) {
+		q->breaker.on = true;
+		q->breaker.cooldown = (int)cfg_getint(sec, "breaker|cooldown");
+		q->breaker.failures = (int)cfg_getint(sec, "breaker|failures");
+	}
 	q->user = dup_or_null(cfg_getstr(sec, "user"));
 	q->group = dup_or_null(cfg_getstr(sec, "group"));
 	q->user_line = q->user != NULL ? user_line_of(sec) : 0;
@@ -962,7 +979,10 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
 	       strcmp(a->workdir, b->workdir) == 0 && a->mode == b->mode &&
-	       a->max_messages == b->max_messages &&
+	       a->max_messages == b->max_messages && a->reply == b->reply &&
+	       a->breaker.on == b->breaker.on &&
+	       a->breaker.cooldown == b->breaker.cooldown &&
+	       a->breaker.failures == b->breaker.failures &&
 	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
 	       identity_same(&a->id, &b->id) &&
 	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0;

@@ -152,6 +152,10 @@ static void report_pending(struct worker *w)
 
 	if (!w->settling || w->set.o.kind == OUTCOME_REQUEUED)
 		return;
+	/* an ack whose reply may not be out: run again, to answer again
+	 * (a reply at most duplicated, never lost) */
+	if (w->set.reply && w->set.o.kind == OUTCOME_ACK)
+		return;
 	snprintf(buf, sizeof(buf), "%d\t%d\t%d\t%s\t%s", (int)w->set.o.kind,
 		 w->set.attempt, w->set.o.delay, w->set.o.reason, w->d->key);
 	report(w, REPORT_PENDING, buf);
@@ -409,6 +413,8 @@ static void start_handler(struct worker *w)
 	env_free(env);
 	if (started != 0)
 		cannot_start(w, err);
+	if (w->h != NULL && reply_due(w->q, w->d))
+		handler_capture(w->h); /* its stdout is the reply */
 	limit_handler(w);
 	/* the master kills this group should we die (a kept handler's
 	 * group it knows already, from REPORT_GROUP) */
@@ -422,15 +428,20 @@ static void start_handler(struct worker *w)
 static void handler_done(struct worker *w)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
+	struct result res;
 	struct outcome o;
 
 	lf.message_id = w->d->message_id;
 	if (w->h != NULL) {
 		memset(&w->r, 0, sizeof(w->r));
 		handler_finish(w->h, &w->r, &lf);
-	} /* persistent: persistent_result() filled w->r */
+		handler_take_result(w->h, &res);
+	} else { /* persistent: persistent_result() filled w->r */
+		persistent_take_result(w->p, &res);
+	}
 	w->ran_ms = now_ms() - w->started;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
+	reply_check_result(&o, res.too_large);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
 		/* stopped by the shutdown, not failed: another worker will
 		 * run it again from the start */
@@ -440,6 +451,7 @@ static void handler_done(struct worker *w)
 	begin_settling(w, &o,
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
+	settle_result(&w->set, &res);
 	handler_free(w->h);
 	w->h = NULL;
 	continue_settling(w);
