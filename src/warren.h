@@ -833,11 +833,12 @@ enum report {
 				  * took it back */
 	REPORT_BLOCKED = 'P',	 /* + reason: the broker blocks publishing */
 	REPORT_UNBLOCKED = 'U',
-	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
-			       * outcome the lost connection kept from it */
-	REPORT_PAUSED = 'Z',  /* + like C: connected, not consuming */
-	REPORT_GROUP = 'G',   /* + pid: its persistent handler's process
-			       * group, alive across messages ("0": none) */
+	REPORT_PENDING = 'O',  /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
+				* outcome the lost connection kept from it */
+	REPORT_PAUSED = 'Z',   /* + like C: connected, not consuming */
+	REPORT_GROUP = 'G',    /* + pid: its persistent handler's process
+				* group, alive across messages ("0": none) */
+	REPORT_TEMPFAIL = 't', /* + like a: put back unspent (breaker) */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -849,6 +850,7 @@ enum command {
 	COMMAND_PAUSE = 'Z',		/* stop consuming after this message */
 	COMMAND_RESUME = 'G',		/* consume again */
 	COMMAND_GO = 'A',		/* a new worker may connect now */
+	COMMAND_PROBE = 'P', /* paused by the breaker: take one message */
 };
 
 /* Worker exit statuses, telling the master why. */
