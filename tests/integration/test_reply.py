@@ -265,3 +265,56 @@ def test_python_examples_round_trip(warrend, broker, tmp_path):
         assert r.returncode == 75, r.stderr
     finally:
         broker.delete_queue("reply-example-nobody")
+
+
+def test_workers_killed_around_replies_lose_none(warrend, requester,
+                                                 tmp_path):
+    """SIGKILL the worker that sent a reply the moment the reply arrives,
+    racing its ack: the message then runs again (a duplicate reply) or was
+    acked already; either way every request is answered, at most once
+    more per kill."""
+    pids = tmp_path / "pids"
+    h = write_script(tmp_path / "slow-echo.sh", f"""
+#!/bin/sh
+echo "$WARREN_MESSAGE_ID $PPID" >>{pids}
+sleep 0.1
+printf 'echo:'
+cat
+""")
+    w = warrend([h], workers=2, queue_extra="    reply = true\n")
+    w.wait_consuming(2)
+    r = requester()
+    n, victims = 40, {"c-5", "c-15", "c-25"}
+    for i in range(n):
+        r.request(w.queue, f"m-{i}".encode(), f"c-{i}")
+    killed = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        r.conn.process_data_events(time_limit=0.05)
+        for props, _ in r.replies:
+            c = props.correlation_id
+            if c in victims and c not in killed:
+                killed.add(c)
+                # the worker that ran it last
+                pid = [l.split()[1] for l in read_lines(pids)
+                       if l.split()[0] == c][-1]
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+        if len({p.correlation_id for p, _ in r.replies}) == n:
+            break
+    r.settle(3)  # a duplicate may trail
+    seen = {}
+    for props, body in r.replies:
+        seen.setdefault(props.correlation_id, []).append(body)
+    assert killed == victims
+    missing = [i for i in range(n) if f"c-{i}" not in seen]
+    assert not missing, f"lost replies {missing}; log:\n{w.log()[-3000:]}"
+    for c, bodies in seen.items():
+        i = int(c[2:])
+        assert all(b == f"echo:m-{i}".encode() for b in bodies)
+        assert len(bodies) <= 2, (c, len(bodies))
+    dups = len(r.replies) - n
+    assert dups <= len(victims)
+    print(f"{dups} duplicate replies after {len(victims)} kills")
