@@ -791,8 +791,10 @@ struct settler {
 	int ndeclared;
 	char said[SETTLE_SAID_MAX][160];
 	int nsaid;
-	bool reply;	      /* queue.reply and a reply_to: answer it */
-	bool replied;	      /* the reply is out (confirmed with the copy) */
+	bool reply;   /* queue.reply and a reply_to: answer it */
+	bool replied; /* the reply is out (confirmed with the copy) */
+	bool unspent; /* requeued by the breaker: its attempt not spent (on a
+		       * quorum queue, by a copy: a requeue would count) */
 	struct result result; /* the body of an ok reply */
 };
 

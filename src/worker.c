@@ -477,6 +477,7 @@ static void handler_done(struct worker *w)
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
 	settle_result(&w->set, &res);
+	w->set.unspent = w->tempfail;
 	handler_free(w->h);
 	w->h = NULL;
 	continue_settling(w);

@@ -167,3 +167,28 @@ warren_handler.serve(handle)
              message="all 5 acked at their first attempt")
     assert "circuit breaker closed" in w.log()
     assert broker.ready_count(w.queue + ".failed") == 0
+
+
+def test_quorum_queue_spends_no_attempt_either(warrend, broker, sockdir,
+                                               tmp_path):
+    """A quorum queue counts every requeue in x-delivery-count, which
+    counts against attempts: a message put back unspent goes back as a
+    copy with its attempt unchanged, so more openings than attempts park
+    nothing."""
+    dep, runs = tmp_path / "dependency", tmp_path / "runs"
+    w = start(warrend, sockdir, [dependent(tmp_path, dep, runs)],
+              queue_extra='    type = "quorum"\n'
+              "    breaker { cooldown = 1 }\n" + retry_conf(attempts=2, delay=1))
+    w.wait_consuming(1)
+    broker.publish_many(w.queue, [(f"q{i}", None, f"q{i}", {})
+                                  for i in range(3)])
+    wait_for(lambda: openings(w) >= 4, 40, interval=0.2,
+             message="four openings (more than attempts)")
+    assert broker.ready_count(w.queue + ".failed") == 0
+    dep.write_text("up")
+    wait_for(lambda: w.log().count(" ack, exit 0,") == 3, 40, interval=0.2,
+             message="all 3 acked")
+    got = runs_in(runs)
+    assert len(got) >= 4 + 3
+    assert all(r["attempt"] == "1" for r in got), got
+    assert broker.ready_count(w.queue + ".failed") == 0
