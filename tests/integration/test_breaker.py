@@ -4,9 +4,11 @@ back unspent, the pool stops consuming for the cooldown, then one probe
 message decides, and the cooldown doubles while probes fail. The
 "dependency" here is a file: the handler exits 75 while it is absent."""
 
+import os
 import time
 
 from conftest import REPO, read_lines, retry_conf, wait_for, write_script
+from sd_helpers import NotifyListener
 from ctl_helpers import WARRENCTL, queue_of, sockdir, start, status  # noqa: F401
 
 import subprocess
@@ -52,12 +54,28 @@ def metric(w, name):
     raise AssertionError(f"no {name} for {w.queue} in:\n{out}")
 
 
+def statuses(listener):
+    """The STATUS= texts warrend sent to systemd so far."""
+    return [d.value("STATUS") for d in listener.snapshot()
+            if d.value("STATUS") is not None]
+
+
 def test_exit_75_pauses_the_pool_and_probes_until_the_dependency_is_back(
         warrend, broker, sockdir, tmp_path):
+    notify = NotifyListener(tmp_path / "notify")
+    try:
+        run_breaker_story(warrend, broker, sockdir, tmp_path, notify)
+    finally:
+        notify.close()
+
+
+def run_breaker_story(warrend, broker, sockdir, tmp_path, notify):
     dep, runs = tmp_path / "dependency", tmp_path / "runs"
+    env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+    env.pop("WATCHDOG_USEC", None)
     w = start(warrend, sockdir, [dependent(tmp_path, dep, runs)], workers=2,
               queue_extra=f"    breaker {{ cooldown = {COOLDOWN} }}\n" +
-              retry_conf(attempts=2, delay=1))
+              retry_conf(attempts=2, delay=1), env=env)
     w.wait_consuming(2)
     broker.publish_many(w.queue, [(f"m{i}", None, f"m{i}", {})
                                   for i in range(50)])
@@ -91,6 +109,11 @@ def test_exit_75_pauses_the_pool_and_probes_until_the_dependency_is_back(
     text = subprocess.run([str(WARRENCTL), "-s", w.sock, "status"],
                           capture_output=True, text=True, timeout=10).stdout
     assert "breaker open" in text or "breaker half-open" in text, text
+    # and so does the STATUS= line systemd shows
+    notify.wait(lambda _: any(f"{w.queue} 0/2 breaker" in t or
+                              f"{w.queue} 2/2 breaker" in t
+                              for t in statuses(notify)), 10,
+                "STATUS= naming the open breaker")
 
     # the dependency is back: the next probe closes it, all 50 are acked
     left = queue_of(status(w.sock), w.queue)["breaker_seconds_left"] or 0
@@ -104,6 +127,8 @@ def test_exit_75_pauses_the_pool_and_probes_until_the_dependency_is_back(
     assert "circuit breaker closed" in w.log()
     assert queue_of(status(w.sock), w.queue)["breaker"] == "closed"
     assert metric(w, "warren_breaker_open") == 0
+    notify.wait(lambda _: f"{w.queue} 2/2 consuming" in statuses(notify)[-1],
+                10, "STATUS= consuming again")
     got = runs_in(runs)
     assert all(r["attempt"] == "1" for r in got)
     assert sorted({r["mid"] for r in got if r["up"]}) == sorted(
