@@ -327,3 +327,20 @@ cat
     print(f"{reply_to}: {dups} duplicate replies after {len(victims)} kills")
     if name:
         broker.delete_queue(name)
+
+
+def test_rejected_message_replies_failed_too(warrend, requester, tmp_path):
+    """park = false: a message that fails for good is rejected, and its
+    requester still hears that it failed."""
+    h = write_script(tmp_path / "bad.sh", "#!/bin/sh\ncat >/dev/null\nexit 65\n")
+    w = warrend([h], queue_extra="    reply = true\n    park = false\n")
+    w.wait_consuming(1)
+    r = requester()
+    r.request(w.queue, b"x", "c-rejected")
+    (props, body), = r.wait(1, timeout=30)
+    assert outcome_of(props) == "failed"
+    assert props.headers["x-warren-reason"] == "exit 65"
+    wait_for(lambda: "c-rejected failed, exit 65" in w.log() and
+             "rejected" in w.log(), 10, message="rejected")
+    assert w.broker.ready_count(w.queue) == 0
+    assert w.broker.ready_count(w.queue + ".failed") == 0
