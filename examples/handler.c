@@ -16,6 +16,11 @@
  *     fail crc32 mismatch: ...          it is not: no retry will mend it
  *     fail empty body
  *
+ * A message with a reply_to (WARREN_REPLY_TO) gets its CRC as a result,
+ * which warrend sends back with queue.reply = true:
+ *
+ *     result 8\nXXXXXXXXok crc32 XXXXXXXX, N bytes
+ *
  * with one line per message on stderr, which warrend logs. The frames
  * (warren-handler(7)):
  *
@@ -32,9 +37,10 @@
 #include <string.h>
 
 struct message {
-	char *id;      /* WARREN_MESSAGE_ID, or NULL */
-	char *attempt; /* WARREN_ATTEMPT, or NULL */
-	char *crc;     /* WARREN_HEADER_CRC32, or NULL */
+	char *id;	/* WARREN_MESSAGE_ID, or NULL */
+	char *attempt;	/* WARREN_ATTEMPT, or NULL */
+	char *crc;	/* WARREN_HEADER_CRC32, or NULL */
+	char *reply_to; /* WARREN_REPLY_TO, or NULL */
 	unsigned char *body;
 	size_t len;
 };
@@ -124,6 +130,7 @@ static void message_free(struct message *m)
 	free(m->id);
 	free(m->attempt);
 	free(m->crc);
+	free(m->reply_to);
 	free(m->body);
 	memset(m, 0, sizeof(*m));
 }
@@ -157,6 +164,8 @@ static int read_frame(struct message *m)
 			slot = &m->attempt;
 		else if (strcmp(line, "WARREN_HEADER_CRC32") == 0)
 			slot = &m->crc;
+		else if (strcmp(line, "WARREN_REPLY_TO") == 0)
+			slot = &m->reply_to;
 		if (slot != NULL) {
 			unescape(eq + 1);
 			free(*slot);
@@ -209,6 +218,9 @@ static void handle(const struct message *m)
 				fputc(*p, stdout);
 		fputc('\n', stdout);
 	} else {
+		/* a requester waits: the result first, then the answer */
+		if (m->reply_to != NULL)
+			printf("result 8\n%08x", crc);
 		printf("ok crc32 %08x, %zu bytes\n", crc, m->len);
 	}
 	/* stdout is a pipe, fully buffered: the answer must go now */

@@ -14,6 +14,9 @@ body itself when it is UTF-8 text.  An empty body is bad input: failed for
 good ("fail").  A write that fails (disk full, say) raises OSError: the
 attempt fails and warrend retries the message later.
 
+A message with a reply_to gets its record's length and SHA-256 back as a
+JSON result (warrend sends it with queue.reply = true).
+
 It uses the helper module warren_handler.py, found next to this file or on
 PYTHONPATH.  It logs one line per message on stderr, which warrend logs.
 """
@@ -50,6 +53,10 @@ def main():
         count += 1
         print(f"{msg.meta.get('WARREN_MESSAGE_ID', '-')!r}: "
               f"{len(msg.body)} bytes, record {count}")
+        if "WARREN_REPLY_TO" in msg.meta:
+            result = {"len": len(msg.body), "sha256": digest}
+            msg.ok(f"sha256 {digest}", result=json.dumps(result))
+            return None
         return f"sha256 {digest}"
 
     warren_handler.serve(handle)

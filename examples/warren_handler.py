@@ -25,6 +25,12 @@ or, letting the callback's outcome decide:
 
     warren_handler.serve(handle)
 
+With queue.reply = true, an answer can carry a result, which warrend
+sends to the message's reply_to: msg.ok(result=b"...") (bytes, or str as
+UTF-8), or a serve() callback that returns bytes.  msg.tempfail() (or
+raising warren_handler.TempFail) says a dependency is down: with a
+queue.breaker the message goes back unspent and the pool pauses.
+
 msg.meta is a dict of the frame's metadata (the names and values of the
 WARREN_* variables an exec handler gets), unescaped, decoded from UTF-8
 with "surrogateescape" as os.environ is: value.encode("utf-8",
@@ -41,7 +47,8 @@ import re
 import sys
 import traceback
 
-__all__ = ["Message", "messages", "serve", "Retry", "Fail", "ProtocolError"]
+__all__ = ["Message", "messages", "serve", "Retry", "Fail", "TempFail",
+           "ProtocolError"]
 
 _HEAD = re.compile(rb"warren (0|[1-9][0-9]*) (0|[1-9][0-9]*)\n\Z")
 _ESCAPE = re.compile(rb"\\(.?)", re.S)
@@ -57,6 +64,11 @@ class Retry(Exception):
 
 class Fail(Exception):
     """Raised by a serve() callback: the message is bad, do not retry."""
+
+
+class TempFail(Exception):
+    """Raised by a serve() callback: a dependency is down (the queue's
+    breaker puts the message back unspent; without one, a retry)."""
 
 
 def unescape(value):
@@ -111,12 +123,17 @@ class _Channel:
                 f"end of input after {len(body)} of {length} body bytes")
         return meta, body
 
-    def answer(self, word, reason):
+    def answer(self, word, reason, result=None):
         line = word
         if reason:
             # one line: the reason may not hold a line break
             line += " " + " ".join(str(reason).splitlines())
-        self.wr.write(line.encode("utf-8", "replace") + b"\n")
+        out = line.encode("utf-8", "replace") + b"\n"
+        if result is not None:
+            if isinstance(result, str):
+                result = result.encode("utf-8", "surrogateescape")
+            out = b"result %d\n" % len(result) + bytes(result) + out
+        self.wr.write(out)
 
 
 class Message:
@@ -129,16 +146,17 @@ class Message:
         self.body = body
         self.answered = None  # the word, once answered
 
-    def _answer(self, word, reason):
+    def _answer(self, word, reason, result=None):
         if self.answered:
             raise RuntimeError(f"message already answered {self.answered!r}")
-        self._channel.answer(word, reason)
+        self._channel.answer(word, reason, result)
         self.answered = word
         self._channel.pending = None
 
-    def ok(self, reason=None):
-        """Success: warrend acks the message."""
-        self._answer("ok", reason)
+    def ok(self, reason=None, result=None):
+        """Success: warrend acks the message; result (bytes or str) is the
+        reply's body with queue.reply = true."""
+        self._answer("ok", reason, result)
 
     def retry(self, reason=None):
         """A failed attempt: retried per queue.retry, parked after the last."""
@@ -147,6 +165,11 @@ class Message:
     def fail(self, reason=None):
         """Failed for good (as exit 65): parked, or rejected."""
         self._answer("fail", reason)
+
+    def tempfail(self, reason=None):
+        """A dependency is down (as exit 75): with a breaker, the message
+        goes back unspent and the pool pauses; else a failed attempt."""
+        self._answer("tempfail", reason)
 
     def __repr__(self):
         return (f"<Message {self.meta.get('WARREN_MESSAGE_ID', '-')!r} "
@@ -177,21 +200,31 @@ def messages():
 
 def serve(callback):
     """Run callback(msg) for each message; its outcome is the answer:
-    returning (None or a reason text) is ok, Retry retry, Fail fail, any
-    other exception retry with its traceback on stderr.  A callback may
-    also answer by itself (msg.ok() ...).  Returns at EOF: exit 0."""
+    returning (None or a reason text) is ok, returning bytes is ok with
+    that result, Retry retry, Fail fail, TempFail tempfail, any other
+    exception retry with its traceback on stderr.  A callback may also
+    answer by itself (msg.ok() ...).  Returns at EOF: exit 0."""
     for msg in messages():
+        result = None
         try:
             reason = callback(msg)
+            if isinstance(reason, (bytes, bytearray, memoryview)):
+                result, reason = reason, None
         except Retry as e:
             word, reason = "retry", str(e)
         except Fail as e:
             word, reason = "fail", str(e)
+        except TempFail as e:
+            word, reason = "tempfail", str(e)
         except Exception as e:
             traceback.print_exc(file=sys.stderr)
             sys.stderr.flush()
             word, reason = "retry", f"{type(e).__name__}: {e}"
         else:
             word = "ok"
-        if not msg.answered:
+        if msg.answered:
+            continue
+        if word == "ok":
+            msg.ok(reason, result)
+        else:
             getattr(msg, word)(reason)

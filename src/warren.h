@@ -89,6 +89,14 @@ struct bind_conf {
 	int nkeys;
 };
 
+/* queue.breaker: off unless its section is given */
+struct breaker_conf {
+	bool on;
+	int cooldown; /* seconds the pool pauses at the first opening */
+	int failures; /* failed attempts in a row that open it, 0: exit 75 only
+		       */
+};
+
 struct queue_conf {
 	char *name;
 	char *file; /* the file that defines it: the main one or an include */
@@ -108,6 +116,8 @@ struct queue_conf {
 	char *workdir;
 	enum queue_mode mode;
 	int max_messages; /* persistent: restart after this many, 0 = never */
+	bool reply;	  /* answer messages that have reply_to (replies.c) */
+	struct breaker_conf breaker;
 
 	/* containment (identity.c): NULL user: warrend's own */
 	char *user;
@@ -422,9 +432,11 @@ enum outcome_kind {
 
 /* A persistent handler's word on a message (its status line). */
 enum answer_kind {
-	ANSWER_OK,    /* "ok": ack */
-	ANSWER_RETRY, /* "retry", or no valid answer: a failed attempt */
-	ANSWER_FAIL,  /* "fail": failed for good, like exit 65 */
+	ANSWER_OK,	 /* "ok": ack */
+	ANSWER_RETRY,	 /* "retry", or no valid answer: a failed attempt */
+	ANSWER_FAIL,	 /* "fail": failed for good, like exit 65 */
+	ANSWER_TEMPFAIL, /* "tempfail": a dependency is down (breaker); else
+			  * as "retry" */
 };
 
 struct handler_result {
@@ -543,6 +555,84 @@ long cost_proc_peak_kb(pid_t pid);
 int cost_peak_reset(pid_t pid);
 
 /* ------------------------------------------------------------------ */
+/* replies.c: a handler's result, and the reply that carries it back to a
+ * message's reply_to (queue.reply) */
+
+#define RESULT_MAX (16 << 20) /* bytes of a result, at most */
+
+/* A result as it is read: at most RESULT_MAX bytes kept. */
+struct result {
+	char *buf; /* NULL until a byte (or an empty result) is kept */
+	size_t len, cap;
+	bool too_large; /* more than RESULT_MAX bytes came: buf is cut */
+};
+
+/* Append n bytes of p, keeping at most RESULT_MAX. */
+void result_append(struct result *r, const void *p, size_t n);
+void result_clear(struct result *r);
+/* Whether queue q answers d: reply on, and d names a reply_to. */
+bool reply_due(const struct queue_conf *q, const struct delivery *d);
+/* An acked message whose result went past RESULT_MAX fails for good. */
+void reply_check_result(struct outcome *o, bool too_large);
+/*
+ * Publish d's reply (confirmed like the copies, never mandatory: a
+ * requester gone is no error): ok with body, or failed with reason and
+ * an empty body. 0 once on its way.
+ */
+int reply_publish(struct mq *m, const struct delivery *d, bool ok,
+		  const char *reason, const void *body, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* breaker.c: the circuit breaker of a pool (pure) */
+
+enum breaker_state {
+	BREAKER_CLOSED,	   /* consuming */
+	BREAKER_OPEN,	   /* paused until `until` */
+	BREAKER_HALF_OPEN, /* one probe message decides */
+};
+
+struct breaker {
+	enum breaker_state state;
+	int64_t until;	  /* BREAKER_OPEN: monotonic ms it ends */
+	int cooldown_ms;  /* of the current opening: doubles, at most 10 x */
+	int streak;	  /* failed attempts in a row */
+	bool probing;	  /* half-open: a probe message is out */
+	int probe_worker; /* its worker number, or 0 */
+	unsigned long openings;
+};
+
+/* What an event did to the breaker, for the caller to act on. */
+enum breaker_move {
+	BREAKER_STAY,	    /* nothing changes for the pool */
+	BREAKER_OPENED,	    /* stop consuming: it opened (or opened again) */
+	BREAKER_PROBE,	    /* half-open: let one worker take one message */
+	BREAKER_CLOSED_NOW, /* consume again */
+};
+
+/* The outcome of a handled message as the breaker counts it. */
+enum breaker_event {
+	BREAKER_EV_SUCCESS,  /* acked */
+	BREAKER_EV_FAILURE,  /* a failed attempt (retry or failed) */
+	BREAKER_EV_TEMPFAIL, /* exit 75 / "tempfail": put back unspent */
+	BREAKER_EV_NONE,     /* requeued, never ran: tells nothing */
+};
+
+/* Whether r is a temporary failure (exit 75, or the answer tempfail). */
+bool breaker_tempfail(const struct handler_result *r);
+/* A message's outcome, at now (monotonic ms). */
+enum breaker_move breaker_event(struct breaker *b, const struct breaker_conf *c,
+				enum breaker_event ev, int64_t now);
+/* Time passes: an open breaker whose cooldown is over becomes half-open. */
+enum breaker_move breaker_tick(struct breaker *b, int64_t now);
+/* The probe went nowhere (its worker died, or it was requeued). */
+void breaker_probe_lost(struct breaker *b);
+/* Whether the pool must not consume now (open or half-open). */
+bool breaker_holds(const struct breaker *b);
+/* ms until an open breaker turns half-open (breaker_tick), -1 if none */
+int64_t breaker_next(const struct breaker *b, int64_t now);
+const char *breaker_state_name(enum breaker_state s);
+
+/* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */
 
 struct handler;
@@ -558,7 +648,8 @@ struct stream {
 	size_t len;
 	bool split; /* the last piece ended at the bound */
 	unsigned long logged, dropped;
-	bool keep_tail; /* keep the last bytes in tail */
+	bool keep_tail;		/* keep the last bytes in tail */
+	struct result *capture; /* keep every byte here instead of logging */
 	char tail[HANDLER_TAIL_MAX + 1];
 	size_t tail_len;
 };
@@ -626,6 +717,10 @@ void handler_finish(struct handler *h, struct handler_result *r,
 		    const struct log_fields *lf);
 /* Last bytes of stderr kept for parking (NUL-terminated). */
 const char *handler_stderr_tail(const struct handler *h);
+/* Keep its stdout as the message's result instead of logging it. */
+void handler_capture(struct handler *h);
+/* That result (the caller owns r's buffer afterwards). */
+void handler_take_result(struct handler *h, struct result *r);
 void handler_free(struct handler *h);
 
 /* ------------------------------------------------------------------ */
@@ -640,13 +735,17 @@ struct persistent;
  * NAME=VALUE line for each WARREN_* entry of env and its TRACEPARENT,
  * TRACESTATE and BAGGAGE, escaped; caller frees,
  * its length in *len. answer_parse reads one status line (no newline):
- * "ok", "retry" or "fail", optionally a space and a reason; it fills r's
- * answered, answer and reason (the reason cut to fit, control bytes as
+ * "ok", "retry", "fail" or "tempfail", optionally a space and a reason; it
+ * fills r's answered, answer and reason (the reason cut to fit, control bytes
+ * as
  * '?', or the word itself) and is false for anything else.
  */
 size_t frame_escape(const char *v, size_t n, char *out);
 char *frame_header(char *const *env, size_t body_len, size_t *len);
 bool answer_parse(const char *line, size_t len, struct handler_result *r);
+/* "result LEN" (LEN decimal, no leading zero, at most RESULT_MAX): the
+ * length of the result body that follows it, in *size. */
+bool result_head_parse(const char *line, size_t len, size_t *size);
 
 /* Worker number's handler of q, not started yet. */
 struct persistent *persistent_new(const struct queue_conf *q, int worker);
@@ -679,6 +778,9 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 /* Once per message, when it is done: its result into r. */
 bool persistent_result(struct persistent *p, struct handler_result *r,
 		       const struct log_fields *lf);
+/* Its result (a "result" line's body, or none: buf NULL); the caller
+ * owns r's buffer afterwards. */
+void persistent_take_result(struct persistent *p, struct result *r);
 /* The message's stderr, its last bytes (for parking). */
 const char *persistent_stderr_tail(const struct persistent *p);
 /* ms until persistent_serve has a timer to run, -1 if none */
@@ -727,6 +829,11 @@ struct settler {
 	int ndeclared;
 	char said[SETTLE_SAID_MAX][160];
 	int nsaid;
+	bool reply;   /* queue.reply and a reply_to: answer it */
+	bool replied; /* the reply is out (confirmed with the copy) */
+	bool unspent; /* requeued by the breaker: its attempt not spent (on a
+		       * quorum queue, by a copy: a requeue would count) */
+	struct result result; /* the body of an ok reply */
 };
 
 void settle_init(struct settler *s, struct mq *m, const struct queue_conf *q);
@@ -736,6 +843,8 @@ void settle_free(struct settler *s);
 void settle_start(struct settler *s, struct delivery *d, int attempt,
 		  const struct outcome *o, const char *tail,
 		  const struct handler_result *r);
+/* The handler's result, for the reply (s owns r's buffer now). */
+void settle_result(struct settler *s, struct result *r);
 /* Take the next steps that do not wait; s->o is the final outcome. */
 enum settle_state settle_run(struct settler *s);
 /* ms until settle_run has something to do, -1 if only frames can tell */
@@ -764,11 +873,12 @@ enum report {
 				  * took it back */
 	REPORT_BLOCKED = 'P',	 /* + reason: the broker blocks publishing */
 	REPORT_UNBLOCKED = 'U',
-	REPORT_PENDING = 'O', /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
-			       * outcome the lost connection kept from it */
-	REPORT_PAUSED = 'Z',  /* + like C: connected, not consuming */
-	REPORT_GROUP = 'G',   /* + pid: its persistent handler's process
-			       * group, alive across messages ("0": none) */
+	REPORT_PENDING = 'O',  /* + "KIND\tATTEMPT\tDELAY\tREASON\tKEY": an
+				* outcome the lost connection kept from it */
+	REPORT_PAUSED = 'Z',   /* + like C: connected, not consuming */
+	REPORT_GROUP = 'G',    /* + pid: its persistent handler's process
+				* group, alive across messages ("0": none) */
+	REPORT_TEMPFAIL = 't', /* + like a: put back unspent (breaker) */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -780,6 +890,7 @@ enum command {
 	COMMAND_PAUSE = 'Z',		/* stop consuming after this message */
 	COMMAND_RESUME = 'G',		/* consume again */
 	COMMAND_GO = 'A',		/* a new worker may connect now */
+	COMMAND_PROBE = 'P', /* paused by the breaker: take one message */
 };
 
 /* Worker exit statuses, telling the master why. */

@@ -101,7 +101,8 @@ int mq_read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
  * the message is then rejected (a dead-letter policy catches it), so that
  * it cannot kill worker after worker.
  */
-static enum mq_event on_deliver(struct mq *m, const amqp_basic_deliver_t *in)
+static enum mq_event on_deliver(struct mq *m, amqp_channel_t ch,
+				const amqp_basic_deliver_t *in)
 {
 	amqp_basic_deliver_t dv = *in;
 	struct kept *k = xcalloc(1, sizeof(*k));
@@ -113,13 +114,13 @@ static enum mq_event on_deliver(struct mq *m, const amqp_basic_deliver_t *in)
 	dv.exchange = mq_keep_bytes(&k->pool, in->exchange);
 	dv.routing_key = mq_keep_bytes(&k->pool, in->routing_key);
 	dv.consumer_tag = amqp_empty_bytes;
-	if (mq_read_content(m, CHANNEL, k, &len) == 0) {
+	if (mq_read_content(m, ch, k, &len) == 0) {
 		push_pending(m, mq_to_delivery(&dv, k, len));
 		return MQ_DELIVERY;
 	}
 	if (strstr(m->error, amqp_error_string2(AMQP_STATUS_BAD_AMQP_DATA))) {
 		rk = mq_bytes_str(dv.routing_key);
-		(void)amqp_basic_nack(m->conn, CHANNEL, dv.delivery_tag, 0, 0);
+		(void)amqp_basic_nack(m->conn, ch, dv.delivery_tag, 0, 0);
 		mq_set_error(
 		    m,
 		    "a message (routing key %s) has properties that "
@@ -196,8 +197,10 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 		m->returned = true;
 		return MQ_NONE;
 	case AMQP_BASIC_DELIVER_METHOD:
-		if (f->channel == CHANNEL)
-			return on_deliver(m, f->payload.method.decoded);
+		/* channel 2 consumes only replies (mq_reply_consume) */
+		if (f->channel == CHANNEL || f->channel == PUB_CHANNEL)
+			return on_deliver(m, f->channel,
+					  f->payload.method.decoded);
 		return MQ_NONE;
 	case AMQP_BASIC_CANCEL_METHOD:
 		mq_set_error(

@@ -148,10 +148,22 @@ struct publish {
 	const char *expiration;	 /* per-message TTL (ms), or NULL */
 	/* more names left out of like's, NULL-terminated; or NULL */
 	const char *const *drop_headers;
+	const char *correlation_id; /* overrides like's, or NULL */
+	const char *reply_to;	    /* overrides like's, or NULL */
+	bool not_mandatory; /* an unroutable message is dropped, not returned */
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* Wait for confirms of every publish so far; 0 when all acked. */
 int mq_wait_confirms(struct mq *m, int timeout_ms);
+
+/* request.c */
+#define MQ_REPLY_TO "amq.rabbitmq.reply-to"
+/* Consume MQ_REPLY_TO (no-ack) on the publishing channel, before the
+ * request is published there with reply_to MQ_REPLY_TO. */
+int mq_reply_consume(struct mq *m);
+/* The next delivery within timeout_ms: 1 and *out (delivery_free), 0
+ * when none came, -1 when the connection failed (mq_error). */
+int mq_wait_delivery(struct mq *m, int timeout_ms, struct delivery **out);
 
 enum mq_confirm {
 	MQ_CONFIRM_PENDING,  /* not all answered yet */

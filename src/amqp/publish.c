@@ -123,6 +123,14 @@ static void copy_props(const struct publish *p, amqp_basic_properties_t *props,
 		props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
 		props->message_id = amqp_cstring_bytes(p->message_id);
 	}
+	if (p->correlation_id != NULL) {
+		props->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+		props->correlation_id = amqp_cstring_bytes(p->correlation_id);
+	}
+	if (p->reply_to != NULL) {
+		props->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
+		props->reply_to = amqp_cstring_bytes(p->reply_to);
+	}
 	props->_flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
 	if (p->expiration != NULL) {
 		props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
@@ -206,7 +214,7 @@ static int send_message(struct mq *m, const struct publish *p,
 	amqp_basic_publish_t pub = {
 	    .exchange = amqp_cstring_bytes(p->exchange ? p->exchange : ""),
 	    .routing_key = amqp_cstring_bytes(p->routing_key),
-	    .mandatory = 1};
+	    .mandatory = !p->not_mandatory};
 	int limit_s = SEND_MIN_S;
 	size_t chunk = chunk_size(m);
 	amqp_frame_t f = {.channel = PUB_CHANNEL};

@@ -72,6 +72,8 @@ RANGE_CHECK(v_connect_timeout, 1, 3600)
 RANGE_CHECK(v_consumer_timeout, 1, 86400 * 7)
 RANGE_CHECK(v_max_messages, 0, 1000000000)
 RANGE_CHECK(v_delivery_limit, 1, 1000000)
+RANGE_CHECK(v_cooldown, 1, 86400)
+RANGE_CHECK(v_failures, 0, 1000000)
 
 /* A limit: 0 (none), or lo to hi. */
 static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
@@ -484,6 +486,10 @@ static cfg_opt_t retry_opts[] = {
     CFG_FLOAT("backoff", 2.0, CFGF_NONE), CFG_INT("max_delay", 3600, CFGF_NONE),
     CFG_END()};
 
+static cfg_opt_t breaker_opts[] = {CFG_INT("cooldown", 30, CFGF_NONE),
+				   CFG_INT("failures", 0, CFGF_NONE),
+				   CFG_END()};
+
 static cfg_opt_t limits_opts[] = {CFG_INT("memory", 0, CFGF_NONE),
 				  CFG_INT("cpu", 0, CFGF_NONE),
 				  CFG_INT("processes", 0, CFGF_NONE),
@@ -515,6 +521,8 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR_LIST("arguments", NULL, CFGF_NONE),
 				 CFG_SEC("bind", bind_opts, SECTIONS),
 				 CFG_INT("delivery_limit", -1, CFGF_NONE),
+				 CFG_BOOL("reply", cfg_false, CFGF_NONE),
+				 CFG_SEC("breaker", breaker_opts, CFGF_NODEFAULT),
 				 CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
@@ -569,6 +577,8 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "queue|bind|type", v_exchange_type);
 	cfg_set_validate_func(cfg, "queue|bind|keys", v_keys);
 	cfg_set_validate_func(cfg, "queue|delivery_limit", v_delivery_limit);
+	cfg_set_validate_func(cfg, "queue|breaker|cooldown", v_cooldown);
+	cfg_set_validate_func(cfg, "queue|breaker|failures", v_failures);
 	cfg_set_validate_func(cfg, "include", v_include);
 	for (cfg_opt_t *o = root_opts; !main_file && o->name != NULL; o++)
 		if (strcmp(o->name, "queue") != 0)
@@ -684,6 +694,12 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 		      ? MODE_PERSISTENT
 		      : MODE_EXEC;
 	q->max_messages = (int)cfg_getint(sec, "max_messages");
+	q->reply = cfg_getbool(sec, "reply");
+	if (cfg_size(sec, "breaker") > 0) {
+		q->breaker.on = true;
+		q->breaker.cooldown = (int)cfg_getint(sec, "breaker|cooldown");
+		q->breaker.failures = (int)cfg_getint(sec, "breaker|failures");
+	}
 	q->user = dup_or_null(cfg_getstr(sec, "user"));
 	q->group = dup_or_null(cfg_getstr(sec, "group"));
 	q->user_line = q->user != NULL ? user_line_of(sec) : 0;
@@ -1126,7 +1142,10 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->retry.max_delay == b->retry.max_delay && a->park == b->park &&
 	       lists_equal(a->environment, b->environment) &&
 	       strcmp(a->workdir, b->workdir) == 0 && a->mode == b->mode &&
-	       a->max_messages == b->max_messages &&
+	       a->max_messages == b->max_messages && a->reply == b->reply &&
+	       a->breaker.on == b->breaker.on &&
+	       a->breaker.cooldown == b->breaker.cooldown &&
+	       a->breaker.failures == b->breaker.failures &&
 	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
 	       identity_same(&a->id, &b->id) &&
 	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&

@@ -322,6 +322,19 @@ static long long num_of(const struct json *o, const char *key)
 	return (long long)json_num(json_get(o, key));
 }
 
+/* ", breaker open (12 s left)": a queue with a breaker, unless closed */
+static void breaker_words(const struct json *q)
+{
+	const char *state = json_str(json_get(q, "breaker"));
+	const struct json *left = json_get(q, "breaker_seconds_left");
+
+	if (state == NULL || strcmp(state, "closed") == 0)
+		return;
+	printf(", breaker %.16s", state);
+	if (left != NULL && !json_is_null(left))
+		printf(" (%lld s left)", (long long)json_num(left));
+}
+
 static void queue_line(const struct json *q)
 {
 	char *name = cell(json_get(q, "name"), 128);
@@ -336,6 +349,7 @@ static void queue_line(const struct json *q)
 	       num_of(q, "paused_workers"), num_of(q, "down"),
 	       num_of(q, "acked"), num_of(q, "retried"), num_of(q, "failed"),
 	       num_of(q, "requeued"), num_of(q, "restarts"));
+	breaker_words(q);
 	if (!json_is_null(le)) {
 		char *e = cell(le, 200);
 

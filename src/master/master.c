@@ -155,10 +155,14 @@ static void spawn(struct slot *s)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() == 1)
 			_exit(WORKER_EXIT_MASTER);
-		struct worker_start ws = {
-		    m.cf,	   s->pool->q,	    s->number,
-		    sv[1],	   &s->pool->marks, reports_consumer_timeout(),
-		    s->home_moves, s->pool->paused};
+		struct worker_start ws = {m.cf,
+					  s->pool->q,
+					  s->number,
+					  sv[1],
+					  &s->pool->marks,
+					  reports_consumer_timeout(),
+					  s->home_moves,
+					  pool_held(s->pool)};
 		worker_main(&ws);
 	}
 	close(sv[1]);
@@ -660,8 +664,12 @@ static void update_status(void)
 		    "%s%s %d/%d %s, %d busy; %lu done, %lu retried, %lu "
 		    "failed%s",
 		    o ? " | " : "", p->q->name, cons, p->q->workers,
-		    p->paused ? "paused" : "consuming", busy, p->done,
-		    p->retried, p->failed,
+		    p->paused			       ? "paused"
+		    : p->breaker.state == BREAKER_OPEN ? "breaker open"
+		    : p->breaker.state == BREAKER_HALF_OPEN
+			? "breaker half-open"
+			: "consuming",
+		    busy, p->done, p->retried, p->failed,
 		    p->last_error[0] ? " (workers failing)" : "");
 	}
 	if (strcmp(buf, m.status) != 0) {
@@ -706,6 +714,8 @@ static int next_timeout(void)
 		next = t;
 	if ((t = metrics_next_timer()) > 0 && EARLIER(t))
 		next = t;
+	if ((t = breakers_next_timer()) > 0 && EARLIER(t))
+		next = t;
 #undef EARLIER
 	if (next == 0)
 		return -1;
@@ -741,6 +751,7 @@ static void loop(void)
 		} else {
 			respawn_due();
 			check_ready();
+			breakers_tick();
 		}
 		if (m.watchdog_ms > 0 && now_ms() >= m.next_watchdog) {
 			notify_watchdog();
@@ -821,8 +832,10 @@ static int master_pause(const char *name, bool pause)
 		 pause ? "paused" : "resumed",
 		 pause ? ": its workers stop consuming after their current "
 			 "message"
-		       : "");
-	for (int i = 0; i < p->nslots; i++)
+		 : breaker_holds(&p->breaker)
+		     ? " (its circuit breaker still holds it)"
+		     : "");
+	for (int i = 0; i < p->nslots && !breaker_holds(&p->breaker); i++)
 		send_command(p->slots[i],
 			     pause ? COMMAND_PAUSE : COMMAND_RESUME);
 	m.next_status = now_ms(); /* STATUS= says it at once */

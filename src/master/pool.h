@@ -54,11 +54,12 @@ struct pool {
 		char *node; /* "host:port" */
 		unsigned long n;
 	} conns[POOL_NODES_MAX];
-	bool paused;	      /* by warrenctl; kept across reloads */
-	char last_error[800]; /* logged once per change */
-	bool recovery_told;   /* "consuming again" said for it */
-	bool removed;	      /* dropped by a reload; goes when empty */
-	struct ledger marks;  /* messages that outlived their workers */
+	bool paused;		/* by warrenctl; kept across reloads */
+	struct breaker breaker; /* queue.breaker's state (pool_breaker.c) */
+	char last_error[800];	/* logged once per change */
+	bool recovery_told;	/* "consuming again" said for it */
+	bool removed;		/* dropped by a reload; goes when empty */
+	struct ledger marks;	/* messages that outlived their workers */
 	struct pool *next;
 };
 
@@ -101,6 +102,16 @@ void slot_remove(struct slot *s);
 void slot_send(struct slot *s, char cmd, const char *text);
 /* The "host:port" of broker node i, for labels; never the password. */
 const char *pool_node_name(int i);
+
+/* pool_breaker.c: queue.breaker, the master's side */
+/* p must not consume: paused by warrenctl, or its breaker holds it. */
+bool pool_held(const struct pool *p);
+/* An outcome report of s's worker, for its pool's breaker. */
+void breaker_report(struct slot *s, char report);
+/* Open breakers whose cooldown is over send their probe; every turn. */
+void breakers_tick(void);
+/* Monotonic ms of the next cooldown's end, 0 if none. */
+int64_t breakers_next_timer(void);
 
 /* reports.c: what the master makes of its workers' reports */
 void reports_read(struct slot *s); /* all s's worker has sent so far */

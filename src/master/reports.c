@@ -91,6 +91,7 @@ static void count_outcome(struct slot *s, char report, const char *text)
 		s->failed++;
 		break;
 	case REPORT_REQUEUED:
+	case REPORT_TEMPFAIL:
 		p->requeued++;
 		s->requeued++;
 		return;
@@ -259,7 +260,9 @@ static void one_report(struct slot *s, char *buf)
 		forget_holding(s);
 		/* fall through */
 	case REPORT_REQUEUED:
+	case REPORT_TEMPFAIL:
 		count_outcome(s, buf[0], buf + 1);
+		breaker_report(s, buf[0]);
 		s->state = REPORT_CONSUMING;
 		s->handler = 0;
 		free(s->holding);

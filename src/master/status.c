@@ -68,6 +68,21 @@ static struct json *worker_json(const struct slot *s, int64_t now)
 	return w;
 }
 
+/* "breaker": its state (null without one), and the seconds left of an
+ * open one's cooldown */
+static void breaker_json(struct json *q, const struct pool *p)
+{
+	const struct breaker *b = &p->breaker;
+	int64_t left = breaker_next(b, now_ms());
+
+	json_set(q, "breaker",
+		 p->q->breaker.on ? json_string(breaker_state_name(b->state))
+				  : NULL);
+	json_set(q, "breaker_seconds_left",
+		 left >= 0 ? json_int((left + 999) / 1000) : NULL);
+	json_set(q, "breaker_openings", json_int((int64_t)b->openings));
+}
+
 static struct json *queue_json(const struct pool *p)
 {
 	struct json *q = json_new_object();
@@ -92,6 +107,7 @@ static struct json *queue_json(const struct pool *p)
 	json_set(q, "cpu_seconds", json_double((double)p->cpu_ms / 1000.0));
 	json_set(q, "last_error",
 		 json_string(p->last_error[0] ? p->last_error : NULL));
+	breaker_json(q, p);
 	return q;
 }
 
@@ -218,6 +234,16 @@ char *status_metrics(const struct master_view *v)
 		if (!p->removed)
 			prom_sample(f, "warren_worker_restarts_total", kv,
 				    (double)p->restarts);
+	}
+	prom_family(f, "warren_breaker_open", "gauge",
+		    "1 while the queue's circuit breaker keeps it from "
+		    "consuming (open or half-open), else 0.");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed)
+			prom_sample(f, "warren_breaker_open", kv,
+				    breaker_holds(&p->breaker) ? 1 : 0);
 	}
 	prom_family(f, "warren_broker_connections_total", "counter",
 		    "Connections workers made, by broker node.");

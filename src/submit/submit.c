@@ -17,12 +17,15 @@
 #include "warren.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
-#define BATCH 1000 /* messages between confirm waits with -l */
+#define WAIT_DEFAULT_S 60
+#define EX_TEMPFAIL_STATUS 75 /* --wait: no reply in time */
+#define BATCH 1000	      /* messages between confirm waits with -l */
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: warren-submit [-c FILE | -u URL] -q QUEUE "
-		   "[-H 'Name: value'] [-i MESSAGE_ID] [-l] [BODY ...]\n");
+		   "[-H 'Name: value'] [-i MESSAGE_ID] [-l] "
+		   "[--wait [--timeout S]] [BODY ...]\n");
 }
 
 struct opts {
@@ -30,6 +33,8 @@ struct opts {
 	struct header *headers;
 	int nheaders;
 	bool lines;
+	bool wait;    /* --wait: a reply is asked for and printed */
+	long timeout; /* --timeout: seconds for it */
 };
 
 static int add_header(struct opts *o, const char *arg)
@@ -100,6 +105,10 @@ static int publish_one(struct mq *mq, const struct opts *o, const void *body,
 	p.message_id = id;
 	p.headers = o->headers;
 	p.nheaders = o->nheaders;
+	if (o->wait) {
+		p.reply_to = MQ_REPLY_TO;
+		p.correlation_id = id;
+	}
 	if (mq_publish(mq, &p) != 0) {
 		fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
 		return -1;
@@ -140,6 +149,65 @@ static int submit_lines(struct mq *mq, const struct opts *o)
 	return rc == 0 ? wait_confirms(mq) : rc;
 }
 
+/* Print the reply's body; its x-warren-outcome is the exit status. */
+static int print_reply(const struct delivery *d)
+{
+	const struct header *h = delivery_header(d, "x-warren-outcome");
+	const struct header *why = delivery_header(d, "x-warren-reason");
+
+	if (d->body_len > 0 &&
+	    fwrite(d->body, 1, d->body_len, stdout) != d->body_len) {
+		fprintf(stderr, "warren-submit: writing the reply: %s\n",
+			strerror(errno));
+		return 1;
+	}
+	if (fflush(stdout) != 0) {
+		fprintf(stderr, "warren-submit: writing the reply: %s\n",
+			strerror(errno));
+		return 1;
+	}
+	if (h != NULL && strcmp(h->value, "failed") == 0) {
+		fprintf(stderr, "warren-submit: failed: %s\n",
+			why != NULL ? why->value : "no reason given");
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * --wait: the reply whose correlation_id is id, within the timeout. 0 for
+ * x-warren-outcome ok (or none: a reply from another kind of server), 1
+ * for failed, 75 for none in time.
+ */
+static int wait_reply(struct mq *mq, const struct opts *o, const char *id)
+{
+	int64_t deadline = now_ms() + o->timeout * 1000;
+	struct delivery *d;
+
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		int r = mq_wait_delivery(mq, left > 0 ? (int)left : 0, &d);
+
+		if (r < 0) {
+			fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
+			return 1;
+		}
+		if (r == 0) {
+			fprintf(stderr,
+				"warren-submit: no reply within %ld s\n",
+				o->timeout);
+			return EX_TEMPFAIL_STATUS;
+		}
+		if (d->correlation_id != NULL &&
+		    strcmp(d->correlation_id, id) == 0) {
+			r = print_reply(d);
+			delivery_free(d);
+			return r;
+		}
+		delivery_free(d); /* a late reply to someone else */
+	}
+}
+
 static int submit_one(struct mq *mq, const struct opts *o, int argc,
 		      char **argv)
 {
@@ -166,7 +234,10 @@ static int submit_one(struct mq *mq, const struct opts *o, int argc,
 		random_id(id, sizeof(id));
 	rc = publish_one(mq, o, body, len, id);
 	free(body);
-	return rc == 0 ? wait_confirms(mq) : rc;
+	rc = rc == 0 ? wait_confirms(mq) : rc;
+	if (rc != 0)
+		return 1;
+	return o->wait ? wait_reply(mq, o, id) : 0;
 }
 
 int main(int argc, char **argv)
@@ -180,10 +251,34 @@ int main(int argc, char **argv)
 	struct mq *mq;
 	char err[1024];
 	int c, status, rc;
+	static const struct option longs[] = {
+	    {"wait", no_argument, NULL, 'W'},
+	    {"timeout", required_argument, NULL, 'T'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0}};
+	char *end;
+	bool timeout_given = false;
 
 	log_init("warren-submit", false);
-	while ((c = getopt(argc, argv, "c:u:q:H:i:lh")) != -1) {
+	o.timeout = WAIT_DEFAULT_S;
+	while ((c = getopt_long(argc, argv, "c:u:q:H:i:lh", longs, NULL)) !=
+	       -1) {
 		switch (c) {
+		case 'W':
+			o.wait = true;
+			break;
+		case 'T':
+			o.timeout = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || o.timeout < 1 ||
+			    o.timeout > 86400) {
+				fprintf(stderr,
+					"warren-submit: --timeout %s: "
+					"expected seconds, 1 to 86400\n",
+					optarg);
+				return EX_USAGE_STATUS;
+			}
+			timeout_given = true;
+			break;
 		case 'c':
 			o.conf = optarg;
 			break;
@@ -213,7 +308,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (o.queue == NULL || (o.conf == NULL) == (o.url == NULL) ||
-	    (o.lines && optind < argc)) {
+	    (o.lines && optind < argc) || (o.wait && o.lines) ||
+	    (timeout_given && !o.wait)) {
 		usage(stderr);
 		return EX_USAGE_STATUS;
 	}
@@ -250,14 +346,14 @@ int main(int argc, char **argv)
 		config_free(cf);
 		return 1;
 	}
-	if (mq_declare(mq, q) != 0 || mq_confirm_select(mq) != 0) {
+	if (mq_declare(mq, q) != 0 || mq_confirm_select(mq) != 0 ||
+	    (o.wait && mq_reply_consume(mq) != 0)) {
 		fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
 		rc = 1;
 	} else if (o.lines) {
 		rc = submit_lines(mq, &o) == 0 ? 0 : 1;
 	} else {
-		rc = submit_one(mq, &o, argc - optind, argv + optind) == 0 ? 0
-									   : 1;
+		rc = submit_one(mq, &o, argc - optind, argv + optind);
 	}
 	mq_close(mq);
 	for (int i = 0; i < o.nheaders; i++) {

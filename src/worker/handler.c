@@ -46,9 +46,10 @@ struct handler {
 	bool ct_timed_out; /* the consumer_timeout deadline stopped it */
 	bool exited;
 	int status;
-	int cpu_limit;	  /* limits.cpu in seconds, 0: none */
-	int64_t cpu_ms;	  /* its CPU time, once reaped */
-	struct rusage ru; /* from wait4(), once exited */
+	int cpu_limit;	      /* limits.cpu in seconds, 0: none */
+	int64_t cpu_ms;	      /* its CPU time, once reaped */
+	struct rusage ru;     /* from wait4(), once exited */
+	struct result result; /* stdout, when it is the message's result */
 };
 
 /* What the child could not do, on its report pipe (none: it exec'd). */
@@ -491,6 +492,10 @@ bool stream_drain(struct stream *s, const struct log_fields *lf)
 			close_fd(&s->fd);
 			return false;
 		}
+		if (s->capture != NULL) {
+			result_append(s->capture, buf, (size_t)n);
+			continue;
+		}
 		if (s->keep_tail)
 			keep_tail(s, buf, (size_t)n);
 		for (ssize_t i = 0; i < n; i++) {
@@ -686,6 +691,18 @@ void handler_finish(struct handler *h, struct handler_result *r,
 	}
 }
 
+void handler_capture(struct handler *h)
+{
+	h->out.capture = &h->result;
+	result_append(&h->result, "", 0); /* an empty result is one too */
+}
+
+void handler_take_result(struct handler *h, struct result *r)
+{
+	*r = h->result;
+	memset(&h->result, 0, sizeof(h->result));
+}
+
 const char *handler_stderr_tail(const struct handler *h)
 {
 	return h->err.tail;
@@ -702,5 +719,6 @@ void handler_free(struct handler *h)
 	close_fd(&h->in_fd);
 	close_fd(&h->out.fd);
 	close_fd(&h->err.fd);
+	result_clear(&h->result);
 	free(h);
 }

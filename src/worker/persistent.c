@@ -36,6 +36,9 @@ struct persistent {
 	struct stream err;
 	char ans[ANSWER_MAX];
 	size_t ans_len;
+	struct result res; /* the message's result, from a "result" line */
+	size_t res_left;   /* its bytes still to come */
+	bool res_given;	   /* a "result" line came for the message in hand */
 	/* the message in hand */
 	bool busy;     /* a frame is given, no result yet */
 	bool answered; /* its answer is in r */
@@ -162,8 +165,10 @@ bool answer_parse(const char *line, size_t len, struct handler_result *r)
 	static const struct {
 		const char *word;
 		enum answer_kind kind;
-	} words[] = {
-	    {"ok", ANSWER_OK}, {"retry", ANSWER_RETRY}, {"fail", ANSWER_FAIL}};
+	} words[] = {{"ok", ANSWER_OK},
+		     {"retry", ANSWER_RETRY},
+		     {"fail", ANSWER_FAIL},
+		     {"tempfail", ANSWER_TEMPFAIL}};
 
 	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
 		size_t w = strlen(words[i].word), n;
@@ -183,6 +188,25 @@ bool answer_parse(const char *line, size_t len, struct handler_result *r)
 		return true;
 	}
 	return false;
+}
+
+bool result_head_parse(const char *line, size_t len, size_t *size)
+{
+	size_t v = 0, i = 7;
+
+	if (len <= 7 || memcmp(line, "result ", 7) != 0 || len - 7 > 9)
+		return false;
+	if (line[i] == '0' && len > 8)
+		return false; /* no leading zero */
+	for (; i < len; i++) {
+		if (line[i] < '0' || line[i] > '9')
+			return false;
+		v = v * 10 + (size_t)(line[i] - '0');
+	}
+	if (v > RESULT_MAX)
+		return false;
+	*size = v;
+	return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -214,6 +238,7 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->in_shut = false;
 	stream_init(&p->err, sp.err, "stderr", true);
 	p->ans_len = 0;
+	p->res_left = 0;
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
@@ -425,6 +450,8 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 	p->deadline = p->ct_deadline = p->cpu_check = 0;
 	p->cost_pid = 0;
 	memset(&p->r, 0, sizeof(p->r));
+	result_clear(&p->res);
+	p->res_given = false;
 	p->err.tail_len = 0;
 	p->err.tail[0] = '\0';
 	if (p->broken[0] == '\0' && p->pid == 0 && p->restart_at == 0 &&
@@ -465,13 +492,22 @@ static void on_line(struct persistent *p, const char *line, size_t len)
 		misbehaved(p);
 		return;
 	}
+	if (line != NULL && !p->res_given &&
+	    result_head_parse(line, len, &p->res_left)) {
+		/* the result's bytes follow, then the answer line */
+		p->res_given = true;
+		result_clear(&p->res);
+		result_append(&p->res, "", 0);
+		return;
+	}
 	if (line == NULL || !answer_parse(line, len, &p->r)) {
 		memset(&p->r, 0, sizeof(p->r));
 		p->r.started = p->r.answered = true;
 		p->r.answer = ANSWER_RETRY;
 		snprintf(p->r.reason, sizeof(p->r.reason), "bad answer");
 		(p->told_garbage ? log_debug : log_warnx)(
-		    "handler's answer is not \"ok\", \"retry\" or \"fail\": "
+		    "handler's answer is not \"ok\", \"retry\", \"fail\" "
+		    "or \"tempfail\": "
 		    "the attempt fails, the handler is restarted");
 		p->told_garbage = true;
 		finish_message(p);
@@ -503,6 +539,16 @@ static void read_answers(struct persistent *p)
 			return;
 		}
 		for (ssize_t i = 0; i < n; i++) {
+			if (p->res_left > 0) {
+				size_t k = (size_t)(n - i) < p->res_left
+					       ? (size_t)(n - i)
+					       : p->res_left;
+
+				result_append(&p->res, buf + i, k);
+				p->res_left -= k;
+				i += (ssize_t)k - 1;
+				continue;
+			}
 			if (buf[i] == '\n') {
 				on_line(p, p->ans, p->ans_len);
 				p->ans_len = 0;
@@ -727,6 +773,12 @@ bool persistent_result(struct persistent *p, struct handler_result *r,
 	return true;
 }
 
+void persistent_take_result(struct persistent *p, struct result *r)
+{
+	*r = p->res;
+	memset(&p->res, 0, sizeof(p->res));
+}
+
 const char *persistent_stderr_tail(const struct persistent *p)
 {
 	return p->err.tail;
@@ -797,6 +849,7 @@ void persistent_free(struct persistent *p)
 	close_fd(&p->out_fd);
 	close_fd(&p->err.fd);
 	free(p->head);
+	result_clear(&p->res);
 	env_free(p->env);
 	free(p);
 }

@@ -74,6 +74,14 @@ static void forget_declared(struct settler *s)
 void settle_free(struct settler *s)
 {
 	forget_declared(s);
+	result_clear(&s->result);
+}
+
+void settle_result(struct settler *s, struct result *r)
+{
+	result_clear(&s->result);
+	s->result = *r;
+	memset(r, 0, sizeof(*r));
 }
 
 /* Declare a side queue once per worker life; refusals are not kept. */
@@ -147,7 +155,14 @@ static int publish_copy(struct settler *s)
 	struct header h[6];
 	int ttl = 0;
 
-	if (s->o.kind == OUTCOME_RETRY) {
+	if (s->o.kind == OUTCOME_REQUEUED) {
+		/* back to its own queue, the attempt it was (unspent) */
+		snprintf(name, sizeof(name), "%s", s->q->name);
+		num_header(&h[0], "x-warren-attempt", s->attempt, t.attempts,
+			   sizeof(t.attempts));
+		p.nheaders = 1;
+		ttl = -1; /* its own queue: declared by the worker */
+	} else if (s->o.kind == OUTCOME_RETRY) {
 		snprintf(name, sizeof(name), "%s.retry.%ds", s->q->name,
 			 s->o.delay);
 		ttl = s->o.delay;
@@ -160,7 +175,7 @@ static int publish_copy(struct settler *s)
 		/* a replayed message starts counting its attempts afresh */
 		p.drop_header = "x-warren-attempt";
 	}
-	if (declare_once(s, name, ttl) != 0)
+	if (ttl >= 0 && declare_once(s, name, ttl) != 0)
 		return -1;
 	p.routing_key = name;
 	p.body = s->d->body;
@@ -183,6 +198,43 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 	s->phase = SETTLE_BEGIN;
 	s->rejected = false;
 	s->redeclared = false;
+	s->reply = reply_due(s->q, d);
+	s->replied = false;
+	s->unspent = false;
+	result_clear(&s->result);
+}
+
+/* Whether the outcome calls for a retry or parking copy. */
+static bool copy_due(const struct settler *s)
+{
+	return s->o.kind == OUTCOME_RETRY || s->o.kind == OUTCOME_REQUEUED ||
+	       (s->o.kind == OUTCOME_FAILED && !s->rejected);
+}
+
+/* The reply, once: ok with the result, or failed with the reason. A
+ * reply the broker refuses outright is said, and the message settled
+ * without it. 0, or -1 when the connection is lost. */
+static int send_reply(struct settler *s)
+{
+	if (!s->reply || s->replied ||
+	    (s->o.kind != OUTCOME_ACK && s->o.kind != OUTCOME_FAILED))
+		return 0; /* a retried or requeued message runs again */
+	if (reply_publish(s->mq, s->d, s->o.kind == OUTCOME_ACK, s->o.reason,
+			  s->result.buf, s->result.len) != 0) {
+		if (mq_lost(s->mq))
+			return -1;
+		tell_once(s, "%s: cannot send its reply to %s: %s", id_of(s),
+			  s->d->reply_to, mq_error(s->mq));
+	}
+	s->replied = true;
+	return 0;
+}
+
+/* The original's end once every publish is confirmed. */
+static int settle_original(struct settler *s)
+{
+	return s->rejected ? mq_nack(s->mq, s->d->tag, false)
+			   : mq_ack(s->mq, s->d->tag);
 }
 
 /*
@@ -213,6 +265,13 @@ static enum settle_state finish(struct settler *s, int rc)
 /* The copy cannot ever be made: a retry is parked, parking rejects. */
 static enum settle_state refused(struct settler *s)
 {
+	if (s->o.kind == OUTCOME_REQUEUED) {
+		tell_once(s,
+			  "%s: cannot put a copy back in %s: %s; requeued "
+			  "it instead",
+			  id_of(s), s->q->name, mq_error(s->mq));
+		return finish(s, mq_nack(s->mq, s->d->tag, true));
+	}
 	if (s->o.kind == OUTCOME_RETRY) {
 		tell_once(s, "%s: cannot schedule a retry: %s; %s it instead",
 			  id_of(s), mq_error(s->mq),
@@ -242,30 +301,45 @@ enum settle_state settle_run(struct settler *s)
 	case SETTLE_BEGIN:
 		if (s->o.kind == OUTCOME_RETRY && no_room_to_retry(s))
 			s->o.kind = OUTCOME_FAILED;
-		if (s->o.kind == OUTCOME_ACK)
+		if (s->o.kind == OUTCOME_ACK && !s->reply)
 			return finish(s, mq_ack(s->mq, s->d->tag));
-		if (s->o.kind == OUTCOME_REQUEUED)
+		/* a quorum queue counts a requeue as a delivery: a message
+		 * put back unspent goes back as a copy instead */
+		if (s->o.kind == OUTCOME_REQUEUED &&
+		    !(s->unspent && s->q->type == QUEUE_QUORUM))
 			return finish(s, mq_nack(s->mq, s->d->tag, true));
 		if (s->o.kind == OUTCOME_FAILED && !s->q->park) {
 			/* the broker dead-letters it by policy, or drops it */
 			s->rejected = true;
-			return finish(s, mq_nack(s->mq, s->d->tag, false));
+			if (!s->reply)
+				return finish(s,
+					      mq_nack(s->mq, s->d->tag, false));
 		}
 		s->phase = SETTLE_COPY;
 		/* fall through */
 	case SETTLE_COPY:
 		if (mq_blocked(s->mq) != NULL)
 			return SETTLE_WAIT; /* until connection.unblocked */
-		if (publish_copy(s) != 0)
+		if (copy_due(s) && publish_copy(s) != 0)
 			return mq_lost(s->mq) ? SETTLE_LOST : refused(s);
+		/* the reply after the copy, both confirmed before the ack */
+		if (send_reply(s) != 0)
+			return SETTLE_LOST;
 		s->phase = SETTLE_CONFIRM;
 		s->deadline = now_ms() + CONFIRM_TIMEOUT_MS;
 		/* fall through */
 	case SETTLE_CONFIRM:
 		switch (mq_confirm_state(s->mq)) {
 		case MQ_CONFIRM_OK:
-			return finish(s, mq_ack(s->mq, s->d->tag));
+			return finish(s, settle_original(s));
 		case MQ_CONFIRM_REFUSED:
+			if (!copy_due(s)) {
+				/* the reply alone was refused */
+				tell_once(
+				    s, "%s: the broker refused its reply: %s",
+				    id_of(s), mq_error(s->mq));
+				return finish(s, settle_original(s));
+			}
 			return refused(s);
 		case MQ_CONFIRM_UNROUTED:
 			/* its queue was deleted since we declared it: once
@@ -326,7 +400,10 @@ bool settle_abandon(struct settler *s)
 	log_warnx("%s: stopping before its %s could be published; it goes "
 		  "back to the queue",
 		  id_of(s),
-		  s->o.kind == OUTCOME_RETRY ? "retry copy" : "parking copy");
+		  s->o.kind == OUTCOME_RETRY	  ? "retry copy"
+		  : s->o.kind == OUTCOME_ACK	  ? "reply"
+		  : s->o.kind == OUTCOME_REQUEUED ? "copy"
+						  : "parking copy");
 	(void)mq_nack(s->mq, s->d->tag, true);
 	s->o.kind = OUTCOME_REQUEUED;
 	snprintf(s->o.reason, sizeof(s->o.reason), "stopped at shutdown");

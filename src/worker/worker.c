@@ -53,6 +53,8 @@ struct worker {
 	int64_t started;
 	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
 	bool paused;	 /* warrenctl paused the queue: not consuming */
+	bool probing;	 /* the breaker's probe: one message, then pause */
+	bool tempfail;	 /* the message in hand goes back unspent (breaker) */
 	bool resume_due; /* resumed while busy: consume once it is settled */
 	bool retiring;	 /* finish the current message, then exit */
 	bool stopping;	 /* shutdown: shutdown_timeout applies */
@@ -152,6 +154,10 @@ static void report_pending(struct worker *w)
 
 	if (!w->settling || w->set.o.kind == OUTCOME_REQUEUED)
 		return;
+	/* an ack whose reply may not be out: run again, to answer again
+	 * (a reply at most duplicated, never lost) */
+	if (w->set.reply && w->set.o.kind == OUTCOME_ACK)
+		return;
 	snprintf(buf, sizeof(buf), "%d\t%d\t%d\t%s\t%s", (int)w->set.o.kind,
 		 w->set.attempt, w->set.o.delay, w->set.o.reason, w->d->key);
 	report(w, REPORT_PENDING, buf);
@@ -215,7 +221,9 @@ static void continue_settling(struct worker *w)
 			 w->r.cpu_ms);
 	else
 		snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
-	report(w, report_of(w->set.o.kind), w->ran_ms >= 0 ? ms : NULL);
+	report(w, w->tempfail ? REPORT_TEMPFAIL : report_of(w->set.o.kind),
+	       w->ran_ms >= 0 ? ms : NULL);
+	w->tempfail = false;
 	delivery_free(w->d);
 	w->d = NULL;
 	log_set_trace(NULL);
@@ -421,6 +429,8 @@ static void start_handler(struct worker *w)
 	env_free(env);
 	if (started != 0)
 		cannot_start(w, err);
+	if (w->h != NULL && reply_due(w->q, w->d))
+		handler_capture(w->h); /* its stdout is the reply */
 	limit_handler(w);
 	/* the master kills this group should we die (a kept handler's
 	 * group it knows already, from REPORT_GROUP) */
@@ -430,28 +440,56 @@ static void start_handler(struct worker *w)
 	}
 }
 
+/*
+ * A dependency is down (exit 75, "tempfail") and the queue has a breaker:
+ * the message goes back unspent, and this worker stops consuming at once
+ * (the cancel goes before the nack) while the master opens the breaker.
+ */
+static void tempfail(struct worker *w, struct outcome *o)
+{
+	o->kind = OUTCOME_REQUEUED;
+	o->delay = 0;
+	w->tempfail = true;
+	w->probing = false;
+	if (!w->paused && !w->retiring) {
+		w->paused = true;
+		w->resume_due = false;
+		if (mq_cancel(w->mq) != 0)
+			log_debug("basic.cancel: %s", mq_error(w->mq));
+	}
+}
+
 /* The handler has exited: settle its message. */
 static void handler_done(struct worker *w)
 {
 	struct log_fields lf = LOG_FIELDS_INIT;
+	struct result res;
 	struct outcome o;
 
 	lf.message_id = w->d->message_id;
 	if (w->h != NULL) {
 		memset(&w->r, 0, sizeof(w->r));
 		handler_finish(w->h, &w->r, &lf);
-	} /* persistent: persistent_result() filled w->r */
+		handler_take_result(w->h, &res);
+	} else { /* persistent: persistent_result() filled w->r */
+		persistent_take_result(w->p, &res);
+	}
 	w->ran_ms = now_ms() - w->started;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
+	reply_check_result(&o, res.too_large);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
 		/* stopped by the shutdown, not failed: another worker will
 		 * run it again from the start */
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
+	} else if (w->q->breaker.on && breaker_tempfail(&w->r)) {
+		tempfail(w, &o);
 	}
 	begin_settling(w, &o,
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
+	settle_result(&w->set, &res);
+	w->set.unspent = w->tempfail;
 	handler_free(w->h);
 	w->h = NULL;
 	continue_settling(w);
@@ -550,6 +588,22 @@ static void set_paused(struct worker *w, bool pause)
 		report_consuming(w);
 }
 
+/*
+ * The breaker is half-open: consume one message (prefetch 1), then stop
+ * again; its outcome tells the master whether the dependency is back.
+ */
+static void probe(struct worker *w)
+{
+	if (!w->paused || w->retiring || w->d != NULL)
+		return;
+	w->paused = false;
+	w->probing = true;
+	if (mq_consume(w->mq, w->q->name, 1) != 0)
+		give_up(w, WORKER_EXIT_DECLARE, mq_error(w->mq));
+	log_debug("breaker probe: taking one message");
+	report_consuming(w);
+}
+
 /* The master's word: finish and go, stop, a consumer_timeout, a mark. */
 static void on_command(struct worker *w, const char *buf, ssize_t n)
 {
@@ -576,7 +630,11 @@ static void on_command(struct worker *w, const char *buf, ssize_t n)
 		break;
 	case COMMAND_PAUSE:
 	case COMMAND_RESUME:
+		w->probing = false;
 		set_paused(w, buf[0] == COMMAND_PAUSE);
+		break;
+	case COMMAND_PROBE:
+		probe(w);
 		break;
 	}
 }
@@ -684,6 +742,14 @@ static void on_broker(struct worker *w)
 				mq_nack(w->mq, d->tag, true);
 				delivery_free(d);
 				continue;
+			}
+			if (w->probing) {
+				/* the one message of the probe */
+				w->probing = false;
+				w->paused = true;
+				if (mq_cancel(w->mq) != 0)
+					log_debug("basic.cancel: %s",
+						  mq_error(w->mq));
 			}
 			w->d = d;
 			trace_journal(d);

@@ -80,6 +80,8 @@ def test_warren_submit_and_warrend(tmp_path):
     main, marker = config(tmp_path)
     assert complete("warren-submit", "-c", str(main), "-q", "a") == ["alpha"]
     assert "-q" in complete("warren-submit", "-")
+    assert complete("warren-submit", "--w") == ["--wait"]
+    assert complete("warren-submit", "--wait", "--timeout", "") == []
     assert complete("warrend", "-") == ["-c", "-t", "-d", "-V", "-h"]
     got = complete("warrend", "-c", str(tmp_path / "warr"))
     assert got == [str(main)], got

@@ -137,7 +137,9 @@ def test_status_tells_each_worker_and_queue(warrend, broker, sockdir, runs):
     assert q == {"name": w.queue, "workers": 3, "paused": False, "starting": 0,
                  "idle": 3, "busy": 0, "paused_workers": 0, "down": 0,
                  "acked": 0, "retried": 0, "failed": 0, "requeued": 0,
-                 "restarts": 0, "cpu_seconds": 0.0, "last_error": None}
+                 "restarts": 0, "cpu_seconds": 0.0, "last_error": None,
+                 "breaker": None, "breaker_seconds_left": None,
+                 "breaker_openings": 0}
     ws = workers_of(st, w.queue)
     assert [x["number"] for x in ws] == [1, 2, 3]
     assert sorted(x["pid"] for x in ws) == w.children(), \

@@ -18,6 +18,7 @@ import time
 import zlib
 from pathlib import Path
 
+import pika
 import pytest
 
 from conftest import WARREND, children_of, wait_for
@@ -456,3 +457,31 @@ def test_c_example_under_warrend_parks_a_corrupt_body(c_handler, broker,
     assert "crc32 mismatch" in str(gone[0][1].get("x-warren-reason")), gone
     assert int(gone[0][1].get("x-warren-attempts")) == 1  # "fail": no retry
     w.stop()
+
+
+@needs_persistent
+def test_c_example_replies_with_its_crc(c_handler, broker, warrend):
+    """queue.reply: handler.c answers a message that has a reply_to with
+    its CRC-32 as the result ("result 8" before the "ok" line)."""
+    w = warrend([c_handler],
+                queue_extra='    mode = "persistent"\n    reply = true\n')
+    w.wait_consuming(1)
+    conn = broker.connect()
+    try:
+        ch = conn.channel()
+        replies = []
+        ch.basic_consume("amq.rabbitmq.reply-to",
+                         lambda c, m, p, b: replies.append((p, b)),
+                         auto_ack=True)
+        ch.basic_publish("", w.queue, BINARY, pika.BasicProperties(
+            reply_to="amq.rabbitmq.reply-to", correlation_id="crc-1",
+            message_id="crc-1"))
+        wait_for(lambda: conn.process_data_events(time_limit=0.1) or
+                 replies, 30, message="the reply")
+    finally:
+        conn.close()
+    (props, body), = replies
+    assert props.correlation_id == "crc-1"
+    assert props.headers["x-warren-outcome"] == "ok"
+    assert body == b"%08x" % zlib.crc32(BINARY)
+    assert "crc-1 ack, crc32 %08x" % zlib.crc32(BINARY) in w.log()

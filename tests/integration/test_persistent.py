@@ -231,7 +231,8 @@ def test_garbage_answer_fails_the_attempt(broker, cleanup, persistent):
     runs = msgs_of(results, "g-1")
     assert runs[1]["pid"] != first["pid"]
     wait_for(lambda: not pid_alive(first["pid"]), timeout=10)
-    assert w.log().count("is not \"ok\", \"retry\" or \"fail\"") == 1
+    assert w.log().count(
+        "is not \"ok\", \"retry\", \"fail\" or \"tempfail\"") == 1
 
 
 def test_timeout_stops_and_restarts_the_handler(broker, cleanup, persistent):

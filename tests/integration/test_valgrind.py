@@ -90,3 +90,51 @@ def test_master_and_workers_are_clean_under_memcheck(broker, warrend, tmp_path):
     assert len(logs) >= 1 + 2 + 1 + 3, [p.name for p in logs]   # master, workers
     bad = reports(logdir)
     assert not bad, "\n\n".join(f"== {k}\n{v}" for k, v in bad.items())
+
+
+REPLY_HANDLER = r"""#!/bin/sh
+body=$(cat)
+case "$body" in
+bad*) exit 65;;
+down*) [ -e "$1" ] || exit 75;;
+esac
+printf 'result of %s' "$body"
+"""
+
+
+def test_replies_breaker_and_submit_wait_are_clean_under_memcheck(
+        broker, warrend, tmp_path):
+    logdir = tmp_path / "vg"
+    logdir.mkdir()
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    dep = tmp_path / "dependency"
+    handler = write_script(hdir / "handler.sh", REPLY_HANDLER)
+    w = warrend([handler, str(dep)], workers=2,
+                queue_extra="    reply = true\n    breaker { cooldown = 1 }\n",
+                prefix=memcheck(logdir, hdir), shutdown_timeout=20)
+    w.wait_consuming(2, timeout=90)
+
+    def submit(body, status):
+        r = subprocess.run(
+            [VALGRIND, "-q", "--leak-check=full",
+             "--errors-for-leak-kinds=definite", "--error-exitcode=99",
+             str(BUILDDIR / "src" / "warren-submit"), "-u", broker.url,
+             "-q", w.queue, "--wait", "--timeout", "120", body],
+            capture_output=True, timeout=180)
+        assert r.returncode == status, r.stderr.decode()
+        return r.stdout
+
+    assert submit("hello", 0) == b"result of hello"
+    assert submit("bad one", 1) == b""
+    # exit 75: back unspent, the pool paused; answered once the
+    # dependency is there and a probe succeeds
+    dep_later = subprocess.Popen(
+        ["/bin/sh", "-c", f"sleep 3; touch {dep}"])
+    assert submit("down now", 0) == b"result of down now"
+    dep_later.wait(10)
+    assert "circuit breaker open" in w.log()
+    assert "circuit breaker closed" in w.log()
+    w.stop(timeout=90)
+    bad = reports(logdir)
+    assert not bad, "\n\n".join(f"== {k}\n{v}" for k, v in bad.items())

@@ -39,6 +39,58 @@ static void check_error(const char *text, int line, const char *what)
 
 #define BROKER "broker {\n url = \"amqp://u:p@localhost/\"\n}\n"
 
+/* queue.reply and queue.breaker: defaults, values, ranges, reloads */
+static void check_reply_breaker(void)
+{
+	char err[1024];
+	struct config *cf;
+	const struct queue_conf *q;
+
+	cf = load(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n}\n"
+			 "queue \"b\" {\n command = {\"/bin/cat\"}\n"
+			 " reply = true\n breaker {\n }\n}\n"
+			 "queue \"c\" {\n command = {\"/bin/cat\"}\n"
+			 " breaker { cooldown = 5  failures = 3 }\n}\n",
+		  err, sizeof(err));
+	CHECK(cf != NULL);
+	if (cf == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return;
+	}
+	q = config_queue(cf, "a");
+	CHECK(!q->reply && !q->breaker.on);
+	q = config_queue(cf, "b");
+	CHECK(q->reply && q->breaker.on);
+	CHECK(q->breaker.cooldown == 30 && q->breaker.failures == 0);
+	q = config_queue(cf, "c");
+	CHECK(!q->reply && q->breaker.on);
+	CHECK(q->breaker.cooldown == 5 && q->breaker.failures == 3);
+	{
+		/* a change to either rolls the workers */
+		struct queue_conf c = *config_queue(cf, "c");
+
+		CHECK(queue_conf_same_but_workers(&c, config_queue(cf, "c")));
+		c.breaker.failures = 4;
+		CHECK(!queue_conf_same_but_workers(&c, config_queue(cf, "c")));
+		c = *config_queue(cf, "c");
+		c.reply = true;
+		CHECK(!queue_conf_same_but_workers(&c, config_queue(cf, "c")));
+	}
+	config_free(cf);
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " breaker {\n  cooldown = 0\n }\n}\n",
+		    7, "cooldown = 0 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " breaker {\n  failures = -1\n }\n}\n",
+		    7, "failures = -1 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " breaker {\n  timeout = 3\n }\n}\n",
+		    7, "timeout");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " reply = \"yes please\"\n}\n",
+		    6, "reply");
+}
+
 int main(void)
 {
 	char err[1024];
@@ -357,6 +409,7 @@ int main(void)
 	cf = config_load("/nonexistent/warrend.conf", err, sizeof(err));
 	CHECK(cf == NULL);
 	CHECK(strstr(err, "/nonexistent/warrend.conf:") == err);
+	check_reply_breaker();
 	unlink(path);
 	return unit_done("test_config");
 }

@@ -36,6 +36,61 @@ static void check_garbage(const char *line, size_t len)
 	CHECK(!r.answered);
 }
 
+/* "result LEN" lines: the length of a result body, or not one */
+static void check_results(void)
+{
+	size_t n = 99;
+
+	CHECK(result_head_parse("result 0", 8, &n) && n == 0);
+	CHECK(result_head_parse("result 11", 9, &n) && n == 11);
+	CHECK(result_head_parse("result 16777216", 15, &n) && n == RESULT_MAX);
+	n = 5;
+	CHECK(!result_head_parse("result 16777217", 15, &n)); /* too big */
+	CHECK(!result_head_parse("result 999999999999", 19, &n));
+	CHECK(!result_head_parse("result 012", 10, &n)); /* leading zero */
+	CHECK(!result_head_parse("result", 6, &n));
+	CHECK(!result_head_parse("result ", 7, &n));
+	CHECK(!result_head_parse("result -1", 9, &n));
+	CHECK(!result_head_parse("result 1 ", 9, &n));
+	CHECK(!result_head_parse("result  1", 9, &n));
+	CHECK(!result_head_parse("Result 1", 8, &n));
+	CHECK(!result_head_parse("results 1", 9, &n));
+	CHECK(n == 5); /* untouched by a refusal */
+	/* today's answers are not results, and "result" is not an answer */
+	CHECK(!result_head_parse("ok", 2, &n));
+	{
+		struct handler_result r = {0};
+
+		CHECK(!answer_parse("result 3", 8, &r));
+	}
+}
+
+/* a result kept up to RESULT_MAX bytes; more is flagged, not kept */
+static void check_result_buffer(void)
+{
+	struct result r = {0};
+	static char big[1 << 20];
+	struct outcome o = {OUTCOME_ACK, "exit 0", 0};
+
+	result_append(&r, "", 0);
+	CHECK(r.buf != NULL && r.len == 0 && !r.too_large);
+	result_append(&r, "abc", 3);
+	result_append(&r, "de", 2);
+	CHECK(r.len == 5 && memcmp(r.buf, "abcde", 5) == 0);
+	for (int i = 0; i < 16; i++)
+		result_append(&r, big, sizeof(big));
+	CHECK(r.len == RESULT_MAX && r.too_large);
+	reply_check_result(&o, r.too_large);
+	CHECK(o.kind == OUTCOME_FAILED);
+	CHECK_STR(o.reason, "result over 16 MiB");
+	result_clear(&r);
+	CHECK(r.buf == NULL && r.len == 0 && !r.too_large);
+	/* a failed outcome stays as it was */
+	o.kind = OUTCOME_RETRY;
+	reply_check_result(&o, true);
+	CHECK(o.kind == OUTCOME_RETRY);
+}
+
 int main(void)
 {
 	char *env[] = {
@@ -109,5 +164,10 @@ int main(void)
 		CHECK(answer_parse(reason, sizeof(reason), &r));
 		CHECK(strlen(r.reason) == sizeof(r.reason) - 1);
 	}
+	check_answer("tempfail", ANSWER_TEMPFAIL, "tempfail");
+	check_answer("tempfail db down", ANSWER_TEMPFAIL, "db down");
+	check_garbage("tempfailed", 10);
+	check_results();
+	check_result_buffer();
 	return unit_done("test_persistent");
 }
