@@ -2,7 +2,8 @@
  * persistent.c: a queue's handler kept alive across messages (mode =
  * "persistent"): started once per worker, fed one frame per message on
  * its stdin, read one status line per frame from its stdout, restarted
- * when it dies, misbehaves or has served max_messages.
+ * when it dies or misbehaves, and renewed between messages once
+ * max_messages, max_rss or max_age says so.
  */
 #include "config.h"
 
@@ -69,6 +70,10 @@ struct persistent {
 	pid_t gone_pid;	      /* the last process reaped, and its rusage */
 	struct rusage gone_ru;
 	bool told_cpu, told_rss;
+	/* renewal between messages (renew.c) */
+	struct renew renew; /* this worker's spread limits */
+	int64_t born;	    /* when the running process started */
+	bool told_renew_rss;
 };
 
 static void close_fd(int *fd)
@@ -185,6 +190,7 @@ struct persistent *persistent_new(const struct queue_conf *q, int worker)
 
 	p->q = q;
 	p->env = handler_env_base(q, worker);
+	renew_init(&p->renew, q, worker);
 	p->in_fd = p->out_fd = -1;
 	stream_init(&p->err, -1, "stderr", true);
 	return p;
@@ -208,6 +214,7 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
+	p->born = now_ms();
 	log_debug("handler started (pid %ld)", (long)p->pid);
 	return 0;
 }
@@ -330,6 +337,36 @@ static size_t frame_len(const struct persistent *p)
 	return p->head_len + p->body_len;
 }
 
+/*
+ * Between messages: a handler past its max_messages, max_rss or max_age
+ * gets EOF and is started anew, once per renewal said at info. A planned
+ * end: no failure, no backoff, and the next message waits for the new
+ * process.
+ */
+static void maybe_renew(struct persistent *p)
+{
+	int64_t age = now_ms() - p->born;
+	long rss = -1;
+	enum renew_reason why;
+	char words[160];
+
+	if (p->pid == 0 || p->stopping || p->busy)
+		return;
+	if (p->renew.max_rss_kb > 0 && (rss = renew_rss_kb(p->pid)) < 0) {
+		(p->told_renew_rss ? log_debug : log_info)(
+		    "cannot read /proc/%ld/statm of the handler (%s): max_rss "
+		    "is not checked",
+		    (long)p->pid, strerror(errno));
+		p->told_renew_rss = true;
+	}
+	why = renew_due(&p->renew, p->handled, age, rss);
+	if (why == RENEW_NONE)
+		return;
+	renew_words(&p->renew, why, p->handled, age, rss, words, sizeof(words));
+	log_info("renewing the handler (pid %ld): %s", (long)p->pid, words);
+	retire(p);
+}
+
 /* The answer and the whole frame are both through: the message is done. */
 static void maybe_answered(struct persistent *p)
 {
@@ -338,11 +375,7 @@ static void maybe_answered(struct persistent *p)
 	finish_message(p);
 	p->handled++;
 	p->failures = 0;
-	if (p->q->max_messages > 0 && p->handled >= p->q->max_messages) {
-		log_debug("handler served %d messages: restarting it",
-			  p->handled);
-		retire(p);
-	}
+	maybe_renew(p);
 }
 
 /* Write what the pipe takes of the frame. */
@@ -645,6 +678,9 @@ static void run_timers(struct persistent *p)
 	}
 	if (p->busy && p->timed_out && p->pid == 0)
 		finish_timed_out(p); /* it waited for a restart that was late */
+	if (!p->busy && p->renew.max_age_ms > 0 && p->pid != 0 &&
+	    !p->stopping && now - p->born >= p->renew.max_age_ms)
+		maybe_renew(p); /* aged while idle */
 	if (p->kill_at != 0 && now >= p->kill_at && p->pid != 0) {
 		handler_kill(p->pid, SIGKILL);
 		p->kill_at = 0;
@@ -737,6 +773,10 @@ int persistent_next_timer(const struct persistent *p)
 		next = p->cpu_check;
 	if (p->kill_at != 0 && (next == 0 || p->kill_at < next))
 		next = p->kill_at;
+	if (!p->busy && p->renew.max_age_ms > 0 && p->pid != 0 &&
+	    !p->stopping && !p->closed &&
+	    (next == 0 || p->born + p->renew.max_age_ms < next))
+		next = p->born + p->renew.max_age_ms;
 	if (p->pid == 0 && p->restart_at != 0 &&
 	    (next == 0 || p->restart_at < next))
 		next = p->restart_at;

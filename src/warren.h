@@ -90,6 +90,9 @@ struct queue_conf {
 	char *workdir;
 	enum queue_mode mode;
 	int max_messages; /* persistent: restart after this many, 0 = never */
+	int max_rss; /* persistent: restart above this many MiB, 0 = never */
+	int max_age; /* persistent: restart after this many s, 0 = never */
+	int slow;    /* seconds: log a handler still running past it */
 
 	/* containment (identity.c): NULL user: warrend's own */
 	char *user;
@@ -352,6 +355,12 @@ void delivery_free(struct delivery *d);
  * none. Caller frees.
  */
 char *delivery_key(const struct delivery *d);
+/*
+ * How long d waited, in ms, from its AMQP timestamp (Unix seconds) to
+ * now_real_ms (CLOCK_REALTIME): -1 when it has none, or one no clock of
+ * this era would give; 0 when the timestamp is ahead of now.
+ */
+int64_t delivery_wait_ms(const struct delivery *d, int64_t now_real_ms);
 /* A header's value, or NULL. */
 const struct header *delivery_header(const struct delivery *d,
 				     const char *name);
@@ -592,6 +601,49 @@ const char *handler_stderr_tail(const struct handler *h);
 void handler_free(struct handler *h);
 
 /* ------------------------------------------------------------------ */
+/* renew.c: when a persistent handler is renewed between messages */
+
+/* One worker's limits, spread from its queue's (0: none). */
+struct renew {
+	int max_messages;
+	int64_t max_age_ms;
+	long max_rss_kb;
+};
+
+enum renew_reason { RENEW_NONE, RENEW_MESSAGES, RENEW_RSS, RENEW_AGE };
+
+/* value spread by up to +-10% for worker number worker, the same for the
+ * same worker every time; 0 stays 0, anything else stays >= 1 (pure). */
+int64_t renew_spread(int64_t value, int worker);
+/* Worker number worker's limits from q's max_messages, max_age, max_rss. */
+void renew_init(struct renew *r, const struct queue_conf *q, int worker);
+/* Whether a handler that has answered handled messages, run age_ms and
+ * holds rss_kb (-1: unknown) is due for renewal, and why (pure). */
+enum renew_reason renew_due(const struct renew *r, int handled, int64_t age_ms,
+			    long rss_kb);
+/* The reason in words, for the log line of the renewal. */
+void renew_words(const struct renew *r, enum renew_reason why, int handled,
+		 int64_t age_ms, long rss_kb, char *buf, size_t len);
+/* The resident KiB of a /proc/PID/statm text, -1 if not one (pure). */
+long renew_statm_kb(const char *text, long page_kb);
+/* pid's resident memory in KiB, -1 with errno if it cannot be read. */
+long renew_rss_kb(pid_t pid);
+
+/* ------------------------------------------------------------------ */
+/* slow.c: queue.slow, a log line for a handler still running past it */
+
+/* monotonic ms at which a handler started at started is slow; 0: off */
+int64_t slow_deadline(int64_t started, int slow);
+/* A wchan text of n bytes as one word for the log: "-" for "0" or
+ * nothing (running), bytes outside printable ASCII as '?' (pure). */
+void slow_wchan_text(const char *raw, size_t n, char *buf, size_t len);
+/* pid's kernel wait channel, as slow_wchan_text; "unknown" if hidden. */
+void slow_wchan(pid_t pid, char *buf, size_t len);
+/* The log line: message id, elapsed time, slow, pid and wchan (pure). */
+void slow_words(char *buf, size_t len, const char *message_id, pid_t pid,
+		int64_t elapsed_ms, int slow, const char *wchan);
+
+/* ------------------------------------------------------------------ */
 /* persistent.c: one long-lived handler per worker (mode = "persistent") */
 
 struct persistent;
@@ -731,6 +783,7 @@ enum report {
 	REPORT_PAUSED = 'Z',  /* + like C: connected, not consuming */
 	REPORT_GROUP = 'G',   /* + pid: its persistent handler's process
 			       * group, alive across messages ("0": none) */
+	REPORT_SLOW = 'S',    /* the handler in hand ran past queue.slow */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -892,8 +945,10 @@ void control_timers(void);
 /* ------------------------------------------------------------------ */
 /* metrics.c: the Prometheus listener; the only user of libmicrohttpd */
 
-/* Serve render()'s text (caller frees) at listen ("" : none). */
-void metrics_open(const char *listen, char *(*render)(void));
+/* Serve render()'s text (caller frees) at /metrics of listen ("" :
+ * none), and health()'s at /health with the HTTP status it gives. */
+void metrics_open(const char *listen, char *(*render)(void),
+		  char *(*health)(int *code));
 void metrics_close(void);
 bool metrics_is_open(void);
 int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */

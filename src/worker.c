@@ -52,6 +52,8 @@ struct worker {
 	int attempt;
 	int64_t started;
 	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
+	int64_t wait_ms; /* from its timestamp to its start, -1: unknown */
+	int64_t slow_at; /* queue.slow: when to say it is slow, 0: not */
 	bool paused;	 /* warrenctl paused the queue: not consuming */
 	bool resume_due; /* resumed while busy: consume once it is settled */
 	bool retiring;	 /* finish the current message, then exit */
@@ -209,12 +211,12 @@ static void continue_settling(struct worker *w)
 		break;
 	}
 	settle_log(&w->set, &w->r, w->started);
-	/* "MS", or "MS\tCPU_MS" when its CPU time is known */
-	if (w->r.has_cpu)
-		snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
-			 w->r.cpu_ms);
-	else
-		snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
+	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
+	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
+		 w->r.has_cpu ? w->r.cpu_ms : -1L);
+	if (w->wait_ms >= 0)
+		snprintf(ms + strlen(ms), sizeof(ms) - strlen(ms), "\t%lld",
+			 (long long)w->wait_ms);
 	report(w, report_of(w->set.o.kind), w->ran_ms >= 0 ? ms : NULL);
 	delivery_free(w->d);
 	w->d = NULL;
@@ -374,6 +376,15 @@ static bool waited_too_long(struct worker *w)
 	return true;
 }
 
+/* CLOCK_REALTIME in ms: what a message's timestamp is measured by. */
+static int64_t real_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
@@ -382,7 +393,8 @@ static void start_handler(struct worker *w)
 	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
 	w->started = now_ms();
-	w->ran_ms = -1;
+	w->ran_ms = w->wait_ms = -1;
+	w->slow_at = 0;
 	if (marked_by_master(w, lost))
 		return;
 	if (waited_too_long(w))
@@ -409,6 +421,8 @@ static void start_handler(struct worker *w)
 	env_free(env);
 	if (started != 0)
 		cannot_start(w, err);
+	w->wait_ms = delivery_wait_ms(w->d, real_ms());
+	w->slow_at = slow_deadline(w->started, w->q->slow);
 	limit_handler(w);
 	/* the master kills this group should we die (a kept handler's
 	 * group it knows already, from REPORT_GROUP) */
@@ -430,6 +444,7 @@ static void handler_done(struct worker *w)
 		handler_finish(w->h, &w->r, &lf);
 	} /* persistent: persistent_result() filled w->r */
 	w->ran_ms = now_ms() - w->started;
+	w->slow_at = 0;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
 		/* stopped by the shutdown, not failed: another worker will
@@ -609,6 +624,13 @@ static int poll_timeout(struct worker *w)
 	if (w->settling && (ht = settle_next_timer(&w->set)) >= 0 &&
 	    (t < 0 || ht < t))
 		t = ht;
+	if (w->slow_at != 0 && running(w)) {
+		int64_t left = w->slow_at - now_ms();
+
+		left = left < 0 ? 0 : left > INT_MAX ? INT_MAX : left;
+		if (t < 0 || left < t)
+			t = (int)left;
+	}
 	if (w->stopping && w->d != NULL && !w->stop_killed) {
 		int64_t left = w->stop_deadline - now_ms();
 
@@ -744,6 +766,26 @@ static void stop_deadline(struct worker *w)
 	w->stop_killed = true;
 }
 
+/* queue.slow: the handler in hand is still running past it; said once
+ * per message with its pid and wait channel, and counted. */
+static void check_slow(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+	char wchan[128], line[400];
+	pid_t pid;
+
+	if (w->slow_at == 0 || now_ms() < w->slow_at || !running(w))
+		return;
+	w->slow_at = 0;
+	pid = w->h != NULL ? handler_pid(w->h) : persistent_pid(w->p);
+	slow_wchan(pid, wchan, sizeof(wchan));
+	slow_words(line, sizeof(line), w->d->message_id, pid,
+		   now_ms() - w->started, w->q->slow, wchan);
+	lf.message_id = w->d->message_id;
+	log_fields(LOG_WARNING, &lf, "%s", line);
+	report(w, REPORT_SLOW, NULL);
+}
+
 /* The kept handler's side of a turn, busy or not. */
 static void serve_persistent(struct worker *w, struct pollfd *pfd, int nh,
 			     const struct log_fields *lf)
@@ -821,6 +863,7 @@ static void loop(struct worker *w)
 			on_control(w);
 		if (w->h != NULL || w->p != NULL)
 			serve_handler(w, pfd + n, nh);
+		check_slow(w);
 		/* every turn: keeps heartbeats going during long handlers */
 		on_broker(w);
 		watch_blocked(w);
