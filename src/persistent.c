@@ -67,7 +67,11 @@ struct persistent {
 	pid_t cost_pid;	      /* 0: nothing read */
 	long long cost_ticks; /* its CPU ticks then, or -1 */
 	bool cost_peak;	      /* its peak RSS was reset then */
-	pid_t gone_pid;	      /* the last process reaped, and its rusage */
+	/* the next message's start, taken at the end of the last one */
+	pid_t next_pid; /* 0: none */
+	long long next_ticks;
+	bool next_peak;
+	pid_t gone_pid; /* the last process reaped, and its rusage */
 	struct rusage gone_ru;
 	bool told_cpu, told_rss;
 	/* renewal between messages (renew.c) */
@@ -214,6 +218,7 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
+	p->next_pid = 0;
 	p->born = now_ms();
 	log_debug("handler started (pid %ld)", (long)p->pid);
 	return 0;
@@ -274,9 +279,22 @@ static void cost_unknown(bool *told, const char *what, pid_t pid)
 	*told = true;
 }
 
-/* The message is handed to the running process: its cost starts. */
+/*
+ * The message is handed to the running process: its cost starts. Where
+ * the same process answered the message before, its readings then are
+ * the start (it has waited for this frame since, at no cost), and the
+ * hand-over reads nothing.
+ */
 static void cost_begin(struct persistent *p)
 {
+	if (p->next_pid == p->pid) {
+		p->cost_pid = p->pid;
+		p->cost_ticks = p->next_ticks;
+		p->cost_peak = p->next_peak;
+		p->next_pid = 0;
+		return;
+	}
+	p->next_pid = 0;
 	p->cost_pid = p->pid;
 	p->cost_peak = cost_peak_reset(p->pid) == 0;
 	if (!p->cost_peak)
@@ -309,6 +327,10 @@ static void cost_end(struct persistent *p)
 		if ((t = cost_proc_ticks(p->pid)) >= 0) {
 			p->r.cpu_ms = cost_ticks_ms(t - p->cost_ticks);
 			p->r.has_cpu = t >= p->cost_ticks;
+			/* the next message starts from here */
+			p->next_pid = p->pid;
+			p->next_ticks = t;
+			p->next_peak = p->cost_peak && cost_peak_reset(p->pid) == 0;
 		}
 	} else if (p->cost_pid == p->gone_pid) {
 		long ms =
@@ -623,6 +645,7 @@ static void on_exit_of(struct persistent *p, int status,
 	close_fd(&p->err.fd);
 	p->pid = 0;
 	p->kill_at = 0;
+	cost_proc_release();
 	result_died(&died, status);
 	snprintf(how, sizeof(how), "%s", died.reason);
 	if (kept) {
@@ -827,6 +850,7 @@ void persistent_free(struct persistent *p)
 	close_fd(&p->in_fd);
 	close_fd(&p->out_fd);
 	close_fd(&p->err.fd);
+	cost_proc_release();
 	free(p->head);
 	env_free(p->env);
 	free(p);

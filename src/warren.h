@@ -513,6 +513,9 @@ long cost_ticks_ms(long long ticks);
 long long cost_proc_ticks(pid_t pid);
 long cost_proc_peak_kb(pid_t pid);
 int cost_peak_reset(pid_t pid);
+/* The files those read stay open for the next message of the same pid;
+ * this closes them (call it once that process is reaped). */
+void cost_proc_release(void);
 
 /* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */

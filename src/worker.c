@@ -54,6 +54,7 @@ struct worker {
 	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
 	int64_t wait_ms; /* from its timestamp to its start, -1: unknown */
 	int64_t slow_at; /* queue.slow: when to say it is slow, 0: not */
+	int64_t service_at; /* busy: read the socket by then (heartbeats) */
 	bool paused;	 /* warrenctl paused the queue: not consuming */
 	bool resume_due; /* resumed while busy: consume once it is settled */
 	bool retiring;	 /* finish the current message, then exit */
@@ -833,6 +834,26 @@ static void __attribute__((noreturn)) finish(struct worker *w)
 	exit(w->exit_status);
 }
 
+/*
+ * Whether this turn reads the broker's side: always between messages;
+ * while busy when the socket has news or rabbitmq-c holds some, and on
+ * the heartbeat's schedule (it sends ours and notices the broker's
+ * silence only inside its calls). A turn for the handler's pipes alone
+ * then costs no read that would find nothing.
+ */
+static bool broker_due(struct worker *w, bool readable)
+{
+	int64_t now = now_ms();
+	int hb = w->cf->broker.heartbeat;
+
+	if (w->d == NULL || readable || mq_buffered(w->mq) ||
+	    (hb > 0 && now >= w->service_at)) {
+		w->service_at = now + (int64_t)hb * 1000 / 4;
+		return true;
+	}
+	return false;
+}
+
 static void loop(struct worker *w)
 {
 	struct pollfd pfd[6];
@@ -864,8 +885,8 @@ static void loop(struct worker *w)
 		if (w->h != NULL || w->p != NULL)
 			serve_handler(w, pfd + n, nh);
 		check_slow(w);
-		/* every turn: keeps heartbeats going during long handlers */
-		on_broker(w);
+		if (broker_due(w, pfd[0].revents != 0))
+			on_broker(w);
 		watch_blocked(w);
 		maybe_go_home(w);
 		if (w->settling) {

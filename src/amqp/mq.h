@@ -141,6 +141,7 @@ struct publish {
 	const char *expiration;	 /* per-message TTL (ms), or NULL */
 	/* more names left out of like's, NULL-terminated; or NULL */
 	const char *const *drop_headers;
+	uint64_t timestamp; /* Unix seconds; 0: like's, or none */
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* Wait for confirms of every publish so far; 0 when all acked. */

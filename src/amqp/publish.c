@@ -123,6 +123,10 @@ static void copy_props(const struct publish *p, amqp_basic_properties_t *props,
 		props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
 		props->message_id = amqp_cstring_bytes(p->message_id);
 	}
+	if (p->timestamp != 0) {
+		props->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+		props->timestamp = p->timestamp;
+	}
 	props->_flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
 	if (p->expiration != NULL) {
 		props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
