@@ -330,7 +330,8 @@ static void cost_end(struct persistent *p)
 			/* the next message starts from here */
 			p->next_pid = p->pid;
 			p->next_ticks = t;
-			p->next_peak = p->cost_peak && cost_peak_reset(p->pid) == 0;
+			p->next_peak =
+			    p->cost_peak && cost_peak_reset(p->pid) == 0;
 		}
 	} else if (p->cost_pid == p->gone_pid) {
 		long ms =

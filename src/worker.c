@@ -51,14 +51,14 @@ struct worker {
 	int home_moves;	     /* earlier moves home that fell back again */
 	int attempt;
 	int64_t started;
-	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
-	int64_t wait_ms; /* from its timestamp to its start, -1: unknown */
-	int64_t slow_at; /* queue.slow: when to say it is slow, 0: not */
+	int64_t ran_ms;	    /* how long its handler ran, -1 if it did not */
+	int64_t wait_ms;    /* from its timestamp to its start, -1: unknown */
+	int64_t slow_at;    /* queue.slow: when to say it is slow, 0: not */
 	int64_t service_at; /* busy: read the socket by then (heartbeats) */
-	bool paused;	 /* warrenctl paused the queue: not consuming */
-	bool resume_due; /* resumed while busy: consume once it is settled */
-	bool retiring;	 /* finish the current message, then exit */
-	bool stopping;	 /* shutdown: shutdown_timeout applies */
+	bool paused;	    /* warrenctl paused the queue: not consuming */
+	bool resume_due;    /* resumed while busy: consume once it is settled */
+	bool retiring;	    /* finish the current message, then exit */
+	bool stopping;	    /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
