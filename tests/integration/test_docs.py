@@ -25,7 +25,7 @@ KEYS = {
     "metrics": ["listen"],
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
               "durable", "type", "retry", "park", "environment", "workdir",
-              "mode", "max_messages"],
+              "mode", "max_messages", "max_rss", "max_age", "slow"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
 }
 FLAGS = {
