@@ -41,6 +41,7 @@ struct persistent {
 	bool busy;     /* a frame is given, no result yet */
 	bool answered; /* its answer is in r */
 	bool done;     /* r is its result, not yet taken */
+	bool cost_due; /* answered: its cost is read by persistent_cost() */
 	struct handler_result r;
 	char *head;	      /* "warren N LEN\n" and the metadata lines */
 	size_t head_len, off; /* off: bytes of head and body written */
@@ -343,10 +344,25 @@ static void cost_end(struct persistent *p)
 	p->cost_pid = 0;
 }
 
-/* The message in hand has its result in r. */
+void persistent_cost(struct persistent *p, struct handler_result *r)
+{
+	if (!p->cost_due)
+		return;
+	p->cost_due = false;
+	cost_end(p);
+	if (r == NULL)
+		return;
+	r->has_cpu = p->r.has_cpu;
+	r->cpu_ms = p->r.cpu_ms;
+	r->has_rss = p->r.has_rss;
+	r->max_rss_kb = p->r.max_rss_kb;
+}
+
+/* The message in hand has its result in r (and its cost, unless due). */
 static void finish_message(struct persistent *p)
 {
-	cost_end(p);
+	if (!p->cost_due)
+		cost_end(p);
 	p->busy = false;
 	p->done = true;
 	p->body = NULL;
@@ -386,6 +402,7 @@ static void maybe_renew(struct persistent *p)
 	if (why == RENEW_NONE)
 		return;
 	renew_words(&p->renew, why, p->handled, age, rss, words, sizeof(words));
+	persistent_cost(p, NULL); /* while the process is there to read */
 	log_info("renewing the handler (pid %ld): %s", (long)p->pid, words);
 	retire(p);
 }
@@ -395,6 +412,9 @@ static void maybe_answered(struct persistent *p)
 {
 	if (!p->busy || !p->answered || p->off < frame_len(p))
 		return;
+	/* its cost is read once the ack is out: not between the answer
+	 * and the ack, where the next message waits for it */
+	p->cost_due = true;
 	finish_message(p);
 	p->handled++;
 	p->failures = 0;
@@ -461,6 +481,7 @@ static void hand_over(struct persistent *p)
 int persistent_send(struct persistent *p, char **env, const void *body,
 		    size_t len, char *err, size_t errlen)
 {
+	persistent_cost(p, NULL); /* a message's cost nobody asked for */
 	free(p->head);
 	p->head = frame_header(env, len, &p->head_len);
 	p->body = body;

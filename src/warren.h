@@ -693,6 +693,13 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd);
  */
 int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 		     const struct log_fields *lf, char *err, size_t errlen);
+/*
+ * The cost (CPU time, peak memory) of the message persistent_result()
+ * gave, into r's cost fields, if it was answered and its cost not read
+ * yet: read from /proc only now, so that a caller can ack first. NULL r:
+ * read it, for nobody.
+ */
+void persistent_cost(struct persistent *p, struct handler_result *r);
 /* Once per message, when it is done: its result into r. */
 bool persistent_result(struct persistent *p, struct handler_result *r,
 		       const struct log_fields *lf);

@@ -211,6 +211,8 @@ static void continue_settling(struct worker *w)
 	case SETTLE_DONE:
 		break;
 	}
+	if (w->p != NULL)
+		persistent_cost(w->p, &w->r); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
 	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
 	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
@@ -390,9 +392,16 @@ static void start_handler(struct worker *w)
 {
 	char **env, err[512];
 	int lost, started;
+	bool plain;
 
-	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
+	/* the master learns which message we hold: at once for one it has
+	 * marked or that is out of attempts (settled unrun), else once the
+	 * handler has it, the frame's way not held up by the report */
+	plain = w->attempt <= w->q->retry.attempts &&
+		ledger_find(&w->marks, w->d->key) == NULL;
+	if (!plain)
+		report(w, REPORT_HOLDING, w->d->key);
 	w->started = now_ms();
 	w->ran_ms = w->wait_ms = -1;
 	w->slow_at = 0;
@@ -422,6 +431,8 @@ static void start_handler(struct worker *w)
 	env_free(env);
 	if (started != 0)
 		cannot_start(w, err);
+	if (plain)
+		report(w, REPORT_HOLDING, w->d->key);
 	w->wait_ms = delivery_wait_ms(w->d, real_ms());
 	w->slow_at = slow_deadline(w->started, w->q->slow);
 	limit_handler(w);
@@ -453,6 +464,10 @@ static void handler_done(struct worker *w)
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
 	}
+	/* a copy to publish carries the cost: read it first (an ack waits
+	 * for nothing, continue_settling() reads it after) */
+	if (w->p != NULL && o.kind != OUTCOME_ACK)
+		persistent_cost(w->p, &w->r);
 	begin_settling(w, &o,
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
