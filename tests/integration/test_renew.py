@@ -171,8 +171,10 @@ def test_max_age_spread_over_the_pool(broker, persistent):
             again[e["worker"]] = e
         return again if len(again) == 8 else None
     again = wait_for(renewed, timeout=40, message="every worker's handler renewed")
+    # from start-up line to start-up line: a cold first start of eight
+    # interpreters at once may lag the renewed one's by a second
     ages = sorted(again[k]["t"] - first[k]["t"] for k in first)
-    assert 8.5 <= ages[0] and ages[-1] <= 14, ages
+    assert 7.5 <= ages[0] and ages[-1] <= 14, ages
     assert ages[-1] - ages[0] >= 1.0, ages  # 10% of max_age
     wait_for(lambda: broker.queue_counts(w.queue) == (0, 0), timeout=40)
     handled_once(results, n)
