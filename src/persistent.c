@@ -27,6 +27,9 @@
 #define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
 #define RESTART_MAX_MS 10000 /* and the backoff stops growing here */
 #define CLOSE_STEP_MS 100    /* persistent_close looks this often */
+#define STDERR_LAG_MS                                                          \
+	2 /* a message's stderr is read at its answer,                         \
+	   * or after this long */
 
 struct persistent {
 	const struct queue_conf *q;
@@ -42,12 +45,14 @@ struct persistent {
 	bool answered; /* its answer is in r */
 	bool done;     /* r is its result, not yet taken */
 	bool cost_due; /* answered: its cost is read by persistent_cost() */
+	bool err_due;  /* answered: its stderr is read by persistent_stderr() */
 	struct handler_result r;
 	char *head;	      /* "warren N LEN\n" and the metadata lines */
 	size_t head_len, off; /* off: bytes of head and body written */
 	const unsigned char *body;
 	size_t body_len;
-	int64_t deadline; /* timeout, or 0 */
+	int64_t handed_at; /* when the frame was handed over, or 0 */
+	int64_t deadline;  /* timeout, or 0 */
 	int64_t ct_deadline;
 	int ct_grace_ms, ct_seconds;
 	bool timed_out, ct_timed_out;
@@ -412,9 +417,10 @@ static void maybe_answered(struct persistent *p)
 {
 	if (!p->busy || !p->answered || p->off < frame_len(p))
 		return;
-	/* its cost is read once the ack is out: not between the answer
-	 * and the ack, where the next message waits for it */
-	p->cost_due = true;
+	/* its cost and the rest of its stderr are read once the ack is
+	 * out: not between the answer and the ack, where the next message
+	 * waits for it */
+	p->cost_due = p->err_due = true;
 	finish_message(p);
 	p->handled++;
 	p->failures = 0;
@@ -475,12 +481,24 @@ static void hand_over(struct persistent *p)
 		cost_begin(p);
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
+	p->handed_at = now_ms();
 	write_frame(p);
+}
+
+void persistent_stderr(struct persistent *p, const struct log_fields *lf)
+{
+	if (!p->err_due)
+		return;
+	p->err_due = false;
+	if (p->err.fd >= 0)
+		stream_drain(&p->err, lf);
+	stream_flush(&p->err, lf);
 }
 
 int persistent_send(struct persistent *p, char **env, const void *body,
 		    size_t len, char *err, size_t errlen)
 {
+	persistent_stderr(p, NULL);
 	persistent_cost(p, NULL); /* a message's cost nobody asked for */
 	free(p->head);
 	p->head = frame_header(env, len, &p->head_len);
@@ -732,6 +750,19 @@ static void run_timers(struct persistent *p)
 	}
 }
 
+/*
+ * A message's stderr is read when its answer comes, just before it, not
+ * line by line as it is written: a handler that logs a line and then
+ * answers wakes the worker once, not twice. A handler that writes for
+ * longer than STDERR_LAG_MS before it answers is read as it writes (its
+ * pipe never fills).
+ */
+static bool stderr_waits(const struct persistent *p)
+{
+	return p->busy && p->handed_at != 0 && p->pid != 0 &&
+	       now_ms() < p->handed_at + STDERR_LAG_MS;
+}
+
 int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
 {
 	int n = 0;
@@ -745,7 +776,7 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
 		pfd[n].fd = p->out_fd;
 		pfd[n++].events = POLLIN;
 	}
-	if (p->err.fd >= 0) {
+	if (p->err.fd >= 0 && !stderr_waits(p)) {
 		pfd[n].fd = p->err.fd;
 		pfd[n++].events = POLLIN;
 	}
@@ -760,11 +791,11 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 	for (int i = 0; i < n; i++) {
 		if (pfd[i].revents == 0)
 			continue;
-		if (pfd[i].fd == p->in_fd)
+		if (pfd[i].fd == p->in_fd) {
 			write_frame(p);
-		else if (pfd[i].fd == p->out_fd)
+		} else if (pfd[i].fd == p->out_fd) {
 			read_answers(p);
-		else if (pfd[i].fd == p->err.fd)
+		} else if (pfd[i].fd == p->err.fd)
 			stream_drain(&p->err, lf);
 	}
 	run_timers(p);
@@ -795,7 +826,8 @@ bool persistent_result(struct persistent *p, struct handler_result *r,
 		return false;
 	p->done = false;
 	*r = p->r;
-	stream_flush(&p->err, lf);
+	if (!p->err_due)
+		stream_flush(&p->err, lf);
 	return true;
 }
 
@@ -818,6 +850,9 @@ int persistent_next_timer(const struct persistent *p)
 		next = p->cpu_check;
 	if (p->kill_at != 0 && (next == 0 || p->kill_at < next))
 		next = p->kill_at;
+	if (stderr_waits(p) &&
+	    (next == 0 || p->handed_at + STDERR_LAG_MS < next))
+		next = p->handed_at + STDERR_LAG_MS;
 	if (!p->busy && p->renew.max_age_ms > 0 && p->pid != 0 &&
 	    !p->stopping && !p->closed &&
 	    (next == 0 || p->born + p->renew.max_age_ms < next))

@@ -700,6 +700,9 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
  * read it, for nobody.
  */
 void persistent_cost(struct persistent *p, struct handler_result *r);
+/* Likewise what an answered message wrote on stderr up to now: logged
+ * with lf, and into its tail, only now. */
+void persistent_stderr(struct persistent *p, const struct log_fields *lf);
 /* Once per message, when it is done: its result into r. */
 bool persistent_result(struct persistent *p, struct handler_result *r,
 		       const struct log_fields *lf);

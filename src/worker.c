@@ -188,6 +188,17 @@ static void report_consuming(struct worker *w)
 	report(w, w->paused ? REPORT_PAUSED : REPORT_CONSUMING, text);
 }
 
+/* A persistent handler's answer is taken: what it wrote on stderr and
+ * what it cost, read only now (after the ack, where there is one). */
+static void after_answer(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+
+	lf.message_id = w->d->message_id;
+	persistent_stderr(w->p, &lf);
+	persistent_cost(w->p, &w->r);
+}
+
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
@@ -212,7 +223,7 @@ static void continue_settling(struct worker *w)
 		break;
 	}
 	if (w->p != NULL)
-		persistent_cost(w->p, &w->r); /* the ack is out: now */
+		after_answer(w); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
 	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
 	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
@@ -464,10 +475,10 @@ static void handler_done(struct worker *w)
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
 	}
-	/* a copy to publish carries the cost: read it first (an ack waits
-	 * for nothing, continue_settling() reads it after) */
+	/* a copy to publish carries the cost and stderr: read them first
+	 * (an ack waits for nothing, continue_settling() reads them after) */
 	if (w->p != NULL && o.kind != OUTCOME_ACK)
-		persistent_cost(w->p, &w->r);
+		after_answer(w);
 	begin_settling(w, &o,
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
