@@ -676,7 +676,7 @@ static int poll_timeout(struct worker *w)
 		if (t < 0 || left < t)
 			t = (int)left;
 	}
-	if (mq_buffered(w->mq))
+	if (mq_buffered(w->mq) || (w->d == NULL && mq_has_news(w->mq)))
 		t = 0;
 	return t;
 }
@@ -861,18 +861,20 @@ static void __attribute__((noreturn)) finish(struct worker *w)
 }
 
 /*
- * Whether this turn reads the broker's side: always between messages;
- * while busy when the socket has news or rabbitmq-c holds some, and on
- * the heartbeat's schedule (it sends ours and notices the broker's
- * silence only inside its calls). A turn for the handler's pipes alone
- * then costs no read that would find nothing.
+ * Whether this turn reads the broker's side: when the socket has news,
+ * or rabbitmq-c holds some (between messages also deliveries read while
+ * busy, a cancel, a close), and on the heartbeat's schedule (it sends
+ * ours and notices the broker's silence only inside its calls). A turn
+ * for the handler's pipes alone, or just after an ack, then costs no
+ * read that would find nothing.
  */
 static bool broker_due(struct worker *w, bool readable)
 {
 	int64_t now = now_ms();
 	int hb = w->cf->broker.heartbeat;
 
-	if (w->d == NULL || readable || mq_buffered(w->mq) ||
+	if (readable ||
+	    (w->d == NULL ? mq_has_news(w->mq) : mq_buffered(w->mq)) ||
 	    (hb > 0 && now >= w->service_at)) {
 		w->service_at = now + (int64_t)hb * 1000 / 4;
 		return true;

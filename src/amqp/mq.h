@@ -39,6 +39,9 @@ void mq_close(struct mq *m);
 int mq_fd(struct mq *m);
 /* true when the library holds unread frames or bytes (poll would miss) */
 bool mq_buffered(struct mq *m);
+/* mq_poll() has something to say without reading the socket: buffered
+ * bytes or frames, deliveries read while busy, a cancel, a close. */
+bool mq_has_news(struct mq *m);
 
 /* socket.c */
 /* Parse the CAs an amqps:// broker's certificate is checked with, once,
