@@ -230,8 +230,12 @@ static void handle(const struct message *m)
 
 int main(void)
 {
+	static char errbuf[BUFSIZ];
 	struct message m = {0};
 
+	/* stderr is unbuffered: each fputc would be a write of its own, and
+	 * warrend a read of its own. Line-buffered, a line is one write. */
+	setvbuf(stderr, errbuf, _IOLBF, sizeof(errbuf));
 	crc_init();
 	while (read_frame(&m)) {
 		handle(&m);

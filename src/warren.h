@@ -118,6 +118,9 @@ struct queue_conf {
 	int max_messages; /* persistent: restart after this many, 0 = never */
 	bool reply;	  /* answer messages that have reply_to (replies.c) */
 	struct breaker_conf breaker;
+	int max_rss; /* persistent: restart above this many MiB, 0 = never */
+	int max_age; /* persistent: restart after this many s, 0 = never */
+	int slow;    /* seconds: log a handler still running past it */
 
 	/* containment (identity.c): NULL user: warrend's own */
 	char *user;
@@ -399,6 +402,12 @@ void delivery_free(struct delivery *d);
 char *delivery_key(const struct delivery *d);
 /* The message_id in a delivery_key(), or NULL. Caller frees. */
 char *delivery_key_id(const char *key);
+/*
+ * How long d waited, in ms, from its AMQP timestamp (Unix seconds) to
+ * now_real_ms (CLOCK_REALTIME): -1 when it has none, or one no clock of
+ * this era would give; 0 when the timestamp is ahead of now.
+ */
+int64_t delivery_wait_ms(const struct delivery *d, int64_t now_real_ms);
 /* A header's value, or NULL. */
 const struct header *delivery_header(const struct delivery *d,
 				     const char *name);
@@ -553,6 +562,9 @@ long cost_ticks_ms(long long ticks);
 long long cost_proc_ticks(pid_t pid);
 long cost_proc_peak_kb(pid_t pid);
 int cost_peak_reset(pid_t pid);
+/* The files those read stay open for the next message of the same pid;
+ * this closes them (call it once that process is reaped). */
+void cost_proc_release(void);
 
 /* ------------------------------------------------------------------ */
 /* replies.c: a handler's result, and the reply that carries it back to a
@@ -724,6 +736,49 @@ void handler_take_result(struct handler *h, struct result *r);
 void handler_free(struct handler *h);
 
 /* ------------------------------------------------------------------ */
+/* renew.c: when a persistent handler is renewed between messages */
+
+/* One worker's limits, spread from its queue's (0: none). */
+struct renew {
+	int max_messages;
+	int64_t max_age_ms;
+	long max_rss_kb;
+};
+
+enum renew_reason { RENEW_NONE, RENEW_MESSAGES, RENEW_RSS, RENEW_AGE };
+
+/* value spread by up to +-10% for worker number worker, the same for the
+ * same worker every time; 0 stays 0, anything else stays >= 1 (pure). */
+int64_t renew_spread(int64_t value, int worker);
+/* Worker number worker's limits from q's max_messages, max_age, max_rss. */
+void renew_init(struct renew *r, const struct queue_conf *q, int worker);
+/* Whether a handler that has answered handled messages, run age_ms and
+ * holds rss_kb (-1: unknown) is due for renewal, and why (pure). */
+enum renew_reason renew_due(const struct renew *r, int handled, int64_t age_ms,
+			    long rss_kb);
+/* The reason in words, for the log line of the renewal. */
+void renew_words(const struct renew *r, enum renew_reason why, int handled,
+		 int64_t age_ms, long rss_kb, char *buf, size_t len);
+/* The resident KiB of a /proc/PID/statm text, -1 if not one (pure). */
+long renew_statm_kb(const char *text, long page_kb);
+/* pid's resident memory in KiB, -1 with errno if it cannot be read. */
+long renew_rss_kb(pid_t pid);
+
+/* ------------------------------------------------------------------ */
+/* slow.c: queue.slow, a log line for a handler still running past it */
+
+/* monotonic ms at which a handler started at started is slow; 0: off */
+int64_t slow_deadline(int64_t started, int slow);
+/* A wchan text of n bytes as one word for the log: "-" for "0" or
+ * nothing (running), bytes outside printable ASCII as '?' (pure). */
+void slow_wchan_text(const char *raw, size_t n, char *buf, size_t len);
+/* pid's kernel wait channel, as slow_wchan_text; "unknown" if hidden. */
+void slow_wchan(pid_t pid, char *buf, size_t len);
+/* The log line: message id, elapsed time, slow, pid and wchan (pure). */
+void slow_words(char *buf, size_t len, const char *message_id, pid_t pid,
+		int64_t elapsed_ms, int slow, const char *wchan);
+
+/* ------------------------------------------------------------------ */
 /* persistent.c: one long-lived handler per worker (mode = "persistent") */
 
 struct persistent;
@@ -775,6 +830,16 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd);
  */
 int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 		     const struct log_fields *lf, char *err, size_t errlen);
+/*
+ * The cost (CPU time, peak memory) of the message persistent_result()
+ * gave, into r's cost fields, if it was answered and its cost not read
+ * yet: read from /proc only now, so that a caller can ack first. NULL r:
+ * read it, for nobody.
+ */
+void persistent_cost(struct persistent *p, struct handler_result *r);
+/* Likewise what an answered message wrote on stderr up to now: logged
+ * with lf, and into its tail, only now. */
+void persistent_stderr(struct persistent *p, const struct log_fields *lf);
 /* Once per message, when it is done: its result into r. */
 bool persistent_result(struct persistent *p, struct handler_result *r,
 		       const struct log_fields *lf);
@@ -879,6 +944,7 @@ enum report {
 	REPORT_GROUP = 'G',    /* + pid: its persistent handler's process
 				* group, alive across messages ("0": none) */
 	REPORT_TEMPFAIL = 't', /* + like a: put back unspent (breaker) */
+	REPORT_SLOW = 'S',     /* the handler in hand ran past queue.slow */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -1041,8 +1107,10 @@ void control_timers(void);
 /* ------------------------------------------------------------------ */
 /* metrics.c: the Prometheus listener; the only user of libmicrohttpd */
 
-/* Serve render()'s text (caller frees) at listen ("" : none). */
-void metrics_open(const char *listen, char *(*render)(void));
+/* Serve render()'s text (caller frees) at /metrics of listen ("" :
+ * none), and health()'s at /health with the HTTP status it gives. */
+void metrics_open(const char *listen, char *(*render)(void),
+		  char *(*health)(int *code));
 void metrics_close(void);
 bool metrics_is_open(void);
 int64_t metrics_next_timer(void); /* monotonic ms, 0 if none */

@@ -281,3 +281,8 @@ bool mq_buffered(struct mq *m)
 {
 	return amqp_frames_enqueued(m->conn) || amqp_data_in_buffer(m->conn);
 }
+
+bool mq_has_news(struct mq *m)
+{
+	return m->head != NULL || m->cancelled || m->closed || mq_buffered(m);
+}

@@ -39,6 +39,9 @@ void mq_close(struct mq *m);
 int mq_fd(struct mq *m);
 /* true when the library holds unread frames or bytes (poll would miss) */
 bool mq_buffered(struct mq *m);
+/* mq_poll() has something to say without reading the socket: buffered
+ * bytes or frames, deliveries read while busy, a cancel, a close. */
+bool mq_has_news(struct mq *m);
 
 /* socket.c */
 /* Parse the CAs an amqps:// broker's certificate is checked with, once,
@@ -151,6 +154,7 @@ struct publish {
 	const char *correlation_id; /* overrides like's, or NULL */
 	const char *reply_to;	    /* overrides like's, or NULL */
 	bool not_mandatory; /* an unroutable message is dropped, not returned */
+	uint64_t timestamp; /* Unix seconds; 0: like's, or none */
 };
 int mq_publish(struct mq *m, const struct publish *p);
 /* Wait for confirms of every publish so far; 0 when all acked. */

@@ -131,6 +131,10 @@ static void copy_props(const struct publish *p, amqp_basic_properties_t *props,
 		props->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
 		props->reply_to = amqp_cstring_bytes(p->reply_to);
 	}
+	if (p->timestamp != 0) {
+		props->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+		props->timestamp = p->timestamp;
+	}
 	props->_flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
 	if (p->expiration != NULL) {
 		props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;

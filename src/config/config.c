@@ -74,6 +74,7 @@ RANGE_CHECK(v_max_messages, 0, 1000000000)
 RANGE_CHECK(v_delivery_limit, 1, 1000000)
 RANGE_CHECK(v_cooldown, 1, 86400)
 RANGE_CHECK(v_failures, 0, 1000000)
+RANGE_CHECK(v_max_rss, 0, 1048576)
 
 /* A limit: 0 (none), or lo to hi. */
 static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
@@ -514,6 +515,9 @@ static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
 				 CFG_STR("workdir", "/", CFGF_NONE),
 				 CFG_STR("mode", "exec", CFGF_NONE),
 				 CFG_INT("max_messages", 0, CFGF_NONE),
+				 CFG_INT("max_rss", 0, CFGF_NONE),
+				 CFG_INT("max_age", 0, CFGF_NONE),
+				 CFG_INT("slow", 0, CFGF_NONE),
 				 CFG_STR("user", NULL, CFGF_NONE),
 				 CFG_STR("group", NULL, CFGF_NONE),
 				 CFG_SEC("limits", limits_opts, CFGF_NONE),
@@ -566,6 +570,9 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "queue|workdir", v_workdir);
 	cfg_set_validate_func(cfg, "queue|mode", v_mode);
 	cfg_set_validate_func(cfg, "queue|max_messages", v_max_messages);
+	cfg_set_validate_func(cfg, "queue|max_rss", v_max_rss);
+	cfg_set_validate_func(cfg, "queue|max_age", v_seconds);
+	cfg_set_validate_func(cfg, "queue|slow", v_seconds);
 	cfg_set_validate_func(cfg, "queue|user", v_user);
 	cfg_set_validate_func(cfg, "queue|group", v_group);
 	cfg_set_validate_func(cfg, "queue|limits|memory", v_limit_memory);
@@ -700,6 +707,9 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 		q->breaker.cooldown = (int)cfg_getint(sec, "breaker|cooldown");
 		q->breaker.failures = (int)cfg_getint(sec, "breaker|failures");
 	}
+	q->max_rss = (int)cfg_getint(sec, "max_rss");
+	q->max_age = (int)cfg_getint(sec, "max_age");
+	q->slow = (int)cfg_getint(sec, "slow");
 	q->user = dup_or_null(cfg_getstr(sec, "user"));
 	q->group = dup_or_null(cfg_getstr(sec, "group"));
 	q->user_line = q->user != NULL ? user_line_of(sec) : 0;
@@ -1146,6 +1156,8 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->breaker.on == b->breaker.on &&
 	       a->breaker.cooldown == b->breaker.cooldown &&
 	       a->breaker.failures == b->breaker.failures &&
+	       a->max_rss == b->max_rss && a->max_age == b->max_age &&
+	       a->slow == b->slow &&
 	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
 	       identity_same(&a->id, &b->id) &&
 	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&
@@ -1207,10 +1219,12 @@ int config_warnings(const struct config *cf, FILE *out)
 			    q->retry.attempts);
 			n++;
 		}
-		if (q->mode == MODE_EXEC && q->max_messages > 0) {
+		if (q->mode == MODE_EXEC &&
+		    (q->max_messages > 0 || q->max_rss > 0 || q->max_age > 0)) {
 			fprintf(out,
-				"%s:%d: warning: queue \"%s\": max_messages "
-				"applies to mode = \"persistent\" only\n",
+				"%s:%d: warning: queue \"%s\": max_messages, "
+				"max_rss and max_age apply to mode = "
+				"\"persistent\" only\n",
 				q->file, q->line, q->name);
 			n++;
 		}

@@ -477,6 +477,9 @@ static void on_exit_of(struct slot *s, int st)
 		return;
 	}
 	slot_reported(s);
+	s->unreachable =
+	    WIFEXITED(st) && (WEXITSTATUS(st) == WORKER_EXIT_CONNECT ||
+			      WEXITSTATUS(st) == WORKER_EXIT_LOGIN);
 	if (now_ms() - s->started >= STAYED_UP_MS) {
 		s->failures = 0;
 		p->last_error[0] = '\0'; /* a new episode */
@@ -818,6 +821,11 @@ static char *metrics_text(void)
 	return status_metrics(master_view());
 }
 
+static char *health_answer(int *code)
+{
+	return health_text(master_view(), code);
+}
+
 /* warrenctl pause/resume: -1 if there is no such queue. */
 static int master_pause(const char *name, bool pause)
 {
@@ -856,7 +864,7 @@ static void open_listeners(const struct config *cf, const struct config *old)
 		control_open(cf->control_socket, &control_ops);
 	if (old == NULL || strcmp(cf->metrics_listen, old->metrics_listen) ||
 	    (!metrics_is_open() && cf->metrics_listen[0] != '\0'))
-		metrics_open(cf->metrics_listen, metrics_text);
+		metrics_open(cf->metrics_listen, metrics_text, health_answer);
 }
 
 int master_run(const char *path, struct config *cf)

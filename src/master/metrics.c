@@ -1,5 +1,6 @@
 /*
- * metrics.c: the Prometheus listener; the only user of libmicrohttpd.
+ * metrics.c: the Prometheus listener (/metrics, and /health for load
+ * balancers); the only user of libmicrohttpd.
  * The daemon runs without a thread of its own: its epoll fd sits in the
  * master's epoll set and MHD_run() is called when it is ready or its
  * timeout comes, so a slow scraper never holds up the master.
@@ -21,8 +22,9 @@
 static struct {
 	struct MHD_Daemon *d;
 	struct ev *ev;
-	int64_t next_run;      /* MHD_run() at least this often */
-	char *(*render)(void); /* the text to serve; caller frees */
+	int64_t next_run;	    /* MHD_run() at least this often */
+	char *(*render)(void);	    /* the text to serve; caller frees */
+	char *(*health)(int *code); /* GET /health: text and status */
 } mh;
 
 /*
@@ -63,12 +65,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 		return MHD_NO;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-				  xstrdup("only GET /metrics\n"),
+				  xstrdup("only GET /metrics and /health\n"),
 				  "text/plain; charset=utf-8");
+	if (strcmp(url, "/health") == 0 && mh.health != NULL) {
+		int code;
+		char *text = mh.health(&code);
+
+		return queue_text(c, (unsigned)code, text,
+				  "text/plain; charset=utf-8");
+	}
 	if (strcmp(url, "/metrics") != 0)
-		return queue_text(c, MHD_HTTP_NOT_FOUND,
-				  xstrdup("warrend serves /metrics\n"),
-				  "text/plain; charset=utf-8");
+		return queue_text(
+		    c, MHD_HTTP_NOT_FOUND,
+		    xstrdup("warrend serves /metrics and /health\n"),
+		    "text/plain; charset=utf-8");
 	return queue_text(c, MHD_HTTP_OK, mh.render(),
 			  "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -81,7 +91,8 @@ static void on_ready(void *arg, uint32_t events)
 	mh.next_run = now_ms() + MHD_RUN_MS;
 }
 
-void metrics_open(const char *listen, char *(*render)(void))
+void metrics_open(const char *listen, char *(*render)(void),
+		  char *(*health)(int *code))
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -89,6 +100,7 @@ void metrics_open(const char *listen, char *(*render)(void))
 
 	metrics_close();
 	mh.render = render;
+	mh.health = health;
 	if (listen == NULL || listen[0] == '\0')
 		return;
 	if (parse_listen(listen, &ss, &len) != 0) { /* config.c checked */

@@ -22,17 +22,18 @@ struct slot {
 	int timers;	    /* heap entries and batches naming it */
 	bool gone;	    /* removed; freed once no timer names it */
 	int failures;	    /* quick deaths in a row */
-	char state;	/* 0, REPORT_CONSUMING, REPORT_BUSY, REPORT_PAUSED */
-	pid_t handler;	/* its handler's process group, or 0 */
-	pid_t group;	/* its persistent handler's group, or 0 */
-	bool reported;	/* said it consumes, or why it cannot */
-	bool retiring;	/* told to finish and go; not respawned */
-	bool blocked;	/* the broker blocks its publishing */
-	bool gated;	/* forked, waiting for its batch's go */
-	bool ran;	/* has been started before: a start is a restart */
-	int home_moves; /* moves home since it last consumed there */
-	int node;	/* index in broker.url of its connection, or -1 */
-	char *holding;	/* key of the message in hand, or NULL */
+	char state;	  /* 0, REPORT_CONSUMING, REPORT_BUSY, REPORT_PAUSED */
+	pid_t handler;	  /* its handler's process group, or 0 */
+	pid_t group;	  /* its persistent handler's group, or 0 */
+	bool reported;	  /* said it consumes, or why it cannot */
+	bool retiring;	  /* told to finish and go; not respawned */
+	bool blocked;	  /* the broker blocks its publishing */
+	bool gated;	  /* forked, waiting for its batch's go */
+	bool ran;	  /* has been started before: a start is a restart */
+	int home_moves;	  /* moves home since it last consumed there */
+	bool unreachable; /* its last end: the broker could not be reached */
+	int node;	  /* index in broker.url of its connection, or -1 */
+	char *holding;	  /* key of the message in hand, or NULL */
 	int64_t held_since; /* when it took that message */
 	unsigned long acked, retried, failed, requeued;
 	char why[700]; /* last REPORT_DOWN text */
@@ -49,7 +50,9 @@ struct pool {
 	int nused;
 	unsigned long done, retried, failed, requeued, restarts;
 	struct histogram durations;
-	uint64_t cpu_ms; /* handlers' CPU time, summed over messages */
+	struct histogram waits; /* from a message's timestamp to its start */
+	unsigned long slow;	/* handlers that ran past queue.slow */
+	uint64_t cpu_ms;	/* handlers' CPU time, summed over messages */
 	struct {
 		char *node; /* "host:port" */
 		unsigned long n;
@@ -126,6 +129,10 @@ void reports_slot_gone(struct slot *s);
 /* status.c: the master's answers, as JSON or Prometheus text */
 char *status_json(const struct master_view *v); /* caller frees */
 char *status_metrics(const struct master_view *v);
+
+/* health.c: GET /health: "ok\n" and 200, or one line per problem and
+ * 503 in *code; caller frees */
+char *health_text(const struct master_view *v, int *code);
 
 /* reload.c: what a reload changes (pure) */
 enum reload_step {

@@ -60,21 +60,27 @@ static void forget_holding(struct slot *s)
 /*
  * The STATUS= and metrics counts, of the pool and the slot; text is the
  * handler's run time in ms, when it ran, then a tab and its CPU time in
- * ms when that is known. A handled message also ends a failure episode.
+ * ms (-1 when unknown), then a tab and how long the message waited from
+ * its timestamp, when it had one. A handled message also ends a failure
+ * episode.
  */
 static void count_outcome(struct slot *s, char report, const char *text)
 {
 	struct pool *p = s->pool;
-	char *end, *cend;
-	long ms = strtol(text, &end, 10), cpu = -1;
+	char *end, *cend, *wend;
+	long ms = strtol(text, &end, 10), cpu = -1, wait = -1;
 
 	if (end != text && *end == '\t') {
 		cpu = strtol(end + 1, &cend, 10);
-		if (cend == end + 1 || *cend != '\0')
+		if (cend == end + 1 || (*cend != '\0' && *cend != '\t'))
 			cpu = -1;
+		else if (*cend == '\t')
+			wait = strtol(cend + 1, &wend, 10);
 	}
 	if (cpu > 0)
 		p->cpu_ms += (uint64_t)cpu;
+	if (wait >= 0 && report != REPORT_REQUEUED)
+		histogram_observe(&p->waits, (double)wait / 1000.0);
 
 	switch (report) {
 	case REPORT_ACK:
@@ -131,6 +137,7 @@ static void consuming(struct slot *s, char report, const char *text)
 	if (s->state == 0 && tab != NULL)
 		count_connection(s, atoi(tab + 1));
 	s->state = report;
+	s->unreachable = false;
 	slot_reported(s);
 	if (strncmp(text, "home", 4) == 0)
 		s->home_moves = 0;
@@ -270,6 +277,9 @@ static void one_report(struct slot *s, char *buf)
 		break;
 	case REPORT_TAKEN_BACK:
 		taken_back(s, buf + 1);
+		break;
+	case REPORT_SLOW:
+		s->pool->slow++;
 		break;
 	case REPORT_PENDING:
 		outcome_pending(s, buf + 1);

@@ -191,6 +191,20 @@ static void connections(FILE *f, const struct pool *p)
 	}
 }
 
+static void waits(FILE *f, const struct pool *p)
+{
+	const char *kv[] = {"queue", p->q->name, NULL};
+
+	prom_histogram(f, "warren_queue_wait_seconds", kv, &p->waits);
+}
+
+static void slow(FILE *f, const struct pool *p)
+{
+	const char *kv[] = {"queue", p->q->name, NULL};
+
+	prom_sample(f, "warren_slow_messages_total", kv, (double)p->slow);
+}
+
 char *status_metrics(const struct master_view *v)
 {
 	char *text = NULL;
@@ -248,6 +262,12 @@ char *status_metrics(const struct master_view *v)
 	prom_family(f, "warren_broker_connections_total", "counter",
 		    "Connections workers made, by broker node.");
 	EACH_POOL(connections);
+	prom_family(f, "warren_queue_wait_seconds", "histogram",
+		    "From a message's AMQP timestamp to its handler's start.");
+	EACH_POOL(waits);
+	prom_family(f, "warren_slow_messages_total", "counter",
+		    "Handlers still running past queue.slow.");
+	EACH_POOL(slow);
 #undef EACH_POOL
 	fclose(f);
 	return text;

@@ -272,3 +272,18 @@ void env_free(char **env)
 		free(*p);
 	free(env);
 }
+
+int64_t delivery_wait_ms(const struct delivery *d, int64_t now_real_ms)
+{
+	char *end;
+	long long ts;
+
+	if (d->timestamp == NULL)
+		return -1;
+	ts = strtoll(d->timestamp, &end, 10);
+	if (end == d->timestamp || *end != '\0' || ts <= 0 ||
+	    ts > now_real_ms / 1000 + 86400 * 366)
+		return -1; /* not a time of this era: not observed */
+	/* a publisher's clock a little ahead: no wait, not a negative one */
+	return now_real_ms > ts * 1000 ? now_real_ms - ts * 1000 : 0;
+}

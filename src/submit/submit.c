@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "warren.h"
@@ -109,6 +110,8 @@ static int publish_one(struct mq *mq, const struct opts *o, const void *body,
 		p.reply_to = MQ_REPLY_TO;
 		p.correlation_id = id;
 	}
+	/* every message: warrend measures its wait in the queue from it */
+	p.timestamp = (uint64_t)time(NULL);
 	if (mq_publish(mq, &p) != 0) {
 		fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
 		return -1;

@@ -99,24 +99,65 @@ long cost_ticks_ms(long long ticks)
 	return (long)(ticks * 1000 / hz);
 }
 
-/* /proc/PID/NAME into buf, NUL-terminated; its length, or -1 (errno). */
-static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
+/*
+ * The /proc files of one process stay open between messages: a read
+ * from offset 0 makes the kernel write them anew, so a message costs one
+ * pread each instead of open, read, read and close. cost_proc_release()
+ * closes them once that process is gone (its pid may come again).
+ */
+enum { PROC_STAT, PROC_STATUS, PROC_CLEAR_REFS, PROC_FILES };
+static const char *const proc_names[PROC_FILES] = {"stat", "status",
+						   "clear_refs"};
+static struct {
+	pid_t pid;
+	int fd[PROC_FILES]; /* -1: not open */
+} open_proc = {0, {-1, -1, -1}};
+
+void cost_proc_release(void)
+{
+	for (int i = 0; i < PROC_FILES; i++)
+		if (open_proc.fd[i] >= 0) {
+			close(open_proc.fd[i]);
+			open_proc.fd[i] = -1;
+		}
+	open_proc.pid = 0;
+}
+
+/* pid's /proc file which, opened on first use; -1 with errno. */
+static int proc_fd(pid_t pid, int which)
 {
 	char path[64];
-	ssize_t n = 0, got = 0;
-	int fd, e;
 
-	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (open_proc.pid != pid) {
+		cost_proc_release();
+		open_proc.pid = pid;
+	}
+	if (open_proc.fd[which] >= 0)
+		return open_proc.fd[which];
+	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid,
+		 proc_names[which]);
+	open_proc.fd[which] = open(
+	    path, (which == PROC_CLEAR_REFS ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+	return open_proc.fd[which];
+}
+
+/* /proc/PID/NAME into buf, NUL-terminated; its length, or -1 (errno). */
+static ssize_t read_proc(pid_t pid, int which, char *buf, size_t len)
+{
+	ssize_t n = 0, got = 0;
+	int fd = proc_fd(pid, which), e;
+
 	if (fd == -1)
 		return -1;
 	while ((size_t)got < len - 1 &&
-	       ((n = read(fd, buf + got, len - 1 - (size_t)got)) > 0 ||
-		(n == -1 && errno == EINTR)))
+	       ((n = pread(fd, buf + got, len - 1 - (size_t)got, got)) > 0 ||
+		(n == -1 && errno == EINTR))) {
 		if (n > 0)
 			got += n;
+		if (n > 0 && (size_t)got < len - 1)
+			break; /* a short read: the kernel gave all there is */
+	}
 	e = errno;
-	close(fd);
 	buf[got] = '\0';
 	if (got == 0) {
 		errno = n == 0 ? ESRCH : e; /* empty: the process is gone */
@@ -128,7 +169,7 @@ static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
 long long cost_proc_ticks(pid_t pid)
 {
 	char buf[1024];
-	ssize_t n = read_proc(pid, "stat", buf, sizeof(buf));
+	ssize_t n = read_proc(pid, PROC_STAT, buf, sizeof(buf));
 	long long t;
 
 	if (n < 0)
@@ -144,7 +185,7 @@ long cost_proc_peak_kb(pid_t pid)
 	char buf[4096];
 	long kb;
 
-	if (read_proc(pid, "status", buf, sizeof(buf)) < 0)
+	if (read_proc(pid, PROC_STATUS, buf, sizeof(buf)) < 0)
 		return -1;
 	kb = cost_status_kb(buf, "VmHWM");
 	if (kb < 0)
@@ -154,14 +195,9 @@ long cost_proc_peak_kb(pid_t pid)
 
 int cost_peak_reset(pid_t pid)
 {
-	char path[64];
-	int fd, rc;
+	int fd = proc_fd(pid, PROC_CLEAR_REFS);
 
-	snprintf(path, sizeof(path), "/proc/%ld/clear_refs", (long)pid);
-	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd == -1)
 		return -1;
-	rc = write(fd, "5", 1) == 1 ? 0 : -1;
-	close(fd);
-	return rc;
+	return pwrite(fd, "5", 1, 0) == 1 ? 0 : -1;
 }

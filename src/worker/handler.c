@@ -513,6 +513,10 @@ bool stream_drain(struct stream *s, const struct log_fields *lf)
 				s->split = true;
 			}
 		}
+		/* a short read emptied the pipe: poll tells when more comes
+		 * (not a read that would find nothing) */
+		if ((size_t)n < sizeof(buf))
+			return true;
 	}
 	return true; /* more may wait: poll comes back for it */
 }

@@ -2,7 +2,8 @@
  * persistent.c: a queue's handler kept alive across messages (mode =
  * "persistent"): started once per worker, fed one frame per message on
  * its stdin, read one status line per frame from its stdout, restarted
- * when it dies, misbehaves or has served max_messages.
+ * when it dies or misbehaves, and renewed between messages once
+ * max_messages, max_rss or max_age says so.
  */
 #include "config.h"
 
@@ -26,6 +27,9 @@
 #define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
 #define RESTART_MAX_MS 10000 /* and the backoff stops growing here */
 #define CLOSE_STEP_MS 100    /* persistent_close looks this often */
+#define STDERR_LAG_MS                                                          \
+	2 /* a message's stderr is read at its answer,                         \
+	   * or after this long */
 
 struct persistent {
 	const struct queue_conf *q;
@@ -43,12 +47,15 @@ struct persistent {
 	bool busy;     /* a frame is given, no result yet */
 	bool answered; /* its answer is in r */
 	bool done;     /* r is its result, not yet taken */
+	bool cost_due; /* answered: its cost is read by persistent_cost() */
+	bool err_due;  /* answered: its stderr is read by persistent_stderr() */
 	struct handler_result r;
 	char *head;	      /* "warren N LEN\n" and the metadata lines */
 	size_t head_len, off; /* off: bytes of head and body written */
 	const unsigned char *body;
 	size_t body_len;
-	int64_t deadline; /* timeout, or 0 */
+	int64_t handed_at; /* when the frame was handed over, or 0 */
+	int64_t deadline;  /* timeout, or 0 */
 	int64_t ct_deadline;
 	int ct_grace_ms, ct_seconds;
 	bool timed_out, ct_timed_out;
@@ -69,9 +76,17 @@ struct persistent {
 	pid_t cost_pid;	      /* 0: nothing read */
 	long long cost_ticks; /* its CPU ticks then, or -1 */
 	bool cost_peak;	      /* its peak RSS was reset then */
-	pid_t gone_pid;	      /* the last process reaped, and its rusage */
+	/* the next message's start, taken at the end of the last one */
+	pid_t next_pid; /* 0: none */
+	long long next_ticks;
+	bool next_peak;
+	pid_t gone_pid; /* the last process reaped, and its rusage */
 	struct rusage gone_ru;
 	bool told_cpu, told_rss;
+	/* renewal between messages (renew.c) */
+	struct renew renew; /* this worker's spread limits */
+	int64_t born;	    /* when the running process started */
+	bool told_renew_rss;
 };
 
 static void close_fd(int *fd)
@@ -218,6 +233,7 @@ struct persistent *persistent_new(const struct queue_conf *q, int worker)
 
 	p->q = q;
 	p->env = handler_env_base(q, worker);
+	renew_init(&p->renew, q, worker);
 	p->in_fd = p->out_fd = -1;
 	stream_init(&p->err, -1, "stderr", true);
 	return p;
@@ -242,6 +258,8 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
+	p->next_pid = 0;
+	p->born = now_ms();
 	log_debug("handler started (pid %ld)", (long)p->pid);
 	return 0;
 }
@@ -301,9 +319,22 @@ static void cost_unknown(bool *told, const char *what, pid_t pid)
 	*told = true;
 }
 
-/* The message is handed to the running process: its cost starts. */
+/*
+ * The message is handed to the running process: its cost starts. Where
+ * the same process answered the message before, its readings then are
+ * the start (it has waited for this frame since, at no cost), and the
+ * hand-over reads nothing.
+ */
 static void cost_begin(struct persistent *p)
 {
+	if (p->next_pid == p->pid) {
+		p->cost_pid = p->pid;
+		p->cost_ticks = p->next_ticks;
+		p->cost_peak = p->next_peak;
+		p->next_pid = 0;
+		return;
+	}
+	p->next_pid = 0;
 	p->cost_pid = p->pid;
 	p->cost_peak = cost_peak_reset(p->pid) == 0;
 	if (!p->cost_peak)
@@ -336,6 +367,11 @@ static void cost_end(struct persistent *p)
 		if ((t = cost_proc_ticks(p->pid)) >= 0) {
 			p->r.cpu_ms = cost_ticks_ms(t - p->cost_ticks);
 			p->r.has_cpu = t >= p->cost_ticks;
+			/* the next message starts from here */
+			p->next_pid = p->pid;
+			p->next_ticks = t;
+			p->next_peak =
+			    p->cost_peak && cost_peak_reset(p->pid) == 0;
 		}
 	} else if (p->cost_pid == p->gone_pid) {
 		long ms =
@@ -347,10 +383,25 @@ static void cost_end(struct persistent *p)
 	p->cost_pid = 0;
 }
 
-/* The message in hand has its result in r. */
+void persistent_cost(struct persistent *p, struct handler_result *r)
+{
+	if (!p->cost_due)
+		return;
+	p->cost_due = false;
+	cost_end(p);
+	if (r == NULL)
+		return;
+	r->has_cpu = p->r.has_cpu;
+	r->cpu_ms = p->r.cpu_ms;
+	r->has_rss = p->r.has_rss;
+	r->max_rss_kb = p->r.max_rss_kb;
+}
+
+/* The message in hand has its result in r (and its cost, unless due). */
 static void finish_message(struct persistent *p)
 {
-	cost_end(p);
+	if (!p->cost_due)
+		cost_end(p);
 	p->busy = false;
 	p->done = true;
 	p->body = NULL;
@@ -364,19 +415,50 @@ static size_t frame_len(const struct persistent *p)
 	return p->head_len + p->body_len;
 }
 
+/*
+ * Between messages: a handler past its max_messages, max_rss or max_age
+ * gets EOF and is started anew, once per renewal said at info. A planned
+ * end: no failure, no backoff, and the next message waits for the new
+ * process.
+ */
+static void maybe_renew(struct persistent *p)
+{
+	int64_t age = now_ms() - p->born;
+	long rss = -1;
+	enum renew_reason why;
+	char words[160];
+
+	if (p->pid == 0 || p->stopping || p->busy)
+		return;
+	if (p->renew.max_rss_kb > 0 && (rss = renew_rss_kb(p->pid)) < 0) {
+		(p->told_renew_rss ? log_debug : log_info)(
+		    "cannot read /proc/%ld/statm of the handler (%s): max_rss "
+		    "is not checked",
+		    (long)p->pid, strerror(errno));
+		p->told_renew_rss = true;
+	}
+	why = renew_due(&p->renew, p->handled, age, rss);
+	if (why == RENEW_NONE)
+		return;
+	renew_words(&p->renew, why, p->handled, age, rss, words, sizeof(words));
+	persistent_cost(p, NULL); /* while the process is there to read */
+	log_info("renewing the handler (pid %ld): %s", (long)p->pid, words);
+	retire(p);
+}
+
 /* The answer and the whole frame are both through: the message is done. */
 static void maybe_answered(struct persistent *p)
 {
 	if (!p->busy || !p->answered || p->off < frame_len(p))
 		return;
+	/* its cost and the rest of its stderr are read once the ack is
+	 * out: not between the answer and the ack, where the next message
+	 * waits for it */
+	p->cost_due = p->err_due = true;
 	finish_message(p);
 	p->handled++;
 	p->failures = 0;
-	if (p->q->max_messages > 0 && p->handled >= p->q->max_messages) {
-		log_debug("handler served %d messages: restarting it",
-			  p->handled);
-		retire(p);
-	}
+	maybe_renew(p);
 }
 
 /* Write what the pipe takes of the frame. */
@@ -433,12 +515,25 @@ static void hand_over(struct persistent *p)
 		cost_begin(p);
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
+	p->handed_at = now_ms();
 	write_frame(p);
+}
+
+void persistent_stderr(struct persistent *p, const struct log_fields *lf)
+{
+	if (!p->err_due)
+		return;
+	p->err_due = false;
+	if (p->err.fd >= 0)
+		stream_drain(&p->err, lf);
+	stream_flush(&p->err, lf);
 }
 
 int persistent_send(struct persistent *p, char **env, const void *body,
 		    size_t len, char *err, size_t errlen)
 {
+	persistent_stderr(p, NULL);
+	persistent_cost(p, NULL); /* a message's cost nobody asked for */
 	free(p->head);
 	p->head = frame_header(env, len, &p->head_len);
 	p->body = body;
@@ -645,6 +740,7 @@ static void on_exit_of(struct persistent *p, int status,
 	close_fd(&p->err.fd);
 	p->pid = 0;
 	p->kill_at = 0;
+	cost_proc_release();
 	result_died(&died, status);
 	snprintf(how, sizeof(how), "%s", died.reason);
 	if (kept) {
@@ -700,10 +796,26 @@ static void run_timers(struct persistent *p)
 	}
 	if (p->busy && p->timed_out && p->pid == 0)
 		finish_timed_out(p); /* it waited for a restart that was late */
+	if (!p->busy && p->renew.max_age_ms > 0 && p->pid != 0 &&
+	    !p->stopping && now - p->born >= p->renew.max_age_ms)
+		maybe_renew(p); /* aged while idle */
 	if (p->kill_at != 0 && now >= p->kill_at && p->pid != 0) {
 		handler_kill(p->pid, SIGKILL);
 		p->kill_at = 0;
 	}
+}
+
+/*
+ * A message's stderr is read when its answer comes, just before it, not
+ * line by line as it is written: a handler that logs a line and then
+ * answers wakes the worker once, not twice. A handler that writes for
+ * longer than STDERR_LAG_MS before it answers is read as it writes (its
+ * pipe never fills).
+ */
+static bool stderr_waits(const struct persistent *p)
+{
+	return p->busy && p->handed_at != 0 && p->pid != 0 &&
+	       now_ms() < p->handed_at + STDERR_LAG_MS;
 }
 
 int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
@@ -719,7 +831,7 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
 		pfd[n].fd = p->out_fd;
 		pfd[n++].events = POLLIN;
 	}
-	if (p->err.fd >= 0) {
+	if (p->err.fd >= 0 && !stderr_waits(p)) {
 		pfd[n].fd = p->err.fd;
 		pfd[n++].events = POLLIN;
 	}
@@ -734,11 +846,11 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 	for (int i = 0; i < n; i++) {
 		if (pfd[i].revents == 0)
 			continue;
-		if (pfd[i].fd == p->in_fd)
+		if (pfd[i].fd == p->in_fd) {
 			write_frame(p);
-		else if (pfd[i].fd == p->out_fd)
+		} else if (pfd[i].fd == p->out_fd) {
 			read_answers(p);
-		else if (pfd[i].fd == p->err.fd)
+		} else if (pfd[i].fd == p->err.fd)
 			stream_drain(&p->err, lf);
 	}
 	run_timers(p);
@@ -769,7 +881,8 @@ bool persistent_result(struct persistent *p, struct handler_result *r,
 		return false;
 	p->done = false;
 	*r = p->r;
-	stream_flush(&p->err, lf);
+	if (!p->err_due)
+		stream_flush(&p->err, lf);
 	return true;
 }
 
@@ -798,6 +911,13 @@ int persistent_next_timer(const struct persistent *p)
 		next = p->cpu_check;
 	if (p->kill_at != 0 && (next == 0 || p->kill_at < next))
 		next = p->kill_at;
+	if (stderr_waits(p) &&
+	    (next == 0 || p->handed_at + STDERR_LAG_MS < next))
+		next = p->handed_at + STDERR_LAG_MS;
+	if (!p->busy && p->renew.max_age_ms > 0 && p->pid != 0 &&
+	    !p->stopping && !p->closed &&
+	    (next == 0 || p->born + p->renew.max_age_ms < next))
+		next = p->born + p->renew.max_age_ms;
 	if (p->pid == 0 && p->restart_at != 0 &&
 	    (next == 0 || p->restart_at < next))
 		next = p->restart_at;
@@ -848,6 +968,7 @@ void persistent_free(struct persistent *p)
 	close_fd(&p->in_fd);
 	close_fd(&p->out_fd);
 	close_fd(&p->err.fd);
+	cost_proc_release();
 	free(p->head);
 	result_clear(&p->res);
 	env_free(p->env);

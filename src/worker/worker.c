@@ -51,13 +51,16 @@ struct worker {
 	int home_moves;	     /* earlier moves home that fell back again */
 	int attempt;
 	int64_t started;
-	int64_t ran_ms;	 /* how long its handler ran, -1 if it did not */
-	bool paused;	 /* warrenctl paused the queue: not consuming */
-	bool probing;	 /* the breaker's probe: one message, then pause */
-	bool tempfail;	 /* the message in hand goes back unspent (breaker) */
-	bool resume_due; /* resumed while busy: consume once it is settled */
-	bool retiring;	 /* finish the current message, then exit */
-	bool stopping;	 /* shutdown: shutdown_timeout applies */
+	int64_t ran_ms;	    /* how long its handler ran, -1 if it did not */
+	int64_t wait_ms;    /* from its timestamp to its start, -1: unknown */
+	int64_t slow_at;    /* queue.slow: when to say it is slow, 0: not */
+	int64_t service_at; /* busy: read the socket by then (heartbeats) */
+	bool paused;	    /* warrenctl paused the queue: not consuming */
+	bool probing;	    /* the breaker's probe: one message, then pause */
+	bool tempfail;	    /* the message in hand goes back unspent (breaker) */
+	bool resume_due;    /* resumed while busy: consume once it is settled */
+	bool retiring;	    /* finish the current message, then exit */
+	bool stopping;	    /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
@@ -191,6 +194,17 @@ static void report_consuming(struct worker *w)
 	report(w, w->paused ? REPORT_PAUSED : REPORT_CONSUMING, text);
 }
 
+/* A persistent handler's answer is taken: what it wrote on stderr and
+ * what it cost, read only now (after the ack, where there is one). */
+static void after_answer(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+
+	lf.message_id = w->d->message_id;
+	persistent_stderr(w->p, &lf);
+	persistent_cost(w->p, &w->r);
+}
+
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
@@ -214,13 +228,15 @@ static void continue_settling(struct worker *w)
 	case SETTLE_DONE:
 		break;
 	}
+	if (w->p != NULL)
+		after_answer(w); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
-	/* "MS", or "MS\tCPU_MS" when its CPU time is known */
-	if (w->r.has_cpu)
-		snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
-			 w->r.cpu_ms);
-	else
-		snprintf(ms, sizeof(ms), "%lld", (long long)w->ran_ms);
+	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
+	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
+		 w->r.has_cpu ? w->r.cpu_ms : -1L);
+	if (w->wait_ms >= 0)
+		snprintf(ms + strlen(ms), sizeof(ms) - strlen(ms), "\t%lld",
+			 (long long)w->wait_ms);
 	report(w, w->tempfail ? REPORT_TEMPFAIL : report_of(w->set.o.kind),
 	       w->ran_ms >= 0 ? ms : NULL);
 	w->tempfail = false;
@@ -394,15 +410,32 @@ static bool waited_too_long(struct worker *w)
 	return true;
 }
 
+/* CLOCK_REALTIME in ms: what a message's timestamp is measured by. */
+static int64_t real_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
 	int lost, started;
+	bool plain;
 
-	report(w, REPORT_HOLDING, w->d->key);
 	w->attempt = attempt_of(w, &lost);
+	/* the master learns which message we hold: at once for one it has
+	 * marked or that is out of attempts (settled unrun), else once the
+	 * handler has it, the frame's way not held up by the report */
+	plain = w->attempt <= w->q->retry.attempts &&
+		ledger_find(&w->marks, w->d->key) == NULL;
+	if (!plain)
+		report(w, REPORT_HOLDING, w->d->key);
 	w->started = now_ms();
-	w->ran_ms = -1;
+	w->ran_ms = w->wait_ms = -1;
+	w->slow_at = 0;
 	if (marked_by_master(w, lost))
 		return;
 	if (waited_too_long(w))
@@ -431,6 +464,10 @@ static void start_handler(struct worker *w)
 		cannot_start(w, err);
 	if (w->h != NULL && reply_due(w->q, w->d))
 		handler_capture(w->h); /* its stdout is the reply */
+	if (plain)
+		report(w, REPORT_HOLDING, w->d->key);
+	w->wait_ms = delivery_wait_ms(w->d, real_ms());
+	w->slow_at = slow_deadline(w->started, w->q->slow);
 	limit_handler(w);
 	/* the master kills this group should we die (a kept handler's
 	 * group it knows already, from REPORT_GROUP) */
@@ -475,6 +512,7 @@ static void handler_done(struct worker *w)
 		persistent_take_result(w->p, &res);
 	}
 	w->ran_ms = now_ms() - w->started;
+	w->slow_at = 0;
 	o = outcome_of(&w->r, w->attempt, &w->q->retry);
 	reply_check_result(&o, res.too_large);
 	if (w->stop_killed && o.kind != OUTCOME_ACK) {
@@ -485,6 +523,10 @@ static void handler_done(struct worker *w)
 	} else if (w->q->breaker.on && breaker_tempfail(&w->r)) {
 		tempfail(w, &o);
 	}
+	/* a copy to publish carries the cost and stderr: read them first
+	 * (an ack waits for nothing, continue_settling() reads them after) */
+	if (w->p != NULL && o.kind != OUTCOME_ACK)
+		after_answer(w);
 	begin_settling(w, &o,
 		       w->h != NULL ? handler_stderr_tail(w->h)
 				    : persistent_stderr_tail(w->p));
@@ -679,6 +721,13 @@ static int poll_timeout(struct worker *w)
 	if (w->settling && (ht = settle_next_timer(&w->set)) >= 0 &&
 	    (t < 0 || ht < t))
 		t = ht;
+	if (w->slow_at != 0 && running(w)) {
+		int64_t left = w->slow_at - now_ms();
+
+		left = left < 0 ? 0 : left > INT_MAX ? INT_MAX : left;
+		if (t < 0 || left < t)
+			t = (int)left;
+	}
 	if (w->stopping && w->d != NULL && !w->stop_killed) {
 		int64_t left = w->stop_deadline - now_ms();
 
@@ -697,7 +746,7 @@ static int poll_timeout(struct worker *w)
 		if (t < 0 || left < t)
 			t = (int)left;
 	}
-	if (mq_buffered(w->mq))
+	if (mq_buffered(w->mq) || (w->d == NULL && mq_has_news(w->mq)))
 		t = 0;
 	return t;
 }
@@ -823,6 +872,26 @@ static void stop_deadline(struct worker *w)
 	w->stop_killed = true;
 }
 
+/* queue.slow: the handler in hand is still running past it; said once
+ * per message with its pid and wait channel, and counted. */
+static void check_slow(struct worker *w)
+{
+	struct log_fields lf = LOG_FIELDS_INIT;
+	char wchan[128], line[400];
+	pid_t pid;
+
+	if (w->slow_at == 0 || now_ms() < w->slow_at || !running(w))
+		return;
+	w->slow_at = 0;
+	pid = w->h != NULL ? handler_pid(w->h) : persistent_pid(w->p);
+	slow_wchan(pid, wchan, sizeof(wchan));
+	slow_words(line, sizeof(line), w->d->message_id, pid,
+		   now_ms() - w->started, w->q->slow, wchan);
+	lf.message_id = w->d->message_id;
+	log_fields(LOG_WARNING, &lf, "%s", line);
+	report(w, REPORT_SLOW, NULL);
+}
+
 /* The kept handler's side of a turn, busy or not. */
 static void serve_persistent(struct worker *w, struct pollfd *pfd, int nh,
 			     const struct log_fields *lf)
@@ -870,6 +939,28 @@ static void __attribute__((noreturn)) finish(struct worker *w)
 	exit(w->exit_status);
 }
 
+/*
+ * Whether this turn reads the broker's side: when the socket has news,
+ * or rabbitmq-c holds some (between messages also deliveries read while
+ * busy, a cancel, a close), and on the heartbeat's schedule (it sends
+ * ours and notices the broker's silence only inside its calls). A turn
+ * for the handler's pipes alone, or just after an ack, then costs no
+ * read that would find nothing.
+ */
+static bool broker_due(struct worker *w, bool readable)
+{
+	int64_t now = now_ms();
+	int hb = w->cf->broker.heartbeat;
+
+	if (readable ||
+	    (w->d == NULL ? mq_has_news(w->mq) : mq_buffered(w->mq)) ||
+	    (hb > 0 && now >= w->service_at)) {
+		w->service_at = now + (int64_t)hb * 1000 / 4;
+		return true;
+	}
+	return false;
+}
+
 static void loop(struct worker *w)
 {
 	struct pollfd pfd[6];
@@ -900,8 +991,9 @@ static void loop(struct worker *w)
 			on_control(w);
 		if (w->h != NULL || w->p != NULL)
 			serve_handler(w, pfd + n, nh);
-		/* every turn: keeps heartbeats going during long handlers */
-		on_broker(w);
+		check_slow(w);
+		if (broker_due(w, pfd[0].revents != 0))
+			on_broker(w);
 		watch_blocked(w);
 		maybe_go_home(w);
 		if (w->settling) {

@@ -139,11 +139,16 @@ def test_every_dashboard_panel_has_data(warrend, broker, sockdir, tmp_path,
     wait_for(lambda: prometheus.value(f'sum(warren_workers{{{sel}}})') == 2
              and prometheus.value(f'warren_messages_total{{{sel},outcome="ack"}}') == 0,
              30, interval=0.2, message="Prometheus scraping this warrend")
-    broker.publish_many(q, [(b"ok", None, f"ok-{i}", {}) for i in range(20)]
-                        + [(b"fail", None, f"fail-{i}", {}) for i in range(5)])
+    # stamped, as warren-submit stamps them: the wait panel has data
+    stamp = {"timestamp": int(time.time())}
+    broker.publish_many(q, [(b"ok", None, f"ok-{i}", stamp) for i in range(20)]
+                        + [(b"fail", None, f"fail-{i}", stamp) for i in range(5)])
     wait_for(lambda: prometheus.value(f'warren_messages_total{{{sel},outcome="ack"}}') == 20
              and prometheus.value(f'warren_messages_total{{{sel},outcome="failed"}}') == 5,
              60, interval=0.5, message="Prometheus: 20 acked, 5 parked")
+    # every one of them stamped: the wait histogram counted each once
+    wait_for(lambda: prometheus.value(f'warren_queue_wait_seconds_count{{{sel}}}') == 25,
+             30, interval=0.5, message="Prometheus: 25 waits observed")
 
     dash, queries = panel_queries(q)
     assert len(dash["panels"]) >= 6 and len(queries) >= 8, queries

@@ -142,6 +142,7 @@ int main(void)
 		  "  max_delay = 60\n }\n park = false\n"
 		  " environment = {\"A=1\", \"B=x=y\"}\n workdir = \"/srv\"\n"
 		  " mode = \"persistent\"\n max_messages = 100\n"
+		  " max_rss = 512\n max_age = 3600\n slow = 30\n"
 		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n"
 		  " durable = false\n}\n",
 		  err, sizeof(err));
@@ -166,6 +167,10 @@ int main(void)
 	CHECK_STR(q->environment[1], "B=x=y");
 	CHECK_STR(q->workdir, "/srv");
 	CHECK(q->mode == MODE_PERSISTENT && q->max_messages == 100);
+	CHECK(q->max_rss == 512 && q->max_age == 3600 && q->slow == 30);
+	CHECK(config_queue(cf, "b")->max_rss == 0);
+	CHECK(config_queue(cf, "b")->max_age == 0);
+	CHECK(config_queue(cf, "b")->slow == 0);
 	CHECK(config_queue(cf, "b")->mode == MODE_EXEC);
 	CHECK(!queue_conf_same_but_workers(q, config_queue(cf, "b")));
 	CHECK(queue_conf_same_but_workers(q, q));
@@ -179,6 +184,12 @@ int main(void)
 		CHECK(!queue_conf_same_but_workers(q, &c));
 		c.mode = q->mode;
 		c.max_messages = 3;
+		CHECK(!queue_conf_same_but_workers(q, &c));
+		c.max_messages = q->max_messages;
+		c.max_age = 7;
+		CHECK(!queue_conf_same_but_workers(q, &c));
+		c.max_age = q->max_age;
+		c.slow = 1;
 		CHECK(!queue_conf_same_but_workers(q, &c));
 	}
 	config_free(cf);
@@ -249,6 +260,15 @@ int main(void)
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " max_messages = \"many\"\n}\n",
 		    6, "max_messages");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " mode = \"persistent\"\n max_rss = -5\n}\n",
+		    7, "max_rss = -5 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " max_age = -1\n}\n",
+		    6, "max_age = -1 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " slow = -2\n}\n",
+		    6, "slow = -2 is out of range");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " workdir = \"tmp\"\n}\n",
 		    6, "absolute");

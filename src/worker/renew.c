@@ -1,0 +1,111 @@
+/*
+ * renew.c: when a persistent handler is renewed between messages
+ * (max_messages, max_rss, max_age), with max_messages and max_age spread
+ * by up to +-10% per worker so that a pool's handlers do not restart
+ * together. The decisions are pure; renew_rss_kb() reads /proc.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "warren.h"
+
+/*
+ * Worker n's place in [0, 1): n times the golden ratio, modulo 1. The
+ * first workers of a pool land far apart, whatever the pool's size, and
+ * a worker respawned into its slot keeps its place.
+ */
+static double spread_of(int worker)
+{
+	double x = (double)(unsigned)worker * 0.6180339887498949;
+
+	return x - (double)(long long)x;
+}
+
+int64_t renew_spread(int64_t value, int worker)
+{
+	double off = (spread_of(worker) * 2.0 - 1.0) * 0.1 * (double)value;
+	int64_t v = value + (int64_t)(off < 0 ? off - 0.5 : off + 0.5);
+
+	if (value <= 0)
+		return 0;
+	return v < 1 ? 1 : v;
+}
+
+void renew_init(struct renew *r, const struct queue_conf *q, int worker)
+{
+	r->max_messages = (int)renew_spread(q->max_messages, worker);
+	r->max_age_ms = renew_spread((int64_t)q->max_age * 1000, worker);
+	r->max_rss_kb = (long)q->max_rss * 1024;
+}
+
+enum renew_reason renew_due(const struct renew *r, int handled, int64_t age_ms,
+			    long rss_kb)
+{
+	if (r->max_messages > 0 && handled >= r->max_messages)
+		return RENEW_MESSAGES;
+	if (r->max_rss_kb > 0 && rss_kb > r->max_rss_kb)
+		return RENEW_RSS;
+	if (r->max_age_ms > 0 && age_ms >= r->max_age_ms)
+		return RENEW_AGE;
+	return RENEW_NONE;
+}
+
+void renew_words(const struct renew *r, enum renew_reason why, int handled,
+		 int64_t age_ms, long rss_kb, char *buf, size_t len)
+{
+	switch (why) {
+	case RENEW_MESSAGES:
+		snprintf(buf, len, "served %d messages (max_messages %d)",
+			 handled, r->max_messages);
+		break;
+	case RENEW_RSS:
+		snprintf(buf, len,
+			 "resident memory %ld MiB above max_rss %ld MiB "
+			 "after %d messages",
+			 rss_kb / 1024, r->max_rss_kb / 1024, handled);
+		break;
+	case RENEW_AGE:
+		snprintf(buf, len,
+			 "ran %lld s (max_age, %lld s for this worker) and "
+			 "served %d messages",
+			 (long long)(age_ms / 1000),
+			 (long long)(r->max_age_ms / 1000), handled);
+		break;
+	default:
+		snprintf(buf, len, "no reason");
+		break;
+	}
+}
+
+long renew_statm_kb(const char *text, long page_kb)
+{
+	long size, resident;
+
+	if (sscanf(text, "%ld %ld", &size, &resident) != 2 || resident < 0)
+		return -1;
+	return resident * page_kb;
+}
+
+long renew_rss_kb(pid_t pid)
+{
+	char path[64], buf[128];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/statm", (long)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0) {
+		errno = n == 0 ? ESRCH : errno;
+		return -1;
+	}
+	buf[n] = '\0';
+	return renew_statm_kb(buf, sysconf(_SC_PAGESIZE) / 1024);
+}

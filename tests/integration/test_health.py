@@ -1,0 +1,88 @@
+"""GET /health on the metrics listener (SPEC: metrics { listen }): 200 and
+"ok" while every queue that is not paused has a worker consuming; 503 and
+one line per problem otherwise: a queue whose handler cannot start, every
+worker unable to reach the broker. A load balancer polls it; so does this.
+"""
+import os
+import urllib.error
+import urllib.request
+
+from conftest import Warrend, free_port, queue_name_for, wait_for, write_script
+
+
+def health(port):
+    """(status, body) of GET /health; None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def listen(port):
+    return f'control_socket = ""\nmetrics {{ listen = "127.0.0.1:{port}" }}'
+
+
+def test_health_follows_a_broken_and_mended_handler(broker, warrend, tmp_path):
+    port = free_port()
+    handler = tmp_path / "handler.sh"
+    write_script(handler, "#!/bin/sh\ncat >/dev/null\n")
+    w = warrend([str(handler)], workers=2, extra=listen(port))
+    w.wait_consuming(2)
+    assert wait_for(lambda: health(port) == (200, "ok\n"), timeout=10)
+    # the handler's path is broken (a bad deploy): the next message finds
+    # it gone, workers end and cannot start again
+    broken = tmp_path / "handler.moved"
+    os.rename(handler, broken)
+    broker.publish(w.queue, "x", message_id="m1")
+    got = wait_for(lambda: (h := health(port)) and h[0] == 503 and h, timeout=30,
+                   message="503 from /health")
+    lines = got[1].splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"queue {w.queue}: no worker consuming"), lines
+    assert "handler" in lines[0], lines  # the reason, as the log says it
+    # mended: the respawned workers consume again, /health is ok again
+    os.rename(broken, handler)
+    wait_for(lambda: health(port) == (200, "ok\n"), timeout=60,
+             message="200 again after the fix")
+    wait_for(lambda: broker.queue_counts(w.queue) == (0, 0), timeout=30)
+
+
+def test_health_says_the_broker_is_unreachable(broker, warrend, tmp_path):
+    """No broker at the configured address: one line for the broker, one
+    for each queue; a paused queue (workers = 0) is no problem."""
+    port = free_port()
+    nobody = free_port()  # nothing listens there
+    h = write_script(tmp_path / "h.sh", "#!/bin/sh\ncat >/dev/null\n")
+    q = queue_name_for("health_unreachable")
+    conf = tmp_path / "warrend.conf"
+    conf.write_text(f"""
+broker {{
+    url = "amqp://guest:guest@127.0.0.1:{nobody}/"
+    connect_timeout = 2
+}}
+{listen(port)}
+queue "{q}" {{
+    workers = 2
+    command = {{"{h}"}}
+}}
+queue "{q}.spare" {{
+    workers = 0
+    command = {{"{h}"}}
+}}
+""")
+    w = Warrend(conf, tmp_path / "warrend.log", [q], broker, dict(os.environ))
+    try:
+        def unreachable():
+            got = health(port)
+            return got if got and got[0] == 503 and "broker:" in got[1] else None
+        got = wait_for(unreachable, timeout=40, message="the broker line in /health")
+        lines = got[1].splitlines()
+        assert lines[0] == "broker: none of the 2 workers can reach it", lines
+        assert lines[1].startswith(f"queue {q}: no worker consuming"), lines
+        assert len(lines) == 2, lines  # nothing about the paused spare
+        assert "cannot reach the broker" in lines[1], lines
+    finally:
+        w.kill_everything()
