@@ -502,32 +502,33 @@ static cfg_opt_t bind_opts[] = {CFG_STR("type", "direct", CFGF_NONE),
 
 #define SECTIONS (CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES)
 
-static cfg_opt_t queue_opts[] = {CFG_INT("workers", 1, CFGF_NONE),
-				 CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
-				 CFG_INT("prefetch", 1, CFGF_NONE),
-				 CFG_INT("timeout", 0, CFGF_NONE),
-				 CFG_INT("kill_grace", 5, CFGF_NONE),
-				 CFG_BOOL("durable", cfg_true, CFGF_NONE),
-				 CFG_STR("type", "classic", CFGF_NONE),
-				 CFG_SEC("retry", retry_opts, CFGF_NONE),
-				 CFG_BOOL("park", cfg_true, CFGF_NONE),
-				 CFG_STR_LIST("environment", NULL, CFGF_NONE),
-				 CFG_STR("workdir", "/", CFGF_NONE),
-				 CFG_STR("mode", "exec", CFGF_NONE),
-				 CFG_INT("max_messages", 0, CFGF_NONE),
-				 CFG_INT("max_rss", 0, CFGF_NONE),
-				 CFG_INT("max_age", 0, CFGF_NONE),
-				 CFG_INT("slow", 0, CFGF_NONE),
-				 CFG_STR("user", NULL, CFGF_NONE),
-				 CFG_STR("group", NULL, CFGF_NONE),
-				 CFG_SEC("limits", limits_opts, CFGF_NONE),
-				 CFG_BOOL("declare", cfg_true, CFGF_NONE),
-				 CFG_STR_LIST("arguments", NULL, CFGF_NONE),
-				 CFG_SEC("bind", bind_opts, SECTIONS),
-				 CFG_INT("delivery_limit", -1, CFGF_NONE),
-				 CFG_BOOL("reply", cfg_false, CFGF_NONE),
-				 CFG_SEC("breaker", breaker_opts, CFGF_NODEFAULT),
-				 CFG_END()};
+static cfg_opt_t queue_opts[] = {
+    CFG_INT("workers", 1, CFGF_NONE),
+    CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
+    CFG_INT("prefetch", 1, CFGF_NONE),
+    CFG_INT("timeout", 0, CFGF_NONE),
+    CFG_INT("kill_grace", 5, CFGF_NONE),
+    CFG_BOOL("durable", cfg_true, CFGF_NONE),
+    CFG_STR("type", "classic", CFGF_NONE),
+    CFG_SEC("retry", retry_opts, CFGF_NONE),
+    CFG_BOOL("park", cfg_true, CFGF_NONE),
+    CFG_STR_LIST("environment", NULL, CFGF_NONE),
+    CFG_STR("workdir", "/", CFGF_NONE),
+    CFG_STR("mode", "exec", CFGF_NONE),
+    CFG_INT("max_messages", 0, CFGF_NONE),
+    CFG_INT("max_rss", 0, CFGF_NONE),
+    CFG_INT("max_age", 0, CFGF_NONE),
+    CFG_INT("slow", 0, CFGF_NONE),
+    CFG_STR("user", NULL, CFGF_NONE),
+    CFG_STR("group", NULL, CFGF_NONE),
+    CFG_SEC("limits", limits_opts, CFGF_NONE),
+    CFG_BOOL("declare", cfg_true, CFGF_NONE),
+    CFG_STR_LIST("arguments", NULL, CFGF_NONE),
+    CFG_SEC("bind", bind_opts, SECTIONS),
+    CFG_INT("delivery_limit", -1, CFGF_NONE),
+    CFG_BOOL("reply", cfg_false, CFGF_NONE),
+    CFG_SEC("breaker", breaker_opts, CFGF_NODEFAULT),
+    CFG_END()};
 
 static cfg_opt_t metrics_opts[] = {CFG_STR("listen", "", CFGF_NONE), CFG_END()};
 
@@ -1157,9 +1158,8 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->breaker.cooldown == b->breaker.cooldown &&
 	       a->breaker.failures == b->breaker.failures &&
 	       a->max_rss == b->max_rss && a->max_age == b->max_age &&
-	       a->slow == b->slow &&
-	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
-	       identity_same(&a->id, &b->id) &&
+	       a->slow == b->slow && SAME_STR(a->user, b->user) &&
+	       SAME_STR(a->group, b->group) && identity_same(&a->id, &b->id) &&
 	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&
 	       topology_same(a, b);
 }

@@ -57,10 +57,10 @@ struct worker {
 	int64_t service_at; /* busy: read the socket by then (heartbeats) */
 	bool paused;	    /* warrenctl paused the queue: not consuming */
 	bool probing;	    /* the breaker's probe: one message, then pause */
-	bool tempfail;	    /* the message in hand goes back unspent (breaker) */
-	bool resume_due;    /* resumed while busy: consume once it is settled */
-	bool retiring;	    /* finish the current message, then exit */
-	bool stopping;	    /* shutdown: shutdown_timeout applies */
+	bool tempfail;	 /* the message in hand goes back unspent (breaker) */
+	bool resume_due; /* resumed while busy: consume once it is settled */
+	bool retiring;	 /* finish the current message, then exit */
+	bool stopping;	 /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
