@@ -129,6 +129,8 @@ static void consuming(struct slot *s, char report, const char *text)
 
 	if (s->state == 0 && tab != NULL)
 		count_connection(s, atoi(tab + 1));
+	if (s->state != report)
+		s->idle_since = now_ms();
 	s->state = report;
 	slot_reported(s);
 	if (strncmp(text, "home", 4) == 0)
@@ -261,6 +263,7 @@ static void one_report(struct slot *s, char *buf)
 	case REPORT_REQUEUED:
 		count_outcome(s, buf[0], buf + 1);
 		s->state = REPORT_CONSUMING;
+		s->idle_since = now_ms();
 		s->handler = 0;
 		free(s->holding);
 		s->holding = NULL;
@@ -274,6 +277,10 @@ static void one_report(struct slot *s, char *buf)
 	case REPORT_BLOCKED:
 	case REPORT_UNBLOCKED:
 		blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
+		break;
+	case REPORT_READY: /* the queue's backlog, for scaler.c */
+		s->pool->sc.ready = strtol(buf + 1, NULL, 10);
+		s->pool->sc.ready_at = now_ms();
 		break;
 	case REPORT_DOWN:
 		slot_reported(s);
