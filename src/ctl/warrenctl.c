@@ -1,7 +1,8 @@
 /*
  * warrenctl.c: warrenctl's command line, and its socket commands (status,
- * pause, resume, metrics, scale, restart): one request line to the master's control
- * socket, one JSON answer read to EOF. failed and replay are replay.c's.
+ * pause, resume, metrics, scale, restart): one request line to the
+ * master's control socket, one JSON answer read to EOF. failed and replay
+ * are replay.c's.
  */
 #include "config.h"
 
