@@ -685,7 +685,8 @@ static void update_status(void)
 		    buf + o, sizeof(buf) - o,
 		    "%s%s %d/%d %s, %d busy; %lu done, %lu retried, %lu "
 		    "failed%s",
-		    o ? " | " : "", p->q->name, cons, p->q->workers,
+		    o ? " | " : "", p->q->name, cons,
+		    p->sc.target > 0 ? p->sc.target : scaler_floor(p),
 		    p->paused ? "paused" : "consuming", busy, p->done,
 		    p->retried, p->failed,
 		    p->last_error[0] ? " (workers failing)" : "");
