@@ -275,3 +275,62 @@ def test_scale_usage_and_unknown_queue(warrend, tmp_path, sockdir):
     assert r.returncode == 1 and "no such queue" in r.stderr
     r = warrenctl("-s", w.sock, "restart", "no.such.queue")
     assert r.returncode == 1 and "no such queue" in r.stderr
+
+
+def test_extra_workers_follow_reload_and_pause(warrend, broker, tmp_path, sockdir):
+    """Extra workers are workers like the others: a reload keeps them (up
+    to max_workers), a pause stops them consuming (nothing is handled while
+    paused, paused extras retire after idle_timeout), and on resume the
+    pool grows again on what is left; every message once."""
+    cmd, results = sleeper(tmp_path)
+    w = start(warrend, sockdir, cmd, workers=1,
+              queue_extra="    max_workers = 4\n    idle_timeout = 3")
+    wait_answers(w)
+    w.wait_consuming(1)
+    ids = publish(broker, w.queue, 3, 12, "pr")
+    wait_status(w, lambda st: queue_of(st, w.queue)["busy"] == 4, timeout=15,
+                message="grown to 4 busy")
+    reload(w)
+    st = status(w.sock)
+    assert len(active(st, w.queue)) == 4, "a reload dropped extra workers"
+    assert ask(w.sock, f"pause {w.queue}")["ok"] is True
+    wait_status(w, lambda st: queue_of(st, w.queue)["busy"] == 0, timeout=10,
+                message="the paused pool done with its messages")
+    handled = len(runs(results))
+    assert 0 < handled < 12
+    # paused extras are idle: they go after idle_timeout, the floor stays
+    st = wait_status(w, lambda st: len(workers_of(st, w.queue)) == 1,
+                     timeout=3 + 5, message="paused extras retired")
+    assert queue_of(st, w.queue)["paused_workers"] == 1
+    assert len(runs(results)) == handled, "a message ran while paused"
+    assert ask(w.sock, f"resume {w.queue}")["ok"] is True
+    wait_status(w, lambda st: len(active(st, w.queue)) > 1, timeout=10,
+                message="growing again after the resume")
+    wait_for(lambda: len(runs(results)) >= 12, 30, interval=0.2,
+             message="all 12 handled")
+    once_each(results, ids)
+
+
+def test_restart_starts_persistent_handlers_anew(warrend, broker, tmp_path, sockdir):
+    """A rolling restart of a persistent pool: each kept handler sees EOF
+    and goes, and a new one starts for each new worker."""
+    from test_persistent import HANDLER as KEPT, events, wait_events
+    need_warrenctl()
+    results = tmp_path / "kept.jsonl"
+    h = write_script(tmp_path / "kept.py", KEPT)
+    w = start(warrend, sockdir, [h, str(results)], workers=2,
+              queue_extra='    mode = "persistent"')
+    wait_answers(w)
+    w.wait_consuming(2)
+    old = {e["pid"] for e in wait_events(results, "start", 2)}
+    r = warrenctl("-s", w.sock, "restart", w.queue)
+    assert r.returncode == 0, r.stderr
+    assert f"queue {w.queue} restarting, one worker at a time" in r.stdout
+    wait_for(lambda: "restart done, 2 workers replaced" in w.log(), 30,
+             message="the rolling restart done")
+    new = {e["pid"] for e in wait_events(results, "start", 4)} - old
+    assert len(new) == 2, events(results, "start")
+    assert {e["pid"] for e in wait_events(results, "eof", 2)} == old
+    broker.publish_many(w.queue, [("after", None, "after-1", {})])
+    done = wait_events(results, "answered", 1)
+    assert done[0]["pid"] in new
