@@ -6,7 +6,9 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../src/master/pool.h"
 #include "../../src/warren.h"
@@ -119,8 +121,61 @@ static void shrinks(void)
 	CHECK(decide(&in, &out) == 4);
 }
 
+static char path[] = "/tmp/warren-elastic-XXXXXX";
+
+#define BROKER "broker {\n url = \"amqp://u:p@localhost/\"\n}\n"
+#define QUEUE "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+
+static struct config *load(const char *text, char *err, size_t len)
+{
+	FILE *f = fopen(path, "w");
+
+	fputs(text, f);
+	fclose(f);
+	return config_load(path, err, len);
+}
+
+/* max_workers and idle_timeout: defaults, and errors naming file:line. */
+static void config_keys(void)
+{
+	char err[1024], want[100];
+	struct config *cf;
+	const struct queue_conf *q;
+
+	cf = load(BROKER QUEUE " workers = 3\n}\n", err, sizeof(err));
+	q = cf ? config_queue(cf, "a") : NULL;
+	CHECK(q != NULL && q->max_workers == 3 && q->idle_timeout == 60);
+	config_free(cf);
+	cf = load(BROKER QUEUE " workers = 2\n max_workers = 16\n"
+			       " idle_timeout = 5\n}\n",
+		  err, sizeof(err));
+	q = cf ? config_queue(cf, "a") : NULL;
+	CHECK(q != NULL && q->workers == 2 && q->max_workers == 16 &&
+	      q->idle_timeout == 5);
+	config_free(cf);
+	snprintf(want, sizeof(want), "%s:", path);
+	cf = load(BROKER QUEUE " workers = 4\n max_workers = 2\n}\n", err,
+		  sizeof(err));
+	CHECK(cf == NULL && strncmp(err, want, strlen(want)) == 0 &&
+	      strstr(err, "max_workers = 2 is below workers = 4") != NULL);
+	cf = load(BROKER QUEUE " workers = 0\n max_workers = 2\n}\n", err,
+		  sizeof(err));
+	CHECK(cf == NULL && strstr(err, "needs workers = 1 or more") != NULL);
+	cf = load(BROKER QUEUE " max_workers = 2000\n}\n", err, sizeof(err));
+	CHECK(cf == NULL && strstr(err, ":6: ") != NULL &&
+	      strstr(err, "max_workers = 2000 is out of range") != NULL);
+	cf = load(BROKER QUEUE " idle_timeout = 0\n}\n", err, sizeof(err));
+	CHECK(cf == NULL && strstr(err, ":6: ") != NULL &&
+	      strstr(err, "idle_timeout = 0 is out of range") != NULL);
+}
+
 int main(void)
 {
+	int fd = mkstemp(path);
+
+	close(fd);
+	config_keys();
+	unlink(path);
 	grows();
 	holds();
 	shrinks();
