@@ -19,25 +19,21 @@ from ctl_helpers import (ask, need_warrenctl, queue_of, reload, sockdir,  # noqa
                          start, status, wait_answers, wait_status, warrenctl,
                          workers_of)
 
-# Sleeps for the body's seconds; appends "ID REDELIVERED WORKER_PID START END".
+# Sleeps for the body's seconds; appends "ID REDELIVERED WORKER_PID START
+# END" (sh and coreutils: cheaper than an interpreter, 200 times a test).
 HANDLER = r"""
-#!/usr/bin/python3
-import os, sys, time
-body = sys.stdin.buffer.read().decode()
-start = time.time()
-time.sleep(float(body))
-line = "%s %s %d %.3f %.3f\n" % (os.environ.get("WARREN_MESSAGE_ID", "-"),
-                                 os.environ.get("WARREN_REDELIVERED", "?"),
-                                 os.getppid(), start, time.time())
-fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-os.write(fd, line.encode())
-os.close(fd)
+#!/bin/sh
+body=$(cat)
+t0=$(date +%s.%N)
+sleep "$body"
+printf '%s %s %s %s %s\n' "${WARREN_MESSAGE_ID:--}" "${WARREN_REDELIVERED:-?}" \
+    "$PPID" "$t0" "$(date +%s.%N)" >>"$1"
 """
 
 
 def sleeper(tmp_path):
     results = tmp_path / "runs.txt"
-    return [write_script(tmp_path / "sleep.py", HANDLER), str(results)], results
+    return [write_script(tmp_path / "sleep.sh", HANDLER), str(results)], results
 
 
 def runs(results):
