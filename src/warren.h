@@ -102,7 +102,9 @@ struct queue_conf {
 	char *file; /* the file that defines it: the main one or an include */
 	int line;   /* where the section starts, for messages */
 	int workers;
-	char **command; /* NULL-terminated argv */
+	int max_workers;  /* elastic above workers (scaler.c), else = workers */
+	int idle_timeout; /* seconds an extra worker may idle before it goes */
+	char **command;	  /* NULL-terminated argv */
 	int ncommand;
 	int prefetch;
 	int timeout; /* seconds, 0 = none */
@@ -945,6 +947,7 @@ enum report {
 				* group, alive across messages ("0": none) */
 	REPORT_TEMPFAIL = 't', /* + like a: put back unspent (breaker) */
 	REPORT_SLOW = 'S',     /* the handler in hand ran past queue.slow */
+	REPORT_READY = 'N',    /* + count: the queue's ready messages */
 };
 
 /* Master -> worker commands on the control socket. */
@@ -957,6 +960,7 @@ enum command {
 	COMMAND_RESUME = 'G',		/* consume again */
 	COMMAND_GO = 'A',		/* a new worker may connect now */
 	COMMAND_PROBE = 'P', /* paused by the breaker: take one message */
+	COMMAND_WATCH = 'W', /* + ms: report REPORT_READY this often, 0: stop */
 };
 
 /* Worker exit statuses, telling the master why. */
@@ -1093,6 +1097,8 @@ struct control_ops {
 	char *(*status)(void);	/* the status JSON; caller frees */
 	char *(*metrics)(void); /* the Prometheus text; caller frees */
 	int (*pause)(const char *queue, bool pause); /* -1: no such queue */
+	int (*scale)(const char *queue, int n);	     /* -1: no such queue */
+	int (*restart)(const char *queue);	     /* -1: no such queue */
 };
 
 /* Answer at path ("" : none) with ops, which must outlive the socket;

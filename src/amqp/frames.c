@@ -202,11 +202,16 @@ static enum mq_event on_frame(struct mq *m, amqp_frame_t *f)
 			return on_deliver(m, f->channel,
 					  f->payload.method.decoded);
 		return MQ_NONE;
+	case AMQP_BASIC_CANCEL_OK_METHOD:
+		if (f->channel == CHANNEL)
+			m->cancelling = false; /* no delivery follows it */
+		return MQ_NONE;
 	case AMQP_BASIC_CANCEL_METHOD:
 		mq_set_error(
 		    m, "the broker cancelled the consumer (queue deleted?)");
 		free(m->consumer_tag);
 		m->consumer_tag = NULL;
+		m->cancelling = false;
 		/* kept for mq_poll/mq_service, should a caller drop it */
 		m->cancelled = true;
 		return MQ_CANCELLED;

@@ -95,6 +95,14 @@ int mq_declare_delay(struct mq *m, const char *name, const char *target,
 int mq_consume(struct mq *m, const char *queue, int prefetch);
 /* basic.cancel, not waiting for cancel-ok (it arrives as a later frame) */
 int mq_cancel(struct mq *m);
+/* A cancel was sent and its cancel-ok not read yet: deliveries may come. */
+bool mq_cancelling(const struct mq *m);
+/*
+ * The ready messages of queue name (passive queue.declare, on the
+ * publishing channel): 0 and *ready, or -1 (mq_error; a refusal closes
+ * only that channel, reopened on its next use).
+ */
+int mq_queue_ready(struct mq *m, const char *name, long *ready);
 /* for warrenctl: */
 /*
  * Whether queue name exists (passive queue.declare on the consuming

@@ -57,6 +57,7 @@ struct mq {
 	bool returned;	       /* a mandatory publish came back unrouted */
 	bool cancelled;	       /* seen while waiting for confirms */
 	char *consumer_tag;
+	bool cancelling; /* basic.cancel sent, its cancel-ok not yet read */
 	struct pending *head, *tail;  /* deliveries read while waiting */
 	struct sockaddr_storage home; /* the first node's address ... */
 	socklen_t home_len;	      /* ... or 0: not resolved */

@@ -230,7 +230,31 @@ int mq_cancel(struct mq *m)
 	r = amqp_send_method(m->conn, CHANNEL, AMQP_BASIC_CANCEL_METHOD, &req);
 	free(m->consumer_tag);
 	m->consumer_tag = NULL;
+	m->cancelling = r >= 0;
 	return mq_check_status(m, r, "basic.cancel");
+}
+
+bool mq_cancelling(const struct mq *m)
+{
+	return m->cancelling && !m->closed;
+}
+
+int mq_queue_ready(struct mq *m, const char *name, long *ready)
+{
+	amqp_queue_declare_ok_t *ok;
+	char what[300];
+
+	/* on the publishing channel: a refusal there closes only it */
+	snprintf(what, sizeof(what), "queue.declare %s (passive)", name);
+	if (mq_pub_channel(m) != 0)
+		return -1;
+	ok = amqp_queue_declare(m->conn, PUB_CHANNEL, amqp_cstring_bytes(name),
+				1, 0, 0, 0, amqp_empty_table);
+	if (mq_check_reply_on(m, amqp_get_rpc_reply(m->conn), what,
+			      PUB_CHANNEL))
+		return -1;
+	*ready = (long)ok->message_count;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */

@@ -75,6 +75,8 @@ RANGE_CHECK(v_delivery_limit, 1, 1000000)
 RANGE_CHECK(v_cooldown, 1, 86400)
 RANGE_CHECK(v_failures, 0, 1000000)
 RANGE_CHECK(v_max_rss, 0, 1048576)
+RANGE_CHECK(v_max_workers, 1, 1024)
+RANGE_CHECK(v_idle_timeout, 1, 86400)
 
 /* A limit: 0 (none), or lo to hi. */
 static int check_limit(cfg_t *cfg, cfg_opt_t *opt, long lo, long hi)
@@ -382,6 +384,31 @@ static int check_topology(cfg_t *cfg, cfg_t *q, const char *name)
 }
 
 /* Called when a queue section closes: the checks that need all its keys. */
+/* max_workers: unset (-1), or at least workers, which must be 1 or more
+ * for the pool to see its backlog. */
+static int elastic_bad(cfg_t *cfg, cfg_t *q, const char *name)
+{
+	long w = cfg_getint(q, "workers"), max = cfg_getint(q, "max_workers");
+
+	if (max < 0 || max == w)
+		return 0;
+	if (max < w) {
+		cfg_error(cfg,
+			  "queue \"%s\": max_workers = %ld is below workers = "
+			  "%ld",
+			  name, max, w);
+		return -1;
+	}
+	if (w == 0) {
+		cfg_error(cfg,
+			  "queue \"%s\": max_workers needs workers = 1 or more "
+			  "(a pool grows on what its workers see)",
+			  name);
+		return -1;
+	}
+	return 0;
+}
+
 static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 {
 	cfg_t *q = cfg_opt_getnsec(opt, cfg_opt_size(opt) - 1);
@@ -415,6 +442,8 @@ static int v_queue(cfg_t *cfg, cfg_opt_t *opt)
 		cfg_error(cfg, "queue \"%s\": group needs user", name);
 		return -1;
 	}
+	if (elastic_bad(cfg, q, name) != 0)
+		return -1;
 	if (cfg_getint(q, "retry|max_delay") < cfg_getint(q, "retry|delay")) {
 		cfg_error(cfg, "queue \"%s\": retry max_delay is below delay",
 			  name);
@@ -504,6 +533,8 @@ static cfg_opt_t bind_opts[] = {CFG_STR("type", "direct", CFGF_NONE),
 
 static cfg_opt_t queue_opts[] = {
     CFG_INT("workers", 1, CFGF_NONE),
+    CFG_INT("max_workers", -1, CFGF_NONE),
+    CFG_INT("idle_timeout", 60, CFGF_NONE),
     CFG_STR_LIST("command", NULL, CFGF_NODEFAULT),
     CFG_INT("prefetch", 1, CFGF_NONE),
     CFG_INT("timeout", 0, CFGF_NONE),
@@ -558,6 +589,8 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "metrics|listen", v_listen);
 	cfg_set_validate_func(cfg, "queue", v_queue);
 	cfg_set_validate_func(cfg, "queue|workers", v_workers);
+	cfg_set_validate_func(cfg, "queue|max_workers", v_max_workers);
+	cfg_set_validate_func(cfg, "queue|idle_timeout", v_idle_timeout);
 	cfg_set_validate_func(cfg, "queue|command", v_command);
 	cfg_set_validate_func(cfg, "queue|prefetch", v_prefetch);
 	cfg_set_validate_func(cfg, "queue|timeout", v_seconds);
@@ -683,6 +716,10 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 	q->file = xstrdup(file);
 	q->line = sec->line;
 	q->workers = (int)cfg_getint(sec, "workers");
+	q->max_workers = (int)cfg_getint(sec, "max_workers");
+	if (q->max_workers < q->workers)
+		q->max_workers = q->workers;
+	q->idle_timeout = (int)cfg_getint(sec, "idle_timeout");
 	q->command = copy_list(sec, "command", &q->ncommand);
 	q->prefetch = (int)cfg_getint(sec, "prefetch");
 	q->timeout = (int)cfg_getint(sec, "timeout");

@@ -1,7 +1,8 @@
 /*
  * warrenctl.c: warrenctl's command line, and its socket commands (status,
- * pause, resume, metrics): one request line to the master's control
- * socket, one JSON answer read to EOF. failed and replay are replay.c's.
+ * pause, resume, metrics, scale, restart): one request line to the
+ * master's control socket, one JSON answer read to EOF. failed and replay
+ * are replay.c's.
  */
 #include "config.h"
 
@@ -33,6 +34,8 @@ static void usage(FILE *f)
 		"       warrenctl [-s SOCKET | -c FILE] pause QUEUE\n"
 		"       warrenctl [-s SOCKET | -c FILE] resume QUEUE\n"
 		"       warrenctl [-s SOCKET | -c FILE] metrics\n"
+		"       warrenctl [-s SOCKET | -c FILE] scale QUEUE N\n"
+		"       warrenctl [-s SOCKET | -c FILE] restart QUEUE\n"
 		"       warrenctl [-c FILE] failed QUEUE [--limit N] [--json]\n"
 		"       warrenctl [-c FILE] replay QUEUE [--limit N] "
 		"[--reason TEXT]\n"
@@ -335,6 +338,26 @@ static void breaker_words(const struct json *q)
 		printf(" (%lld s left)", (long long)json_num(left));
 }
 
+/* The pool's target and why: "  target 4: scaling up: 14 ready, ..." */
+static void scaling_line(const struct json *q, const char *name)
+{
+	const struct json *why = json_get(q, "scaling");
+	char *w;
+
+	if (json_is_null(why))
+		return;
+	w = cell(why, 200);
+	printf("queue %s: target %lld of %lld to %lld workers: %s", name,
+	       num_of(q, "target"), num_of(q, "workers"),
+	       num_of(q, "max_workers"), w);
+	if (!json_is_null(json_get(q, "ready")))
+		printf(" (%lld ready)", num_of(q, "ready"));
+	if (json_true(json_get(q, "restarting")))
+		printf("; rolling restart under way");
+	printf("\n");
+	free(w);
+}
+
 static void queue_line(const struct json *q)
 {
 	char *name = cell(json_get(q, "name"), 128);
@@ -357,6 +380,7 @@ static void queue_line(const struct json *q)
 		free(e);
 	}
 	printf("\n");
+	scaling_line(q, name);
 	free(name);
 }
 
@@ -402,6 +426,7 @@ struct cmd {
 	const char *queue;  /* pause, resume, failed, replay */
 	long limit;	    /* --limit, 0: none */
 	const char *reason; /* --reason */
+	long n;		    /* scale: N */
 };
 
 static int socket_command(const char *path, const struct cmd *c)
@@ -410,7 +435,10 @@ static int socket_command(const char *path, const struct cmd *c)
 	struct json *j;
 	int status;
 
-	if (c->queue != NULL)
+	if (strcmp(c->name, "scale") == 0) /* N first: names hold spaces */
+		snprintf(request, sizeof(request), "scale %ld %s", c->n,
+			 c->queue);
+	else if (c->queue != NULL)
 		snprintf(request, sizeof(request), "%s %s", c->name, c->queue);
 	else
 		snprintf(request, sizeof(request), "%s", c->name);
@@ -434,8 +462,16 @@ static int socket_command(const char *path, const struct cmd *c)
 	} else {
 		char *q = ctl_printable(c->queue, strlen(c->queue), 256);
 
-		printf("queue %s %s\n", q,
-		       json_true(json_get(j, "paused")) ? "paused" : "resumed");
+		if (strcmp(c->name, "scale") == 0)
+			printf("queue %s scaled to %ld worker%s\n", q, c->n,
+			       c->n == 1 ? "" : "s");
+		else if (strcmp(c->name, "restart") == 0)
+			printf("queue %s restarting, one worker at a time\n",
+			       q);
+		else
+			printf("queue %s %s\n", q,
+			       json_true(json_get(j, "paused")) ? "paused"
+								: "resumed");
 		free(q);
 	}
 	json_free(j);
@@ -475,6 +511,22 @@ static int parse_limit(const char *s, long *out)
 	return 0;
 }
 
+/* scale's N: 1 to 1024 workers, the configuration's own range. */
+static int parse_workers(const char *s, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 1 || v > 1024)
+		return usage_error("scale: N '%s': expected 1 to 1024 workers "
+				   "(pause QUEUE stops one)",
+				   s);
+	*out = v;
+	return 0;
+}
+
 /*
  * The command and its arguments after the global options: argv[0] is the
  * command. 0, or the usage status said.
@@ -482,7 +534,8 @@ static int parse_limit(const char *s, long *out)
 static int parse_command(int argc, char **argv, struct cmd *c)
 {
 	static const char *const names[] = {"status",  "pause",	 "resume",
-					    "metrics", "failed", "replay"};
+					    "metrics", "failed", "replay",
+					    "scale",   "restart"};
 	bool known = false, takes_queue, takes_limit, takes_json, takes_reason;
 
 	memset(c, 0, sizeof(*c));
@@ -534,12 +587,17 @@ static int parse_command(int argc, char **argv, struct cmd *c)
 			c->queue = a;
 			if (check_queue(a))
 				return EX_USAGE_STATUS;
+		} else if (strcmp(c->name, "scale") == 0 && c->n == 0) {
+			if (parse_workers(a, &c->n))
+				return EX_USAGE_STATUS;
 		} else {
 			return usage_error("unexpected argument '%s'", a);
 		}
 	}
 	if (takes_queue && c->queue == NULL)
 		return usage_error("%s needs a QUEUE", c->name);
+	if (strcmp(c->name, "scale") == 0 && c->n == 0)
+		return usage_error("%s", "scale needs QUEUE and N");
 	return 0;
 }
 
@@ -599,8 +657,8 @@ int main(int argc, char **argv)
 					c.limit, c.json, c.reason};
 
 		if (sock != NULL)
-			return usage_error("-s is for status, pause, resume "
-					   "and metrics, not %s",
+			return usage_error("-s is for status, pause, resume, "
+					   "metrics, scale and restart, not %s",
 					   c.name);
 		return c.name[0] == 'f' ? replay_list(&o) : replay_run(&o);
 	}

@@ -86,6 +86,38 @@ static char *pause_answer(const char *queue, bool pause)
 	return t;
 }
 
+/* "scale N QUEUE" (N first: a queue name may hold spaces), "restart Q" */
+static char *scale_answer(const char *args, bool restart)
+{
+	struct json *o;
+	char why[300], *end, *t;
+	long n = 0;
+	const char *queue = args;
+
+	if (!restart) {
+		n = strtol(args, &end, 10);
+		if (end == args || *end != ' ' || n < 1 || n > 1024)
+			return error_answer("scale: expected N (1 to 1024) "
+					    "and a queue");
+		queue = end + 1;
+	}
+	if ((restart ? ctl.ops->restart(queue)
+		     : ctl.ops->scale(queue, (int)n)) != 0) {
+		snprintf(why, sizeof(why), "no such queue: %s", queue);
+		return error_answer(why);
+	}
+	o = json_new_object();
+	json_set(o, "ok", json_new_bool(true));
+	json_set(o, "queue", json_string(queue));
+	if (!restart)
+		json_set(o, "workers", json_int(n));
+	else
+		json_set(o, "restarting", json_new_bool(true));
+	t = json_text(o);
+	json_free(o);
+	return t;
+}
+
 static char *metrics_answer(void)
 {
 	struct json *o = json_new_object();
@@ -115,6 +147,10 @@ static char *answer(char *line)
 		return pause_answer(line + 6, true);
 	if (strncmp(line, "resume ", 7) == 0)
 		return pause_answer(line + 7, false);
+	if (strncmp(line, "scale ", 6) == 0)
+		return scale_answer(line + 6, false);
+	if (strncmp(line, "restart ", 8) == 0)
+		return scale_answer(line + 8, true);
 	snprintf(why, sizeof(why), "unknown request: %.60s%s", line,
 		 n > 60 ? "..." : "");
 	return error_answer(why);

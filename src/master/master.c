@@ -67,6 +67,7 @@ static struct {
 	int fd_floor;		/* fds from here up are the master's own: a new
 				 * worker closes them */
 	struct pidmap pids;	/* slots of live workers, by pid */
+	int64_t next_scale;	/* scaler.c's next look at the pools */
 } m;
 
 static void on_slot_event(void *arg, uint32_t events);
@@ -175,7 +176,8 @@ static void spawn(struct slot *s)
 	if (s->ran)
 		s->pool->restarts++;
 	s->ran = true;
-	s->started = now_ms();
+	s->started = s->idle_since = now_ms();
+	s->gen = s->pool->sc.gen;
 	s->state = 0;
 	s->node = -1;
 	s->why[0] = '\0';
@@ -222,11 +224,25 @@ static void retire(struct slot *s)
 		slot_remove(s);
 }
 
-/* Start or retire workers until p has q->workers active ones. */
+/* One more worker for p, numbered the lowest free. */
+static void start_one(struct pool *p)
+{
+	spawn(slot_add(p, pool_number_free(p, 1)));
+}
+
+/*
+ * Start or retire workers until p has between its floor and ceiling
+ * (extra workers of an elastic pool stay; scaler.c retires them idle).
+ */
 static void pool_resize(struct pool *p)
 {
-	int want = p->q->workers, n = 0, k = 0;
+	int want = p->active, n = 0, k = 0;
 	struct slot **v;
+
+	if (want < scaler_floor(p))
+		want = scaler_floor(p);
+	if (want > scaler_ceiling(p))
+		want = scaler_ceiling(p);
 
 	while (p->active < want) {
 		n = pool_number_free(p, n + 1);
@@ -324,6 +340,7 @@ static void apply_plan(const struct reload_plan *pl, struct pool **run)
 			p->q = pl->pools[i].nq;
 			break;
 		}
+		scaler_reset(p); /* warrenctl scale lasts until a reload */
 	}
 	for (int i = 0; i < pl->nadded; i++) {
 		log_info("queue %s added", pl->added[i]->name);
@@ -641,6 +658,15 @@ static void respawn_due(void)
 	}
 }
 
+/* Pools sized, watched and rolled (scaler.c), a few times a second. */
+static void scale_due(void)
+{
+	static const struct scaler_ops ops = {start_one, retire};
+
+	if (now_ms() >= m.next_scale)
+		m.next_scale = scaler_tick(&ops);
+}
+
 /* The STATUS= line: per queue, workers consuming, busy, and counts. */
 static void update_status(void)
 {
@@ -666,7 +692,8 @@ static void update_status(void)
 		    buf + o, sizeof(buf) - o,
 		    "%s%s %d/%d %s, %d busy; %lu done, %lu retried, %lu "
 		    "failed%s",
-		    o ? " | " : "", p->q->name, cons, p->q->workers,
+		    o ? " | " : "", p->q->name, cons,
+		    p->sc.target > 0 ? p->sc.target : scaler_floor(p),
 		    p->paused			       ? "paused"
 		    : p->breaker.state == BREAKER_OPEN ? "breaker open"
 		    : p->breaker.state == BREAKER_HALF_OPEN
@@ -711,6 +738,8 @@ static int next_timeout(void)
 		next = m.next_watchdog;
 	if (m.rearm_at != 0 && EARLIER(m.rearm_at))
 		next = m.rearm_at;
+	if (!m.stopping && EARLIER(m.next_scale))
+		next = m.next_scale;
 	if (m.ready_sent && EARLIER(m.next_status))
 		next = m.next_status;
 	if ((t = control_next_timer()) > 0 && EARLIER(t))
@@ -753,6 +782,7 @@ static void loop(void)
 			}
 		} else {
 			respawn_due();
+			scale_due();
 			check_ready();
 			breakers_tick();
 		}
@@ -850,6 +880,20 @@ static int master_pause(const char *name, bool pause)
 	return 0;
 }
 
+/* warrenctl scale and restart: scaler.c's, looked at now. */
+static int master_scale(const char *name, int n)
+{
+	m.next_scale = 0;
+	m.next_status = now_ms();
+	return scaler_scale(name, n);
+}
+
+static int master_restart(const char *name)
+{
+	m.next_scale = 0;
+	return scaler_restart(name);
+}
+
 /*
  * The control socket and metrics listener of cf: opened again when moved,
  * and tried again at each reload while they could not be opened.
@@ -857,7 +901,8 @@ static int master_pause(const char *name, bool pause)
 static void open_listeners(const struct config *cf, const struct config *old)
 {
 	static const struct control_ops control_ops = {
-	    status_answer, metrics_text, master_pause};
+	    status_answer, metrics_text, master_pause, master_scale,
+	    master_restart};
 
 	if (old == NULL || strcmp(cf->control_socket, old->control_socket) ||
 	    (!control_is_open() && cf->control_socket[0] != '\0'))

@@ -35,11 +35,31 @@ struct slot {
 	int node;	  /* index in broker.url of its connection, or -1 */
 	char *holding;	  /* key of the message in hand, or NULL */
 	int64_t held_since; /* when it took that message */
+	int64_t idle_since; /* when it last became idle (elastic.c) */
+	int gen; /* its pool's gen when started (warrenctl restart) */
 	unsigned long acked, retried, failed, requeued;
 	char why[700]; /* last REPORT_DOWN text */
 };
 
 #define POOL_NODES_MAX 16 /* broker nodes counted apart in metrics */
+
+/* A pool's sizing: what scaler.c keeps and status.c shows. */
+struct scaling {
+	int floor;	  /* warrenctl scale's minimum, 0: the configuration */
+	bool floor_now;	  /* scale went down: idle workers above it go now */
+	int target;	  /* workers wanted, the last decision */
+	char why[120];	  /* and why, for warrenctl status */
+	long ready;	  /* ready messages a worker last saw */
+	int64_t ready_at; /* when it said so, 0: never */
+	int watch_ms;	  /* how often the watcher was asked to look */
+	int64_t watch_asked; /* when a worker was last asked to watch */
+	int watch_next;	     /* where the next pick of a watcher starts */
+	int watcher;	     /* the number of the worker last asked */
+	int64_t grown_at;    /* the last growth: at most one step a second */
+	int gen;	     /* bumped by warrenctl restart */
+	bool rolling;	     /* a rolling restart is under way */
+	int rolled;	     /* workers replaced by the restart so far */
+};
 
 struct pool {
 	const struct queue_conf *q;
@@ -63,6 +83,7 @@ struct pool {
 	bool recovery_told;	/* "consuming again" said for it */
 	bool removed;		/* dropped by a reload; goes when empty */
 	struct ledger marks;	/* messages that outlived their workers */
+	struct scaling sc; /* elastic sizing, scale and restart (scaler.c) */
 	struct pool *next;
 };
 
@@ -159,6 +180,47 @@ struct reload_plan *reload_plan(const struct config *old,
 				const struct config *ncf,
 				const struct queue_conf *const *run, int nrun);
 void reload_plan_free(struct reload_plan *pl);
+
+/* elastic.c: how many workers a pool wants (pure) */
+struct elastic_in {
+	int workers;	 /* the floor: configuration, or warrenctl scale */
+	int max_workers; /* the ceiling; below workers counts as workers */
+	bool floor_now;	 /* scaled down: idle ones above the floor go now */
+	bool paused;
+	int active; /* workers not retiring, running or not */
+	int busy;   /* of them, with a message in hand */
+	long ready; /* ready messages last seen, -1: unknown or stale */
+	int64_t now, grown_at; /* ms; the last growth */
+	int idle_timeout_ms;
+	const int64_t *idle_since; /* when each idle worker became idle */
+	int nidle;
+};
+struct elastic_out {
+	int target;    /* workers wanted now */
+	char why[120]; /* "scaling up: 14 ready, all busy" */
+};
+void elastic_decide(const struct elastic_in *in, struct elastic_out *out);
+
+/* scaler.c: applies elastic.c, warrenctl scale and restart */
+struct scaler_ops {
+	void (*start)(struct pool *p);	/* one more worker */
+	void (*retire)(struct slot *s); /* finish the message in hand, go */
+};
+/* Every pool's size, watcher and rolling restart; when to call again. */
+int64_t scaler_tick(const struct scaler_ops *ops);
+/* warrenctl scale: -1 no such queue. */
+int scaler_scale(const char *name, int n);
+/* warrenctl restart: -1 no such queue. */
+int scaler_restart(const char *name);
+/* A reload: back to the configuration's size. */
+void scaler_reset(struct pool *p);
+/* The floor of p: warrenctl scale's, or the configuration's workers. */
+int scaler_floor(const struct pool *p);
+/* Its ceiling: max_workers, or the floor when that is higher or the
+ * pool is not elastic. */
+int scaler_ceiling(const struct pool *p);
+/* The ready count when fresh (at most 5 s old), else -1. */
+long scaler_ready(const struct pool *p);
 
 /* supervise.c: the supervisor's pure decisions */
 /* Wait before respawning after failures quick deaths in a row; rnd is

@@ -136,6 +136,8 @@ static void consuming(struct slot *s, char report, const char *text)
 
 	if (s->state == 0 && tab != NULL)
 		count_connection(s, atoi(tab + 1));
+	if (s->state != report)
+		s->idle_since = now_ms();
 	s->state = report;
 	s->unreachable = false;
 	slot_reported(s);
@@ -271,6 +273,7 @@ static void one_report(struct slot *s, char *buf)
 		count_outcome(s, buf[0], buf + 1);
 		breaker_report(s, buf[0]);
 		s->state = REPORT_CONSUMING;
+		s->idle_since = now_ms();
 		s->handler = 0;
 		free(s->holding);
 		s->holding = NULL;
@@ -287,6 +290,10 @@ static void one_report(struct slot *s, char *buf)
 	case REPORT_BLOCKED:
 	case REPORT_UNBLOCKED:
 		blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
+		break;
+	case REPORT_READY: /* the queue's backlog, for scaler.c */
+		s->pool->sc.ready = strtol(buf + 1, NULL, 10);
+		s->pool->sc.ready_at = now_ms();
 		break;
 	case REPORT_DOWN:
 		slot_reported(s);

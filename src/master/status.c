@@ -92,7 +92,13 @@ static struct json *queue_json(const struct pool *p)
 		if (!p->slots[i]->retiring)
 			count[state_index(p->slots[i])]++;
 	json_set(q, "name", json_string(p->q->name));
-	json_set(q, "workers", json_int(p->q->workers));
+	json_set(q, "workers", json_int(scaler_floor(p)));
+	json_set(q, "max_workers", json_int(scaler_ceiling(p)));
+	json_set(q, "target", json_int(p->sc.target));
+	json_set(q, "scaling", json_string(p->sc.why[0] ? p->sc.why : NULL));
+	json_set(q, "ready",
+		 scaler_ready(p) >= 0 ? json_int(scaler_ready(p)) : NULL);
+	json_set(q, "restarting", json_new_bool(p->sc.rolling));
 	json_set(q, "paused", json_new_bool(p->paused));
 	json_set(q, "starting", json_int(count[0]));
 	json_set(q, "idle", json_int(count[1]));
@@ -248,6 +254,26 @@ char *status_metrics(const struct master_view *v)
 		if (!p->removed)
 			prom_sample(f, "warren_worker_restarts_total", kv,
 				    (double)p->restarts);
+	}
+	prom_family(f, "warren_pool_target", "gauge",
+		    "Workers the pool wants now (elastic sizing).");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed)
+			prom_sample(f, "warren_pool_target", kv,
+				    p->sc.target > 0 ? p->sc.target
+						     : scaler_floor(p));
+	}
+	prom_family(f, "warren_queue_messages", "gauge",
+		    "Ready messages in the queue, as a worker last saw them "
+		    "(at most 5 s ago).");
+	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+
+		if (!p->removed && scaler_ready(p) >= 0)
+			prom_sample(f, "warren_queue_messages", kv,
+				    (double)scaler_ready(p));
 	}
 	prom_family(f, "warren_breaker_open", "gauge",
 		    "1 while the queue's circuit breaker keeps it from "

@@ -27,6 +27,8 @@
 
 #include "warren.h"
 
+#define DRAIN_MS 5000 /* a retiring worker waits for its cancel-ok */
+
 struct worker {
 	const struct config *cf;
 	const struct queue_conf *q;
@@ -62,6 +64,9 @@ struct worker {
 	bool retiring;	 /* finish the current message, then exit */
 	bool stopping;	 /* shutdown: shutdown_timeout applies */
 	int64_t stop_deadline;
+	int64_t drain_until; /* retiring: waits this long for cancel-ok */
+	int watch_ms;	     /* the master's watcher: ready count this often */
+	int64_t next_watch;
 	int exit_status;
 	bool stop_killed; /* the handler was stopped by the shutdown */
 };
@@ -573,6 +578,7 @@ static void begin_stop(struct worker *w, bool shutdown)
 	if (w->retiring)
 		return;
 	w->retiring = true;
+	w->drain_until = now_ms() + DRAIN_MS;
 	log_debug("stopping: %s", shutdown ? "shutdown" : "retired");
 	if (mq_cancel(w->mq) != 0)
 		log_debug("basic.cancel: %s", mq_error(w->mq));
@@ -678,6 +684,10 @@ static void on_command(struct worker *w, const char *buf, ssize_t n)
 	case COMMAND_PROBE:
 		probe(w);
 		break;
+	case COMMAND_WATCH:
+		w->watch_ms = atoi(buf + 1);
+		w->next_watch = now_ms();
+		break;
 	}
 }
 
@@ -704,6 +714,16 @@ static void on_control(struct worker *w)
 		buf[n] = '\0';
 		on_command(w, buf, n);
 	}
+}
+
+/* The wait t (ms, -1: none) shortened to end by monotonic ms at. */
+static int until(int64_t at, int t)
+{
+	int64_t left = at - now_ms();
+
+	if (left < 0)
+		left = 0;
+	return t < 0 || left < t ? (int)(left > INT_MAX ? INT_MAX : left) : t;
 }
 
 static int poll_timeout(struct worker *w)
@@ -738,6 +758,10 @@ static int poll_timeout(struct worker *w)
 		if (t < 0 || left < t)
 			t = (int)left;
 	}
+	if (w->retiring && w->d == NULL)
+		t = until(w->drain_until, t);
+	if (w->watch_ms > 0 && !w->retiring && !w->settling)
+		t = until(w->next_watch, t);
 	if (w->node != w->home && w->d == NULL && !w->retiring) {
 		int64_t left = w->next_probe - now_ms();
 
@@ -786,8 +810,9 @@ static void on_broker(struct worker *w)
 			cancelled(w);
 			continue;
 		case MQ_DELIVERY:
-			if (w->retiring || w->paused) {
-				/* prefetched before the cancel: give back */
+			if (w->stopping || w->paused) {
+				/* prefetched before the cancel: give back (a
+				 * retiring worker runs it: no redelivery) */
 				mq_nack(w->mq, d->tag, true);
 				delivery_free(d);
 				continue;
@@ -961,6 +986,35 @@ static bool broker_due(struct worker *w, bool readable)
 	return false;
 }
 
+/*
+ * A retiring worker goes once the broker has answered its cancel (no
+ * delivery can follow, so closing gives none back), at a shutdown at
+ * once, and after DRAIN_MS in any case.
+ */
+static bool drained(struct worker *w)
+{
+	return w->stopping || !mq_cancelling(w->mq) ||
+	       now_ms() >= w->drain_until;
+}
+
+/* The master's watcher: the queue's ready count, every watch_ms. */
+static void watch_queue(struct worker *w)
+{
+	char buf[32];
+	long n;
+
+	if (w->watch_ms <= 0 || w->retiring || w->settling ||
+	    now_ms() < w->next_watch)
+		return;
+	w->next_watch = now_ms() + w->watch_ms;
+	if (mq_queue_ready(w->mq, w->q->name, &n) != 0) {
+		log_debug("%s", mq_error(w->mq));
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%ld", n);
+	report(w, REPORT_READY, buf);
+}
+
 static void loop(struct worker *w)
 {
 	struct pollfd pfd[6];
@@ -968,9 +1022,10 @@ static void loop(struct worker *w)
 
 	for (;;) {
 		if (w->retiring && w->d == NULL) {
-			/* drain what was prefetched, then go */
+			/* drain what was sent before the cancel, then go */
 			on_broker(w);
-			finish(w);
+			if (w->d == NULL && drained(w))
+				finish(w);
 		}
 		pfd[0].fd = mq_fd(w->mq);
 		pfd[0].events = POLLIN;
@@ -995,6 +1050,7 @@ static void loop(struct worker *w)
 		if (broker_due(w, pfd[0].revents != 0))
 			on_broker(w);
 		watch_blocked(w);
+		watch_queue(w);
 		maybe_go_home(w);
 		if (w->settling) {
 			if (w->stopping && now_ms() >= w->stop_deadline) {

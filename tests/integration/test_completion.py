@@ -57,9 +57,10 @@ def test_registered_for_the_three_programs():
 
 def test_warrenctl_commands():
     assert complete("warrenctl", "pa") == ["pause"]
-    assert complete("warrenctl", "re") == ["resume", "replay"]
+    assert complete("warrenctl", "re") == ["resume", "restart", "replay"]
+    assert complete("warrenctl", "sc") == ["scale"]
     assert complete("warrenctl", "") == ["status", "pause", "resume", "metrics",
-                                         "failed", "replay"]
+                                         "scale", "restart", "failed", "replay"]
     assert complete("warrenctl", "-") == ["-s", "-c", "-h"]
     assert complete("warrenctl", "status", "--") == ["--json"]
     assert complete("warrenctl", "replay", "q", "--") == ["--limit", "--reason"]
@@ -71,6 +72,10 @@ def test_warrenctl_queue_names_from_config_and_dropins(tmp_path):
     assert sorted(got) == sorted(["main", "alpha", f"\\$\\(touch\\ {marker}\\)"]), got
     assert complete("warrenctl", "-c", str(main), "resume", "al") == ["alpha"]
     assert complete("warrenctl", f"-c{main}", "failed", "m") == ["main"]
+    assert complete("warrenctl", "-c", str(main), "scale", "al") == ["alpha"]
+    assert complete("warrenctl", "-c", str(main), "restart", "m") == ["main"]
+    # scale's N comes after the queue: no names offered for it
+    assert complete("warrenctl", "-c", str(main), "scale", "main", "") == []
     # the queue is given: nothing more to complete but options
     assert complete("warrenctl", "-c", str(main), "pause", "main", "") == []
     assert not marker.exists(), "a queue name was run"

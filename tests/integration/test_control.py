@@ -134,12 +134,16 @@ def test_status_tells_each_worker_and_queue(warrend, broker, sockdir, runs):
     assert st["config"] == str(w.conf)
     assert st["stopping"] is False
     q = queue_of(st, w.queue)
+    # the backlog as a worker saw it: none yet, or an empty queue
+    assert q.pop("ready") in (None, 0), q
     assert q == {"name": w.queue, "workers": 3, "paused": False, "starting": 0,
                  "idle": 3, "busy": 0, "paused_workers": 0, "down": 0,
                  "acked": 0, "retried": 0, "failed": 0, "requeued": 0,
                  "restarts": 0, "cpu_seconds": 0.0, "last_error": None,
                  "breaker": None, "breaker_seconds_left": None,
-                 "breaker_openings": 0}
+                 "breaker_openings": 0,
+                 "max_workers": 3, "target": 3, "scaling": "fixed at 3",
+                 "restarting": False}
     ws = workers_of(st, w.queue)
     assert [x["number"] for x in ws] == [1, 2, 3]
     assert sorted(x["pid"] for x in ws) == w.children(), \
