@@ -120,18 +120,19 @@ static void inputs(const struct pool *p, int64_t now, struct elastic_in *in,
 {
 	int64_t *v = xcalloc((size_t)p->nslots + 1, sizeof(*v));
 
-	*in = (struct elastic_in){scaler_floor(p),
-				  scaler_ceiling(p),
-				  p->sc.floor_now,
-				  p->paused,
-				  0,
-				  0,
-				  scaler_ready(p),
-				  now,
-				  p->sc.grown_at,
-				  p->q->idle_timeout * 1000,
-				  v,
-				  0};
+	*in =
+	    (struct elastic_in){scaler_floor(p),
+				scaler_ceiling(p),
+				p->sc.floor_now,
+				pool_held(p), /* paused, or its breaker open */
+				0,
+				0,
+				scaler_ready(p),
+				now,
+				p->sc.grown_at,
+				p->q->idle_timeout * 1000,
+				v,
+				0};
 	for (int i = 0; i < p->nslots; i++) {
 		const struct slot *s = p->slots[i];
 
