@@ -177,6 +177,24 @@ static int bind_all(struct mq *m, const struct queue_conf *q)
 	return 0;
 }
 
+/*
+ * A quorum queue dead-letters to failed, declared first. On channel 2:
+ * failed is a classic queue, on one node, and that node being down must
+ * cost a warning, not the consumer (the broker keeps what it cannot
+ * dead-letter yet: at-least-once). -1 only when the connection is gone.
+ */
+static int declare_dead_letter_target(struct mq *m, const char *failed)
+{
+	if (declare(m, PUB_CHANNEL, failed, true, amqp_empty_table) == 0)
+		return 0;
+	if (m->closed)
+		return -1;
+	log_warnx("%s; consuming all the same: a message the broker cannot "
+		  "dead-letter yet stays in the queue",
+		  mq_error(m));
+	return 0;
+}
+
 int mq_declare(struct mq *m, const struct queue_conf *q)
 {
 	amqp_table_entry_t *e;
@@ -188,9 +206,7 @@ int mq_declare(struct mq *m, const struct queue_conf *q)
 			   ? bind_all(m, q)
 			   : -1;
 	snprintf(failed, sizeof(failed), "%s.failed", q->name);
-	/* a quorum queue dead-letters there: it exists first */
-	if (q->type == QUEUE_QUORUM &&
-	    declare(m, CHANNEL, failed, true, amqp_empty_table) != 0)
+	if (q->type == QUEUE_QUORUM && declare_dead_letter_target(m, failed))
 		return -1;
 	e = xcalloc((size_t)q->nargs + 1 + QUORUM_ARGS, sizeof(*e));
 	r = declare(m, CHANNEL, q->name, q->durable, queue_table(q, failed, e));

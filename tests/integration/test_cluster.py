@@ -170,11 +170,20 @@ printf '%s %s\n' "$WARREN_MESSAGE_ID" "$WARREN_WORKER" >>"$1"
         pool_connections(cluster, queue)), 20, interval=0.5,
         message="6 connections of the pool")
     before = spread(conns, cluster)
-    victim_i = max(range(3), key=lambda i: before[i])
+    # Of the nodes serving the most workers, the home of QUEUE.failed (a
+    # classic queue, on one node, declared by every worker as the quorum
+    # queue's dead-letter target): its being down must not keep a worker
+    # from consuming either.
+    info = cluster.nodes[0].queue_info(queue + ".failed", "pid")  # <NODE.x.y.z>
+    failed_home = next((n.name for n in cluster.nodes
+                        if info and f"<{n.name}." in info["pid"]), None)
+    most = max(before)
+    victim_i = next((i for i in range(3) if before[i] == most and
+                     cluster.nodes[i].name == failed_home), before.index(most))
     victim = cluster.nodes[victim_i]
     survivors = [n for n in cluster.nodes if n is not victim]
-    print(f"\nspread before: {before}; killing node {victim_i + 1} "
-          f"({before[victim_i]} workers)")
+    print(f"\nspread before: {before}; {queue}.failed on {failed_home}; "
+          f"killing node {victim_i + 1} ({before[victim_i]} workers)")
 
     ids = [f"m-{i}" for i in range(500)]
     survivors[0].publish_many(queue, [(f"body {m}", None, m, {}) for m in ids])
