@@ -136,7 +136,7 @@ static int open_and_login(struct mq *m, const struct broker_conf *b,
 		/* 403 ACCESS_REFUSED or a close during the handshake */
 		if (m->reply_code == AMQP_ACCESS_REFUSED ||
 		    m->reply_code == AMQP_NOT_ALLOWED)
-			*status = WORKER_EXIT_LOGIN;
+			*status = MQ_FAIL_LOGIN;
 		login_failed(m, safe, u, b);
 		return -1;
 	}
@@ -155,7 +155,7 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 	char err[256];
 	int r = -1;
 
-	*status = WORKER_EXIT_CONNECT;
+	*status = MQ_FAIL_CONNECT;
 	if (mq_url_parse(url, &u) != 0) {
 		mq_set_error(m, "%s: bad url", safe);
 		free(safe);
@@ -167,7 +167,7 @@ static int try_url(struct mq *m, const struct broker_conf *b, const char *url,
 		pw = read_password(b->password_file, err, sizeof(err));
 		if (pw == NULL) {
 			mq_set_error(m, "%s", err);
-			*status = WORKER_EXIT_LOGIN;
+			*status = MQ_FAIL_LOGIN;
 			goto out;
 		}
 		u.password = pw;
@@ -216,7 +216,7 @@ struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
 		      size_t errlen)
 {
 	struct mq *m = xcalloc(1, sizeof(*m));
-	int low = b->nurls, low_status = WORKER_EXIT_CONNECT;
+	int low = b->nurls, low_status = MQ_FAIL_CONNECT;
 
 	for (int k = 0; k < b->nurls; k++) {
 		int i = mq_node_order(b->nurls, first, rotate, k);

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "warren.h" /* broker_conf, queue_conf, delivery, header */
+#include "model/model.h" /* broker_conf, queue_conf, delivery, header */
 
 struct mq;
 
@@ -28,9 +28,12 @@ enum mq_event {
  * declare or publish leaves channel 1 and its unacked deliveries untouched).
  * When it reached another node than first and node is not NULL, first's
  * address is resolved here, once, for mq_probe_home. NULL on failure, reason in
- * err (never the password) and *status set to WORKER_EXIT_CONNECT or
- * WORKER_EXIT_LOGIN.
+ * err (never the password) and *status set to an mq_failure.
  */
+enum mq_failure {
+	MQ_FAIL_CONNECT = 1, /* no node answered, or a connection broke */
+	MQ_FAIL_LOGIN,	     /* a node refused the login or password */
+};
 struct mq *mq_connect(const struct broker_conf *b, const char *name, int first,
 		      int rotate, int *node, int *status, char *err,
 		      size_t errlen);
@@ -54,14 +57,6 @@ void mq_preload_ca(const struct broker_conf *b);
  * did not resolve then (the next connect looks it up again).
  */
 int mq_probe_home(struct mq *m, int timeout_ms);
-
-/* url.c: pure, no rabbitmq-c */
-/* 0 if URL parses as an amqp:// or amqps:// URL, else -1 and err */
-int mq_url_check(const char *url, char *err, size_t errlen);
-/* The URL with its password hidden, for logs; caller frees. */
-char *mq_url_redacted(const char *url);
-/* host:port of URL, for status and metrics; caller frees. */
-char *mq_url_node(const char *url);
 
 /* reply.c */
 const char *mq_error(struct mq *m);

@@ -9,7 +9,7 @@
 
 #include <amqp.h>
 
-#include "warren.h"
+#include "model/model.h"
 #include "mq.h"
 
 #define CHANNEL 1     /* consuming: basic.consume, ack, nack */
@@ -62,20 +62,6 @@ struct mq {
 	struct sockaddr_storage home; /* the first node's address ... */
 	socklen_t home_len;	      /* ... or 0: not resolved */
 };
-
-/* url.c: an amqp:// URL, as rabbitmq-c 0.11's amqp_parse_url reads it */
-struct mq_url {
-	char *buf;	      /* owns the strings below (or they are static) */
-	const char *user;     /* "guest" if unset */
-	const char *password; /* "guest" if unset */
-	const char *host;     /* "localhost" if unset; IPv6 without [] */
-	const char *vhost;    /* "/" if no path; "" for "host/" */
-	int port;	      /* 5672, or 5671 for amqps:// */
-	bool ssl;
-};
-/* 0 and u (free with mq_url_free), or -1 (u needs no free). */
-int mq_url_parse(const char *url, struct mq_url *u);
-void mq_url_free(struct mq_url *u);
 
 /* reply.c */
 void mq_set_error(struct mq *m, const char *fmt, ...)

@@ -10,7 +10,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 #define EV_BATCH 64
 

@@ -7,7 +7,7 @@
 
 #include <json-c/json.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 

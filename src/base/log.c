@@ -12,7 +12,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 /* a handler line of 4096 bytes, every byte escaped as \xNN, and more */
 #define LOG_MSG_MAX (4096 * 4 + 1024)

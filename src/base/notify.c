@@ -17,7 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-journal.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 void notify_ready(void)
 {

@@ -7,7 +7,7 @@
 
 #include <stdlib.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 static void swap(struct timer *a, struct timer *b)
 {

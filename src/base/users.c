@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 /* A name, or a decimal id when no entry has that name. */
 static bool numeric(const char *s, unsigned long *v)

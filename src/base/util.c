@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "warren.h"
+#include "base/base.h"
 
 int64_t now_ms(void)
 {

@@ -19,7 +19,7 @@
 
 #include <confuse.h>
 
-#include "warren.h"
+#include "config/conf.h"
 
 /* Where cfg_error() messages go while one file is parsed. */
 struct errbuf {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "config/conf.h"
 
 /* glob's complaint about a directory it could not read, kept for err */
 static char glob_failed[512];

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "config/conf.h"
 
 #define AMQP_SHORTSTR_MAX 255
 

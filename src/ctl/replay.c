@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "ctl/ctl.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
 #define PROGRESS_MS 100 /* at most ten progress lines a second */

@@ -17,7 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "ctl/ctl.h"
 
 #define EX_UNAVAILABLE_STATUS 69 /* sysexits.h: warrend is not running */
 #define DEFAULT_SOCKET "/run/warren/warrend.sock"

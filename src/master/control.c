@@ -15,7 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "master/master.h"
 
 #define CLIENTS_MAX 64
 #define REQUEST_MAX 4096

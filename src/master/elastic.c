@@ -10,7 +10,7 @@
 #include <stdio.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 #define GROW_EVERY_MS 1000
 

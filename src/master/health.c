@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 /* A worker that is connected and consuming, busy or not. */
 static bool consuming(const struct slot *s)

@@ -11,7 +11,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "master/master.h"
 
 static void usage(FILE *f)
 {

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 #define STAYED_UP_MS 30000  /* a worker up this long resets backoff */
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */

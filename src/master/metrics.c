@@ -14,7 +14,7 @@
 
 #include <microhttpd.h>
 
-#include "warren.h"
+#include "master/master.h"
 
 #define CONNECTIONS_MAX 16
 #define CONNECTION_TIMEOUT_S 10

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 static struct pool_table table;
 

@@ -5,7 +5,7 @@
 #ifndef WARREN_POOL_H
 #define WARREN_POOL_H
 
-#include "warren.h"
+#include "master/master.h"
 
 struct pool;
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 #define SAME_STR(x, y)                                                         \
 	((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))

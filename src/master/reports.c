@@ -14,7 +14,7 @@
 #include <syslog.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 static struct {
 	int ct_ms;    /* the broker's consumer_timeout, once proven shorter */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 #define TICK_MS 250
 #define READY_FRESH_MS 5000   /* warren_queue_messages: at most this old */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "master/master.h"
 
 /* 10 ms to an hour: the durations tasks have */
 const double histogram_bounds[HISTOGRAM_BUCKETS] = {

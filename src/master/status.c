@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 static const char *state_name(const struct slot *s)
 {

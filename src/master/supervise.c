@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 
 #include "pool.h"
-#include "warren.h"
+#include "master/master.h"
 
 #define BACKOFF_FIRST_MS 1000
 #define BACKOFF_MAX_MS 60000

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "model/model.h"
 
 void death_free(struct death *x)
 {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "model/model.h"
 
 /*
  * Arrays and tables nested deeper than this are rendered as null, so that

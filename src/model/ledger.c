@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "warren.h"
+#include "model/model.h"
 
 struct mark *ledger_find(const struct ledger *l, const char *key)
 {

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
-#include "warren.h"
+#include "model/model.h"
 
 int retry_delay(const struct retry_conf *rc, int n)
 {
@@ -119,4 +119,14 @@ int64_t consumer_deadline(int64_t received, int ct_ms, int kill_grace,
 		grace = kill_grace * 1000;
 	*grace_ms = grace;
 	return received + ct_ms - margin - grace;
+}
+
+bool outcome_tempfail(const struct handler_result *r)
+{
+	if (!r->started || r->timed_out || r->cpu_limited)
+		return false;
+	if (r->answered)
+		return r->answer == ANSWER_TEMPFAIL;
+	return WIFEXITED(r->wait_status) &&
+	       WEXITSTATUS(r->wait_status) == EX_TEMPFAIL_STATUS;
 }

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "warren.h"
+#include "model/model.h"
 
 #define TRACEPARENT_LEN 55 /* version 00: 2-32-16-2 hex digits */
 

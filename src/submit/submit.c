@@ -15,12 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "amqp/mq.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
 #define WAIT_DEFAULT_S 60
-#define EX_TEMPFAIL_STATUS 75 /* --wait: no reply in time */
-#define BATCH 1000	      /* messages between confirm waits with -l */
+
+#define BATCH 1000 /* messages between confirm waits with -l */
 
 static void usage(FILE *f)
 {

@@ -17,7 +17,7 @@
 #include <syslog.h>
 #include <time.h>
 
-#include "warren.h"
+#include "worker/worker_int.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
 #define RETRY_HEADERS_MAX                                                      \

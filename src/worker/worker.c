@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "worker/worker_int.h"
 
 #define DRAIN_MS 5000 /* a retiring worker waits for its cancel-ok */
 
@@ -525,7 +525,7 @@ static void handler_done(struct worker *w)
 		 * run it again from the start */
 		o.kind = OUTCOME_REQUEUED;
 		snprintf(o.reason, sizeof(o.reason), "stopped at shutdown");
-	} else if (w->q->breaker.on && breaker_tempfail(&w->r)) {
+	} else if (w->q->breaker.on && outcome_tempfail(&w->r)) {
 		tempfail(w, &o);
 	}
 	/* a copy to publish carries the cost and stderr: read them first
@@ -1132,7 +1132,10 @@ void worker_main(const struct worker_start *ws)
 			  (w.number - 1) / w.cf->broker.nurls, &w.node, &status,
 			  err, sizeof(err));
 	if (w.mq == NULL)
-		give_up(&w, status, err);
+		give_up(&w,
+			status == MQ_FAIL_LOGIN ? WORKER_EXIT_LOGIN
+						: WORKER_EXIT_CONNECT,
+			err);
 	settle_init(&w.set, w.mq, w.q);
 	if (mq_declare(w.mq, w.q) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));

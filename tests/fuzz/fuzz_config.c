@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "config/conf.h"
 
 static char dir[] = "/tmp/warren-fuzz-config-XXXXXX";
 static char path[64];

@@ -18,7 +18,7 @@
 
 #include <json-c/json.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 #define MAX_DEPTH 80   /* past fields.c's cap of 64, to reach it */
 #define MAX_NODES 5000 /* fields in one input */

@@ -3,7 +3,7 @@
 
 #include <sys/wait.h>
 
-#include "warren.h"
+#include "master/master.h"
 #include "unit.h"
 
 static const struct breaker_conf conf = {true, 30, 0};
@@ -16,20 +16,20 @@ static void check_tempfail_results(void)
 	r.started = true;
 	r.wait_status = 75 << 8; /* exit 75 */
 	CHECK(WIFEXITED(r.wait_status) && WEXITSTATUS(r.wait_status) == 75);
-	CHECK(breaker_tempfail(&r));
+	CHECK(outcome_tempfail(&r));
 	r.wait_status = 3 << 8;
-	CHECK(!breaker_tempfail(&r));
+	CHECK(!outcome_tempfail(&r));
 	r.wait_status = 75 << 8;
 	r.timed_out = true; /* a timeout is a failure, whatever the status */
-	CHECK(!breaker_tempfail(&r));
+	CHECK(!outcome_tempfail(&r));
 	r.timed_out = false;
 	r.answered = true; /* persistent: the answer decides */
 	r.answer = ANSWER_RETRY;
-	CHECK(!breaker_tempfail(&r));
+	CHECK(!outcome_tempfail(&r));
 	r.answer = ANSWER_TEMPFAIL;
-	CHECK(breaker_tempfail(&r));
+	CHECK(outcome_tempfail(&r));
 	r.started = false;
-	CHECK(!breaker_tempfail(&r));
+	CHECK(!outcome_tempfail(&r));
 }
 
 /* exit 75: open for the cooldown, half-open, a probe closes it */

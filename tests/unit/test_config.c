@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../../src/warren.h"
+#include "config/conf.h"
 #include "unit.h"
 
 static char path[] = "/tmp/warren-unit-XXXXXX";

@@ -10,7 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "../../src/warren.h"
+#include "handler/handler_int.h"
 #include "unit.h"
 
 /* A stat line whose comm is comm, with utime..cstime as given. */

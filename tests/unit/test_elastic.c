@@ -10,8 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../src/master/pool.h"
-#include "../../src/warren.h"
+#include "master/pool.h"
+#include "master/master.h"
 #include "unit.h"
 
 #define NOW 1000000

@@ -3,7 +3,7 @@
 
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "handler/handler_int.h"
 #include "unit.h"
 
 static const char *get(char **env, const char *name)

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "model/model.h"
 #include "unit.h"
 
 static struct field num_i(int64_t i)

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../../src/warren.h"
+#include "config/conf.h"
 #include "unit.h"
 
 static char dir[] = "/tmp/warren-include-XXXXXX";

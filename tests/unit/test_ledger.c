@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "model/model.h"
 #include "unit.h"
 
 static void test_add_find_forget(void)

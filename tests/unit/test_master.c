@@ -11,8 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../../src/master/pool.h"
-#include "../../src/warren.h"
+#include "master/pool.h"
+#include "master/master.h"
 #include "unit.h"
 
 static char path[] = "/tmp/warren-unit-XXXXXX";

@@ -4,7 +4,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "../../src/warren.h"
+#include "model/model.h"
 #include "unit.h"
 
 static struct handler_result exited(int code)

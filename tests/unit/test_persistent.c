@@ -6,7 +6,8 @@
 
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "handler/handler_int.h"
+#include "worker/worker_int.h"
 #include "unit.h"
 
 static void check_escape(const char *in, size_t n, const char *want)

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../../src/master/pool.h"
-#include "../../src/warren.h"
+#include "master/pool.h"
+#include "handler/handler_int.h"
 #include "unit.h"
 
 static void spread(void)

@@ -8,7 +8,7 @@
 
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "worker/worker_int.h"
 #include "unit.h"
 
 /* What the fake broker saw, and what it answers. */

@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 
-#include "../../src/warren.h"
+#include "master/master.h"
 #include "unit.h"
 
 static char *render(void (*fn)(FILE *, void *), void *arg)

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../../src/warren.h"
+#include "handler/handler_int.h"
 #include "unit.h"
 
 static char err[512];

@@ -23,7 +23,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 #define LOG_LINES_MAX                                                          \
 	10000 /* per stream and message; the rest is                           \

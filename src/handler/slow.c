@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 int64_t slow_deadline(int64_t started, int slow)
 {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mq_int.h"
+#include "base/base.h"
 
 static int hex(char c)
 {

@@ -6,7 +6,7 @@
 
 #include <stdlib.h>
 
-#include "warren.h"
+#include "master/master.h"
 
 #define FREE 0	   /* entry never used */
 #define DELETED -1 /* entry used, then deleted: probes go on past it */

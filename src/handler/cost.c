@@ -13,7 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 long cost_rusage_ms(const struct rusage *ru)
 {

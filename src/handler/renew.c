@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 /*
  * Worker n's place in [0, 1): n times the golden ratio, modulo 1. The

@@ -9,20 +9,9 @@
 
 #include <sys/wait.h>
 
-#include "warren.h"
+#include "master/master.h"
 
-#define EX_TEMPFAIL_STATUS 75 /* sysexits.h EX_TEMPFAIL */
 #define COOLDOWN_GROWTH_MAX 10
-
-bool breaker_tempfail(const struct handler_result *r)
-{
-	if (!r->started || r->timed_out || r->cpu_limited)
-		return false;
-	if (r->answered)
-		return r->answer == ANSWER_TEMPFAIL;
-	return WIFEXITED(r->wait_status) &&
-	       WEXITSTATUS(r->wait_status) == EX_TEMPFAIL_STATUS;
-}
 
 static enum breaker_move open_for(struct breaker *b, int cooldown_ms,
 				  int64_t now)

@@ -21,7 +21,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include "warren.h"
+#include "handler/handler_int.h"
 
 #define ANSWER_MAX 1024	     /* a longer status line is garbage */
 #define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
