@@ -424,96 +424,118 @@ static void progress(struct progress *pr, long done, bool final)
 		fputc('\n', stderr);
 }
 
+/* The queue to replay to exists, and publishing is confirmed: 0, or 1
+ * said on stderr. */
+static int replay_ready(struct session *s, const struct replay_opts *o)
+{
+	int r = mq_declare_passive(s->mq, o->queue, NULL);
+
+	if (r == 1) {
+		fprintf(stderr,
+			"warrenctl: there is no queue %s to replay to "
+			"(warrend declares it when it starts)\n",
+			o->queue);
+		return 1;
+	}
+	if (r != 0 || mq_confirm_select(s->mq) != 0) {
+		fprintf(stderr, "warrenctl: %s\n", mq_error(s->mq));
+		return 1;
+	}
+	return 0;
+}
+
+/* A replay's progress through the parked queue. */
+struct run {
+	struct progress pr;
+	uint64_t unsettled; /* the last tag held back, not acked */
+	long replayed, kept, seen;
+};
+
+/* Replay d (or keep it, when --reason does not pick it): 0, or 1 said
+ * on stderr (the replay stops). d is freed. */
+static int replay_one(struct session *s, const struct replay_opts *o,
+		      struct run *run, struct delivery *d)
+{
+	const char *fail = NULL, *where = NULL;
+
+	if (!picked(o, d)) {
+		run->unsettled = d->tag;
+		run->kept++;
+	} else if (republish(s->mq, o->queue, d) != 0) {
+		run->unsettled = d->tag;
+		fail = o->queue;
+		where = s->parked;
+	} else if (mq_ack(s->mq, d->tag) != 0) {
+		fail = s->parked; /* the copy is out: the original comes back
+				   * once */
+	} else {
+		run->replayed++;
+		progress(&run->pr, run->replayed, false);
+	}
+	delivery_free(d);
+	if (fail == NULL)
+		return 0;
+	if (run->pr.shown)
+		fputc('\n', stderr);
+	fprintf(stderr, "warrenctl: %s: %s", fail, mq_error(s->mq));
+	if (where != NULL)
+		fprintf(stderr, " (the message stays in %s)", where);
+	fputc('\n', stderr);
+	return 1;
+}
+
+static void replay_said(const struct session *s, const struct replay_opts *o,
+			const struct run *run)
+{
+	printf("replayed %ld message%s from %s to %s", run->replayed,
+	       run->replayed == 1 ? "" : "s", s->parked, o->queue);
+	if (o->reason != NULL) {
+		char *t = ctl_printable(o->reason, strlen(o->reason), 80);
+
+		printf("; kept %ld whose reason does not contain \"%s\"",
+		       run->kept, t);
+		free(t);
+	}
+	printf("\n");
+}
+
 int replay_run(const struct replay_opts *o)
 {
 	struct session s;
-	struct progress pr = {0};
-	uint64_t unsettled = 0; /* the last tag held back, not acked */
-	long replayed = 0, kept = 0, seen = 0;
+	struct run run = {0};
 	int rc = 0, r;
 
 	if (session_open(&s, o) != 0)
 		return 1;
-	r = mq_declare_passive(s.mq, o->queue, NULL);
-	if (r != 0) {
-		if (r == 1)
-			fprintf(stderr,
-				"warrenctl: there is no queue %s to replay "
-				"to (warrend declares it when it starts)\n",
-				o->queue);
-		else
-			fprintf(stderr, "warrenctl: %s\n", mq_error(s.mq));
+	if (replay_ready(&s, o) != 0) {
 		session_close(&s);
 		return 1;
 	}
-	if (mq_confirm_select(s.mq) != 0) {
-		fprintf(stderr, "warrenctl: %s\n", mq_error(s.mq));
-		session_close(&s);
-		return 1;
-	}
-	pr.on = isatty(2);
-	pr.total = (long)s.count;
-	if (o->limit > 0 && o->reason == NULL && o->limit < pr.total)
-		pr.total = o->limit;
+	run.pr.on = isatty(2);
+	run.pr.total = (long)s.count;
+	if (o->limit > 0 && o->reason == NULL && o->limit < run.pr.total)
+		run.pr.total = o->limit;
 	/* at most what was there when we started: never our own copies */
-	while (seen < (long)s.count && (o->limit == 0 || replayed < o->limit)) {
+	while (rc == 0 && run.seen < (long)s.count &&
+	       (o->limit == 0 || run.replayed < o->limit)) {
 		struct delivery *d;
 
 		r = next_parked(&s, &d);
-		if (r < 0)
-			rc = 1;
-		if (r <= 0)
-			break;
-		seen++;
-		if (!picked(o, d)) {
-			unsettled = d->tag;
-			kept++;
-			delivery_free(d);
-			continue;
-		}
-		if (republish(s.mq, o->queue, d) != 0) {
-			unsettled = d->tag;
-			if (pr.shown)
-				fputc('\n', stderr);
-			fprintf(stderr,
-				"warrenctl: %s: %s (the message stays in "
-				"%s)\n",
-				o->queue, mq_error(s.mq), s.parked);
-			delivery_free(d);
-			rc = 1;
+		if (r <= 0) {
+			rc = r < 0;
 			break;
 		}
-		if (mq_ack(s.mq, d->tag) != 0) {
-			/* the copy is out: the original comes back once */
-			if (pr.shown)
-				fputc('\n', stderr);
-			fprintf(stderr, "warrenctl: %s: %s\n", s.parked,
-				mq_error(s.mq));
-			delivery_free(d);
-			rc = 1;
-			break;
-		}
-		delivery_free(d);
-		replayed++;
-		progress(&pr, replayed, false);
+		run.seen++;
+		rc = replay_one(&s, o, &run, d);
 	}
 	if (rc == 0)
-		progress(&pr, replayed, true);
-	if (!mq_lost(s.mq) && mq_requeue_upto(s.mq, unsettled) != 0) {
+		progress(&run.pr, run.replayed, true);
+	if (!mq_lost(s.mq) && mq_requeue_upto(s.mq, run.unsettled) != 0) {
 		fprintf(stderr, "warrenctl: %s: %s\n", s.parked,
 			mq_error(s.mq));
 		rc = 1;
 	}
-	printf("replayed %ld message%s from %s to %s", replayed,
-	       replayed == 1 ? "" : "s", s.parked, o->queue);
-	if (o->reason != NULL) {
-		char *t = ctl_printable(o->reason, strlen(o->reason), 80);
-
-		printf("; kept %ld whose reason does not contain \"%s\"", kept,
-		       t);
-		free(t);
-	}
-	printf("\n");
+	replay_said(&s, o, &run);
 	session_close(&s);
 	return rc;
 }

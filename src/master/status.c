@@ -204,11 +204,96 @@ static void waits(FILE *f, const struct pool *p)
 	prom_histogram(f, "warren_queue_wait_seconds", kv, &p->waits);
 }
 
-static void slow(FILE *f, const struct pool *p)
+static void durations(FILE *f, const struct pool *p)
 {
 	const char *kv[] = {"queue", p->q->name, NULL};
 
-	prom_sample(f, "warren_slow_messages_total", kv, (double)p->slow);
+	prom_histogram(f, "warren_handler_duration_seconds", kv, &p->durations);
+}
+
+/* One sample a pool, or none when the value is negative. */
+static double cpu_seconds(const struct pool *p)
+{
+	return (double)p->cpu_ms / 1000.0;
+}
+
+static double restarts(const struct pool *p)
+{
+	return (double)p->restarts;
+}
+
+static double target(const struct pool *p)
+{
+	return p->sc.target > 0 ? p->sc.target : scaler_floor(p);
+}
+
+static double ready(const struct pool *p)
+{
+	return (double)scaler_ready(p);
+}
+
+static double breaker_open(const struct pool *p)
+{
+	return breaker_holds(&p->breaker) ? 1 : 0;
+}
+
+static double slow(const struct pool *p)
+{
+	return (double)p->slow;
+}
+
+/* The metric families, in the order they are shown: each is rendered
+ * by `lines` (any number of samples a pool) or by `value` (one). */
+static const struct family {
+	const char *name, *type, *help;
+	void (*lines)(FILE *f, const struct pool *p);
+	double (*value)(const struct pool *p);
+} families[] = {
+    {"warren_messages_total", "counter", "Messages settled, by outcome.",
+     messages, NULL},
+    {"warren_handler_duration_seconds", "histogram",
+     "How long handlers ran, per message.", durations, NULL},
+    {"warren_handler_cpu_seconds_total", "counter",
+     "CPU time (user and system) handlers spent on messages.", NULL,
+     cpu_seconds},
+    {"warren_workers", "gauge", "Workers, by state.", workers, NULL},
+    {"warren_worker_restarts_total", "counter",
+     "Workers started again after they ended.", NULL, restarts},
+    {"warren_pool_target", "gauge",
+     "Workers the pool wants now (elastic sizing).", NULL, target},
+    {"warren_queue_messages", "gauge",
+     "Ready messages in the queue, as a worker last saw them "
+     "(at most 5 s ago).",
+     NULL, ready},
+    {"warren_breaker_open", "gauge",
+     "1 while the queue's circuit breaker keeps it from "
+     "consuming (open or half-open), else 0.",
+     NULL, breaker_open},
+    {"warren_broker_connections_total", "counter",
+     "Connections workers made, by broker node.", connections, NULL},
+    {"warren_queue_wait_seconds", "histogram",
+     "From a message's AMQP timestamp to its handler's start.", waits, NULL},
+    {"warren_slow_messages_total", "counter",
+     "Handlers still running past queue.slow.", NULL, slow},
+};
+
+static void family(FILE *f, const struct family *m, const struct pool *pools)
+{
+	prom_family(f, m->name, m->type, m->help);
+	for (const struct pool *p = pools; p != NULL; p = p->next) {
+		const char *kv[] = {"queue", p->q->name, NULL};
+		double v;
+
+		if (p->removed)
+			continue;
+		if (m->lines != NULL) {
+			m->lines(f, p);
+			continue;
+		}
+		v = m->value(p);
+		if (v >= 0)
+			prom_sample(f, m->name, kv, v);
+	}
 }
 
 char *status_metrics(const struct master_view *v)
@@ -219,82 +304,8 @@ char *status_metrics(const struct master_view *v)
 
 	if (f == NULL)
 		fatal("open_memstream");
-#define EACH_POOL(fn)                                                          \
-	for (const struct pool *p = v->pools; p != NULL; p = p->next)          \
-		if (!p->removed)                                               \
-			fn(f, p);
-	prom_family(f, "warren_messages_total", "counter",
-		    "Messages settled, by outcome.");
-	EACH_POOL(messages);
-	prom_family(f, "warren_handler_duration_seconds", "histogram",
-		    "How long handlers ran, per message.");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed)
-			prom_histogram(f, "warren_handler_duration_seconds", kv,
-				       &p->durations);
-	}
-	prom_family(f, "warren_handler_cpu_seconds_total", "counter",
-		    "CPU time (user and system) handlers spent on messages.");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed)
-			prom_sample(f, "warren_handler_cpu_seconds_total", kv,
-				    (double)p->cpu_ms / 1000.0);
-	}
-	prom_family(f, "warren_workers", "gauge", "Workers, by state.");
-	EACH_POOL(workers);
-	prom_family(f, "warren_worker_restarts_total", "counter",
-		    "Workers started again after they ended.");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed)
-			prom_sample(f, "warren_worker_restarts_total", kv,
-				    (double)p->restarts);
-	}
-	prom_family(f, "warren_pool_target", "gauge",
-		    "Workers the pool wants now (elastic sizing).");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed)
-			prom_sample(f, "warren_pool_target", kv,
-				    p->sc.target > 0 ? p->sc.target
-						     : scaler_floor(p));
-	}
-	prom_family(f, "warren_queue_messages", "gauge",
-		    "Ready messages in the queue, as a worker last saw them "
-		    "(at most 5 s ago).");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed && scaler_ready(p) >= 0)
-			prom_sample(f, "warren_queue_messages", kv,
-				    (double)scaler_ready(p));
-	}
-	prom_family(f, "warren_breaker_open", "gauge",
-		    "1 while the queue's circuit breaker keeps it from "
-		    "consuming (open or half-open), else 0.");
-	for (const struct pool *p = v->pools; p != NULL; p = p->next) {
-		const char *kv[] = {"queue", p->q->name, NULL};
-
-		if (!p->removed)
-			prom_sample(f, "warren_breaker_open", kv,
-				    breaker_holds(&p->breaker) ? 1 : 0);
-	}
-	prom_family(f, "warren_broker_connections_total", "counter",
-		    "Connections workers made, by broker node.");
-	EACH_POOL(connections);
-	prom_family(f, "warren_queue_wait_seconds", "histogram",
-		    "From a message's AMQP timestamp to its handler's start.");
-	EACH_POOL(waits);
-	prom_family(f, "warren_slow_messages_total", "counter",
-		    "Handlers still running past queue.slow.");
-	EACH_POOL(slow);
-#undef EACH_POOL
+	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		family(f, &families[i], v->pools);
 	fclose(f);
 	return text;
 }

@@ -243,128 +243,174 @@ static int submit_one(struct mq *mq, const struct opts *o, int argc,
 	return o->wait ? wait_reply(mq, o, id) : 0;
 }
 
-int main(int argc, char **argv)
+static int parse_timeout(struct opts *o, const char *arg)
 {
-	struct opts o = {0};
-	struct config *cf = NULL;
-	struct broker_conf adhoc = {0};
-	const struct broker_conf *b;
-	const struct queue_conf *q;
-	struct queue_conf dflt = {0};
-	struct mq *mq;
-	char err[1024];
-	int c, status, rc;
+	char *end;
+
+	o->timeout = strtol(arg, &end, 10);
+	if (*arg == '\0' || *end != '\0' || o->timeout < 1 ||
+	    o->timeout > 86400) {
+		fprintf(stderr,
+			"warren-submit: --timeout %s: expected seconds, 1 to "
+			"86400\n",
+			arg);
+		return -1;
+	}
+	return 0;
+}
+
+/* One option c with its argument into o: 0, or the exit status. */
+static int parse_opt(struct opts *o, int c, bool *timeout_given)
+{
+	switch (c) {
+	case 'W':
+		o->wait = true;
+		return 0;
+	case 'T':
+		*timeout_given = true;
+		return parse_timeout(o, optarg) == 0 ? 0 : EX_USAGE_STATUS;
+	case 'c':
+		o->conf = optarg;
+		return 0;
+	case 'u':
+		o->url = xstrdup(optarg);
+		hide_password(optarg);
+		return 0;
+	case 'q':
+		o->queue = optarg;
+		return 0;
+	case 'H':
+		return add_header(o, optarg) ? EX_USAGE_STATUS : 0;
+	case 'i':
+		o->id = optarg;
+		return 0;
+	case 'l':
+		o->lines = true;
+		return 0;
+	default:
+		usage(stderr);
+		return EX_USAGE_STATUS;
+	}
+}
+
+/* The command line into o: -1 to go on, or the exit status. */
+static int parse_args(struct opts *o, int argc, char **argv)
+{
 	static const struct option longs[] = {
 	    {"wait", no_argument, NULL, 'W'},
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0}};
-	char *end;
 	bool timeout_given = false;
+	int c, rc;
 
-	log_init("warren-submit", false);
-	o.timeout = WAIT_DEFAULT_S;
+	o->timeout = WAIT_DEFAULT_S;
 	while ((c = getopt_long(argc, argv, "c:u:q:H:i:lh", longs, NULL)) !=
 	       -1) {
-		switch (c) {
-		case 'W':
-			o.wait = true;
-			break;
-		case 'T':
-			o.timeout = strtol(optarg, &end, 10);
-			if (*optarg == '\0' || *end != '\0' || o.timeout < 1 ||
-			    o.timeout > 86400) {
-				fprintf(stderr,
-					"warren-submit: --timeout %s: "
-					"expected seconds, 1 to 86400\n",
-					optarg);
-				return EX_USAGE_STATUS;
-			}
-			timeout_given = true;
-			break;
-		case 'c':
-			o.conf = optarg;
-			break;
-		case 'u':
-			o.url = xstrdup(optarg);
-			hide_password(optarg);
-			break;
-		case 'q':
-			o.queue = optarg;
-			break;
-		case 'H':
-			if (add_header(&o, optarg))
-				return EX_USAGE_STATUS;
-			break;
-		case 'i':
-			o.id = optarg;
-			break;
-		case 'l':
-			o.lines = true;
-			break;
-		case 'h':
+		if (c == 'h') {
 			usage(stdout);
 			return 0;
-		default:
-			usage(stderr);
-			return EX_USAGE_STATUS;
 		}
+		if ((rc = parse_opt(o, c, &timeout_given)) != 0)
+			return rc;
 	}
-	if (o.queue == NULL || (o.conf == NULL) == (o.url == NULL) ||
-	    (o.lines && optind < argc) || (o.wait && o.lines) ||
-	    (timeout_given && !o.wait)) {
+	if (o->queue == NULL || (o->conf == NULL) == (o->url == NULL) ||
+	    (o->lines && optind < argc) || (o->wait && o->lines) ||
+	    (timeout_given && !o->wait)) {
 		usage(stderr);
 		return EX_USAGE_STATUS;
 	}
-	dflt.name = (char *)o.queue;
-	dflt.durable = true;
-	dflt.declare = true;
-	dflt.type = QUEUE_CLASSIC;
-	q = &dflt;
-	if (o.conf != NULL) {
-		cf = config_load(o.conf, err, sizeof(err));
-		if (cf == NULL) {
+	return -1;
+}
+
+/* Where to publish: the broker and queue of -c's file, or of -u with a
+ * durable classic queue as warrend.conf's defaults make it. */
+struct target {
+	struct config *cf;
+	struct broker_conf adhoc;
+	struct queue_conf dflt;
+	const struct broker_conf *b;
+	const struct queue_conf *q;
+};
+
+static int target_of(const struct opts *o, struct target *t)
+{
+	char err[1024];
+
+	t->dflt.name = (char *)o->queue;
+	t->dflt.durable = true;
+	t->dflt.declare = true;
+	t->dflt.type = QUEUE_CLASSIC;
+	t->q = &t->dflt;
+	if (o->conf != NULL) {
+		t->cf = config_load(o->conf, err, sizeof(err));
+		if (t->cf == NULL) {
 			fprintf(stderr, "%s\n", err);
 			return EX_CONFIG_STATUS;
 		}
-		b = &cf->broker;
-		if (config_queue(cf, o.queue) != NULL)
-			q = config_queue(cf, o.queue);
-	} else {
-		if (mq_url_check(o.url, err, sizeof(err)) != 0) {
-			fprintf(stderr, "warren-submit: -u: %s\n", err);
-			return EX_USAGE_STATUS;
-		}
-		adhoc.urls = (char **)&o.url;
-		adhoc.nurls = 1;
-		adhoc.tls.verify_peer = adhoc.tls.verify_hostname = true;
-		adhoc.connect_timeout = 10; /* warrend.conf's defaults */
-		adhoc.consumer_timeout = 1800;
-		b = &adhoc;
+		t->b = &t->cf->broker;
+		if (config_queue(t->cf, o->queue) != NULL)
+			t->q = config_queue(t->cf, o->queue);
+		return 0;
 	}
-	mq = mq_connect(b, "warren-submit", 0, 0, NULL, &status, err,
-			sizeof(err));
+	if (mq_url_check(o->url, err, sizeof(err)) != 0) {
+		fprintf(stderr, "warren-submit: -u: %s\n", err);
+		return EX_USAGE_STATUS;
+	}
+	t->adhoc.urls = (char **)&o->url;
+	t->adhoc.nurls = 1;
+	t->adhoc.tls.verify_peer = t->adhoc.tls.verify_hostname = true;
+	t->adhoc.connect_timeout = 10; /* warrend.conf's defaults */
+	t->adhoc.consumer_timeout = 1800;
+	t->b = &t->adhoc;
+	return 0;
+}
+
+/* Connect, declare, publish what the command line says. */
+static int submit(const struct opts *o, const struct target *t, int argc,
+		  char **argv)
+{
+	char err[1024];
+	int status, rc;
+	struct mq *mq = mq_connect(t->b, "warren-submit", 0, 0, NULL, &status,
+				   err, sizeof(err));
+
 	if (mq == NULL) {
 		fprintf(stderr, "warren-submit: %s\n", err);
-		config_free(cf);
 		return 1;
 	}
-	if (mq_declare(mq, q) != 0 || mq_confirm_select(mq) != 0 ||
-	    (o.wait && mq_reply_consume(mq) != 0)) {
+	if (mq_declare(mq, t->q) != 0 || mq_confirm_select(mq) != 0 ||
+	    (o->wait && mq_reply_consume(mq) != 0)) {
 		fprintf(stderr, "warren-submit: %s\n", mq_error(mq));
 		rc = 1;
-	} else if (o.lines) {
-		rc = submit_lines(mq, &o) == 0 ? 0 : 1;
+	} else if (o->lines) {
+		rc = submit_lines(mq, o) == 0 ? 0 : 1;
 	} else {
-		rc = submit_one(mq, &o, argc - optind, argv + optind);
+		rc = submit_one(mq, o, argc, argv);
 	}
 	mq_close(mq);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {0};
+	struct target t = {0};
+	int rc;
+
+	log_init("warren-submit", false);
+	rc = parse_args(&o, argc, argv);
+	if (rc == -1) {
+		rc = target_of(&o, &t);
+		if (rc == 0)
+			rc = submit(&o, &t, argc - optind, argv + optind);
+	}
 	for (int i = 0; i < o.nheaders; i++) {
 		free(o.headers[i].name);
 		free(o.headers[i].value);
 	}
 	free(o.headers);
 	free((char *)o.url);
-	config_free(cf);
+	config_free(t.cf);
 	return rc;
 }

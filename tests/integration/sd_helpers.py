@@ -215,6 +215,17 @@ class Record:
         return f"<pid {self.pid}: {self.f!r}>"
 
 
+def journal_stream_env(path):
+    """An environment whose stderr counts as the journal's stream: path
+    (made empty) is the file the daemon's stderr must go to; JOURNAL_STREAM
+    names its device and inode, as systemd sets it. No NOTIFY_SOCKET."""
+    path.touch()
+    st = os.stat(path)
+    env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
 class JournalCapture(_Collector):
     """Stands in for journald's native socket.
 

@@ -11,14 +11,13 @@ once. warrend's records go to a stand-in for journald's native socket
 are read as journald would store them.
 """
 
-import os
 import re
 
 import pytest
 
 from conftest import wait_for, write_script
 from ctl_helpers import ask, sockdir  # noqa: F401 (a fixture)
-from sd_helpers import JournalCapture
+from sd_helpers import JournalCapture, journal_stream_env
 
 MIB = 1024 * 1024
 
@@ -74,10 +73,7 @@ def test_cost_of_each_message(broker, warrend, tmp_path, sockdir, mode):  # noqa
     try:
         # stderr is the journal: the first daemon's log file, made first
         log = tmp_path / "warrend1.log"
-        log.touch()
-        st = os.stat(log)
-        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-        env.pop("NOTIFY_SOCKET", None)
+        env = journal_stream_env(log)
         sock = sockdir / "w.sock"
         w = warrend(command=[handler], env=env, prefix=cap.wrap([]),
                     extra=f'control_socket = "{sock}"',

@@ -17,7 +17,7 @@ import pytest
 from conftest import (WARREND, Warrend, finish_daemons, start_process, conf_list, conf_string,
                       queue_name_for, write_script)
 from sd_helpers import (DelayProxy, JournalCapture, NotifyListener,
-                        monotonic_usec)
+                        journal_stream_env, monotonic_usec)
 
 # Body: JSON {"out": [lines], "err": [lines], "sleep": s, "exit": n}. Writes
 # its environment (as execve gave it) to DIR/<message id>.env.json first.
@@ -229,10 +229,7 @@ def test_journal_fields(broker, daemon, tmp_path):
     cap = JournalCapture(tmp_path / "journal")
     try:
         stderr = tmp_path / "stderr.log"
-        stderr.touch()
-        st = os.stat(stderr)
-        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-        env.pop("NOTIFY_SOCKET", None)
+        env = journal_stream_env(stderr)
         w = daemon(lambda conf: cap.wrap([WARREND, "-c", conf]), workers=2,
                    env=env, queue_extra="    retry { attempts = 1 }",
                    log_name="stderr.log")

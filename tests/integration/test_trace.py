@@ -9,12 +9,11 @@ read as journald would store them; the last test reads them from the
 journal of the suite's real systemd (test_systemd.py's machine).
 """
 
-import os
 
 import pytest
 
 from conftest import runs_of, wait_for, write_script
-from sd_helpers import JournalCapture
+from sd_helpers import JournalCapture, journal_stream_env
 from test_systemd import machine, service  # noqa: F401 (fixtures)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -92,10 +91,7 @@ def test_trace_context_reaches_handler_and_journal(broker, warrend, tmp_path, mo
     cap = JournalCapture(tmp_path / "journal")
     try:
         log = tmp_path / "warrend1.log"
-        log.touch()
-        st = os.stat(log)
-        env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-        env.pop("NOTIFY_SOCKET", None)
+        env = journal_stream_env(log)
         w = warrend(command=[handler, str(runs)], env=env,
                     prefix=cap.wrap([]), queue_extra=f'    mode = "{mode}"')
         w.wait_consuming(1)
