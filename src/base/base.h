@@ -1,6 +1,6 @@
 /*
  * base.h: what every program needs: logging, memory and strings, JSON,
- * the event loop and timers, systemd, users and identity, amqp:// URLs.
+ * the event loop and timers, systemd, users and identity.
  */
 #ifndef WARREN_BASE_BASE_H
 #define WARREN_BASE_BASE_H
@@ -132,6 +132,30 @@ void ev_del(struct ev *e);
 int ev_wait(int timeout_ms);
 
 /* ------------------------------------------------------------------ */
+/* timers.c: deadlines owned by modules, merged by the loop (pure) */
+
+#define TIMERS_MAX 16
+/* When an owner is next due (monotonic ms), 0: not armed. */
+typedef int64_t timer_next_fn(void *arg);
+typedef void timer_run_fn(void *arg, int64_t now);
+struct timers {
+	struct timer_owner {
+		const char *name;
+		timer_next_fn *next;
+		timer_run_fn *run;
+		void *arg;
+	} v[TIMERS_MAX];
+	int n;
+};
+void timers_add(struct timers *t, const char *name, timer_next_fn *next,
+		timer_run_fn *run, void *arg);
+int64_t timers_next(const struct timers *t); /* the earliest, 0: none */
+/* ms to wait for the earliest: -1 if none is armed, 0 if one is due */
+int timers_wait_ms(const struct timers *t, int64_t now);
+/* Run each due owner once, in the order added; how many ran. */
+int timers_run(struct timers *t, int64_t now);
+
+/* ------------------------------------------------------------------ */
 /* timerq.c: a min-heap of timers (pure) */
 
 struct timer {
@@ -219,28 +243,5 @@ int identity_enter(const struct identity *id);
 int identity_kill(const struct identity *id, pid_t target, int sig);
 /* Words for an identity_failure. */
 const char *identity_step(int step);
-
-/* ------------------------------------------------------------------ */
-/* url.c: amqp:// URLs, as rabbitmq-c 0.11 reads them, without it (pure) */
-
-struct mq_url {
-	char *buf;	      /* owns the strings below (or they are static) */
-	const char *user;     /* "guest" if unset */
-	const char *password; /* "guest" if unset */
-	const char *host;     /* "localhost" if unset; IPv6 without [] */
-	const char *vhost;    /* "/" if no path; "" for "host/" */
-	int port;	      /* 5672, or 5671 for amqps:// */
-	bool ssl;
-};
-/* 0 and u (free with mq_url_free), or -1 (u needs no free). */
-int mq_url_parse(const char *url, struct mq_url *u);
-void mq_url_free(struct mq_url *u);
-
-/* 0 if URL parses as an amqp:// or amqps:// URL, else -1 and err */
-int mq_url_check(const char *url, char *err, size_t errlen);
-/* The URL with its password hidden, for logs; caller frees. */
-char *mq_url_redacted(const char *url);
-/* host:port of URL, for status and metrics; caller frees. */
-char *mq_url_node(const char *url);
 
 #endif

@@ -193,4 +193,27 @@ int routing_key_check(const char *key, char *err, size_t errlen);
 bool topology_same(const struct queue_conf *a, const struct queue_conf *b);
 void topology_free(struct queue_conf *q);
 
+/* ------------------------------------------------------------------ */
+/* url.c: amqp:// URLs, as rabbitmq-c 0.11 reads them, without it (pure) */
+
+struct mq_url {
+	char *buf;	      /* owns the strings below (or they are static) */
+	const char *user;     /* "guest" if unset */
+	const char *password; /* "guest" if unset */
+	const char *host;     /* "localhost" if unset; IPv6 without [] */
+	const char *vhost;    /* "/" if no path; "" for "host/" */
+	int port;	      /* 5672, or 5671 for amqps:// */
+	bool ssl;
+};
+/* 0 and u (free with mq_url_free), or -1 (u needs no free). */
+int mq_url_parse(const char *url, struct mq_url *u);
+void mq_url_free(struct mq_url *u);
+
+/* 0 if URL parses as an amqp:// or amqps:// URL, else -1 and err */
+int mq_url_check(const char *url, char *err, size_t errlen);
+/* The URL with its password hidden, for logs; caller frees. */
+char *mq_url_redacted(const char *url);
+/* host:port of URL, for status and metrics; caller frees. */
+char *mq_url_node(const char *url);
+
 #endif

@@ -2,6 +2,7 @@
  * timer heap and pid map. */
 #include "config.h"
 
+#include <limits.h>
 #include <stdlib.h>
 
 #include "master/master.h"
@@ -121,11 +122,69 @@ static void test_pidmap(void)
 	CHECK(m.cap == 0);
 }
 
+/* A timer owner for test_timers: due at *at, its runs counted. */
+struct owner {
+	int64_t at;
+	int runs;
+	int64_t ran_at;
+	int order; /* when it ran, of all runs */
+};
+static int run_seq;
+
+static int64_t owner_next(void *arg)
+{
+	return ((struct owner *)arg)->at;
+}
+
+static void owner_run(void *arg, int64_t now)
+{
+	struct owner *o = arg;
+
+	o->runs++;
+	o->ran_at = now;
+	o->order = ++run_seq;
+	o->at = 0; /* disarmed until set again */
+}
+
+static void test_timers(void)
+{
+	struct timers t = {0};
+	struct owner a = {0}, b = {0}, c = {0};
+
+	timers_add(&t, "a", owner_next, owner_run, &a);
+	timers_add(&t, "b", owner_next, owner_run, &b);
+	timers_add(&t, "c", owner_next, owner_run, &c);
+	/* none armed: wait forever, nothing runs */
+	CHECK(timers_next(&t) == 0);
+	CHECK(timers_wait_ms(&t, 1000) == -1);
+	CHECK(timers_run(&t, 1000) == 0);
+	/* the earliest armed one decides the wait */
+	a.at = 1500;
+	b.at = 1200;
+	CHECK(timers_next(&t) == 1200);
+	CHECK(timers_wait_ms(&t, 1000) == 200);
+	CHECK(timers_run(&t, 1000) == 0);
+	CHECK(a.runs == 0 && b.runs == 0);
+	/* due ones run once each, in the order added; later ones wait */
+	c.at = 1100;
+	CHECK(timers_wait_ms(&t, 1300) == 0);
+	CHECK(timers_run(&t, 1300) == 2);
+	CHECK(b.runs == 1 && c.runs == 1 && a.runs == 0);
+	CHECK(b.order < c.order);
+	CHECK(b.ran_at == 1300);
+	CHECK(timers_wait_ms(&t, 1300) == 200);
+	/* a deadline far off is capped, not overflowed */
+	a.at = (int64_t)1 << 40;
+	CHECK(timers_wait_ms(&t, 0) == INT_MAX);
+	CHECK(timers_run(&t, 1 << 20) == 0);
+}
+
 int main(void)
 {
 	test_labels_escaped();
 	test_histogram();
 	test_timerq();
+	test_timers();
 	test_pidmap();
 	return unit_done("test_stats");
 }
