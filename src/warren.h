@@ -120,9 +120,10 @@ struct queue_conf {
 	int max_messages; /* persistent: restart after this many, 0 = never */
 	bool reply;	  /* answer messages that have reply_to (replies.c) */
 	struct breaker_conf breaker;
-	int max_rss; /* persistent: restart above this many MiB, 0 = never */
-	int max_age; /* persistent: restart after this many s, 0 = never */
-	int slow;    /* seconds: log a handler still running past it */
+	int max_rss;  /* persistent: restart above this many MiB, 0 = never */
+	int max_age;  /* persistent: restart after this many s, 0 = never */
+	int slow;     /* seconds: log a handler still running past it */
+	int max_body; /* MiB: a larger message is parked unread (oversize.c) */
 
 	/* containment (identity.c): NULL user: warrend's own */
 	char *user;
@@ -392,6 +393,9 @@ struct delivery {
 	int64_t received;	   /* now_ms() when it arrived */
 	char *key;		   /* delivery_key(), set by amqp/ */
 	char *undecodable;	   /* why its properties could not be read */
+	size_t body_over; /* its announced size, when over max_body: body is
+			   * then a mapped spool file, or NULL (unkept) */
+	char *unkept;	  /* why such a body could not be kept, or NULL */
 };
 
 void delivery_free(struct delivery *d);
@@ -475,6 +479,9 @@ struct outcome {
 	int delay;	 /* OUTCOME_RETRY: seconds to wait */
 };
 
+/* A message over max_body (MiB) is not run: failed for good, its reason
+ * "body N bytes over max_body M MiB" (and why its body is not kept). */
+struct outcome outcome_oversize(const struct delivery *d, int max_body);
 struct outcome outcome_of(const struct handler_result *r, int attempt,
 			  const struct retry_conf *rc);
 /*

@@ -75,6 +75,7 @@ RANGE_CHECK(v_delivery_limit, 1, 1000000)
 RANGE_CHECK(v_cooldown, 1, 86400)
 RANGE_CHECK(v_failures, 0, 1000000)
 RANGE_CHECK(v_max_rss, 0, 1048576)
+RANGE_CHECK(v_max_body, 1, 1048576)
 RANGE_CHECK(v_max_workers, 1, 1024)
 RANGE_CHECK(v_idle_timeout, 1, 86400)
 
@@ -550,6 +551,7 @@ static cfg_opt_t queue_opts[] = {
     CFG_INT("max_rss", 0, CFGF_NONE),
     CFG_INT("max_age", 0, CFGF_NONE),
     CFG_INT("slow", 0, CFGF_NONE),
+    CFG_INT("max_body", 512, CFGF_NONE),
     CFG_STR("user", NULL, CFGF_NONE),
     CFG_STR("group", NULL, CFGF_NONE),
     CFG_SEC("limits", limits_opts, CFGF_NONE),
@@ -607,6 +609,7 @@ static cfg_t *schema(bool main_file)
 	cfg_set_validate_func(cfg, "queue|max_rss", v_max_rss);
 	cfg_set_validate_func(cfg, "queue|max_age", v_seconds);
 	cfg_set_validate_func(cfg, "queue|slow", v_seconds);
+	cfg_set_validate_func(cfg, "queue|max_body", v_max_body);
 	cfg_set_validate_func(cfg, "queue|user", v_user);
 	cfg_set_validate_func(cfg, "queue|group", v_group);
 	cfg_set_validate_func(cfg, "queue|limits|memory", v_limit_memory);
@@ -748,6 +751,7 @@ static int copy_queue(struct queue_conf *q, cfg_t *sec, const char *file,
 	q->max_rss = (int)cfg_getint(sec, "max_rss");
 	q->max_age = (int)cfg_getint(sec, "max_age");
 	q->slow = (int)cfg_getint(sec, "slow");
+	q->max_body = (int)cfg_getint(sec, "max_body");
 	q->user = dup_or_null(cfg_getstr(sec, "user"));
 	q->group = dup_or_null(cfg_getstr(sec, "group"));
 	q->user_line = q->user != NULL ? user_line_of(sec) : 0;
@@ -1195,8 +1199,9 @@ bool queue_conf_same_but_workers(const struct queue_conf *a,
 	       a->breaker.cooldown == b->breaker.cooldown &&
 	       a->breaker.failures == b->breaker.failures &&
 	       a->max_rss == b->max_rss && a->max_age == b->max_age &&
-	       a->slow == b->slow && SAME_STR(a->user, b->user) &&
-	       SAME_STR(a->group, b->group) && identity_same(&a->id, &b->id) &&
+	       a->slow == b->slow && a->max_body == b->max_body &&
+	       SAME_STR(a->user, b->user) && SAME_STR(a->group, b->group) &&
+	       identity_same(&a->id, &b->id) &&
 	       memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 &&
 	       topology_same(a, b);
 }

@@ -120,3 +120,13 @@ int64_t consumer_deadline(int64_t received, int ct_ms, int kill_grace,
 	*grace_ms = grace;
 	return received + ct_ms - margin - grace;
 }
+
+struct outcome outcome_oversize(const struct delivery *d, int max_body)
+{
+	struct outcome o = {OUTCOME_FAILED, "", 0};
+
+	snprintf(o.reason, sizeof(o.reason),
+		 "body %zu bytes over max_body %d MiB%s", d->body_over,
+		 max_body, d->body == NULL ? ", not kept" : "");
+	return o;
+}
