@@ -654,7 +654,8 @@ int64_t breaker_next(const struct breaker *b, int64_t now);
 const char *breaker_state_name(enum breaker_state s);
 
 /* ------------------------------------------------------------------ */
-/* handler.c: run one handler for one message */
+/* handler.c: run one handler for one message; spawn.c starts it,
+ * stream.c logs its output */
 
 struct handler;
 
@@ -675,6 +676,7 @@ struct stream {
 	size_t tail_len;
 };
 
+/* stream.c */
 void stream_init(struct stream *s, int fd, const char *name, bool keep_tail);
 /* Log the complete lines that can be read now; false at EOF (fd closed). */
 bool stream_drain(struct stream *s, const struct log_fields *lf);
@@ -682,6 +684,7 @@ bool stream_drain(struct stream *s, const struct log_fields *lf);
  * of lines logged starts again (it is per message). */
 void stream_flush(struct stream *s, const struct log_fields *lf);
 
+/* spawn.c */
 /* A started command: its pid (and process group), its pipes. */
 struct spawned {
 	pid_t pid;
@@ -695,14 +698,19 @@ struct spawned {
  */
 int handler_spawn(const struct queue_conf *q, char **env, struct spawned *sp,
 		  char *err, size_t errlen);
-/* Once pid has exited: kill what is left of its group, reap it into
- * *status (and its resource usage into *ru, unless NULL) and return
- * true; false while it runs. */
-bool handler_reaped(pid_t pid, int *status, struct rusage *ru);
 /* 0 when q's command is an executable file and its workdir a directory */
 int handler_check(const struct queue_conf *q, char *err, size_t errlen);
 /* The soft fd limit handlers get: warrend's own, before it raised it. */
 void handler_set_nofile(unsigned long soft);
+/* Signal the process group of a handler this worker started (of any
+ * user). */
+void handler_kill(pid_t group, int sig);
+
+/* handler.c */
+/* Once pid has exited: kill what is left of its group, reap it into
+ * *status (and its resource usage into *ru, unless NULL) and return
+ * true; false while it runs. */
+bool handler_reaped(pid_t pid, int *status, struct rusage *ru);
 /* Start queue q's command with env, the body queued for its stdin. */
 struct handler *handler_start(const struct queue_conf *q, char **env,
 			      const void *body, size_t len, char *err,
@@ -730,9 +738,6 @@ pid_t handler_pid(const struct handler *h);
 /* CPU time pid has used, ms, read from its CPU clock (which needs no
  * permission: fine for another user's process); -1 if gone. */
 int64_t handler_cpu_ms(pid_t pid);
-/* Signal the process group of a handler this worker started (of any
- * user). */
-void handler_kill(pid_t group, int sig);
 /* Drain remaining output, kill leftovers of its group, fill r. */
 void handler_finish(struct handler *h, struct handler_result *r,
 		    const struct log_fields *lf);
