@@ -310,6 +310,26 @@ static bool marked_by_master(struct worker *w, int lost)
 	return true;
 }
 
+/*
+ * A body over max_body is never run (amqp/oversize.c spooled it, or could
+ * not): failed for good, parked or rejected by settle.c. true if so.
+ */
+static bool oversize(struct worker *w)
+{
+	struct outcome o;
+
+	if (w->d->body_over == 0)
+		return false;
+	o = outcome_oversize(w->d, w->q->max_body);
+	if (w->d->unkept != NULL)
+		log_warnx("%s: its body could not be kept: %s",
+			  w->d->message_id ? w->d->message_id : "-",
+			  w->d->unkept);
+	w->attempt--; /* this delivery never ran */
+	settle_without_running(w, o.kind, o.reason);
+	return true;
+}
+
 /* Stop the handler before the consumer_timeout in force. */
 static void limit_handler(struct worker *w)
 {
@@ -443,17 +463,8 @@ static void start_handler(struct worker *w)
 	w->slow_at = 0;
 	if (marked_by_master(w, lost))
 		return;
-	if (w->d->body_over > 0) { /* parked unrun (oversize.c) */
-		struct outcome o = outcome_oversize(w->d, w->q->max_body);
-
-		if (w->d->unkept != NULL)
-			log_warnx("%s: its body could not be kept: %s",
-				  w->d->message_id ? w->d->message_id : "-",
-				  w->d->unkept);
-		w->attempt--; /* this delivery never ran */
-		settle_without_running(w, o.kind, o.reason);
+	if (oversize(w))
 		return;
-	}
 	if (waited_too_long(w))
 		return;
 	if (w->attempt > w->q->retry.attempts) {
