@@ -59,23 +59,31 @@ static int content_frame(struct mq *m, amqp_channel_t ch, amqp_frame_t *f,
 	}
 }
 
-/* Read (and, with body, keep) the content of a message on channel ch. */
-int mq_read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
-		    size_t *body_len)
+/* Where a body's frames go: k's buffer, a spool (over max_body), or
+ * nowhere (k NULL). */
+static void take_fragment(struct mq *m, amqp_channel_t ch, struct kept *k,
+			  const amqp_bytes_t *b, size_t at)
+{
+	if (k == NULL)
+		return;
+	if (k->over == 0) {
+		memcpy((char *)k->body + at, b->bytes, b->len);
+		return;
+	}
+	mq_spool_write(k, b->bytes, b->len);
+	/* the library holds each frame in the channel's pool until
+	 * released: released frame by frame, or it would keep them all (the
+	 * properties are in k's own pool) */
+	amqp_maybe_release_buffers_on_channel(m->conn, ch);
+}
+
+/* The body frames of size bytes on channel ch, into k (see above). */
+static int read_body(struct mq *m, amqp_channel_t ch, struct kept *k,
+		     size_t size)
 {
 	amqp_frame_t f;
-	size_t size, got = 0;
+	size_t got = 0;
 
-	if (content_frame(m, ch, &f, AMQP_FRAME_HEADER) != 0)
-		return -1;
-	size = (size_t)f.payload.properties.body_size;
-	if (k != NULL) {
-		mq_keep_props(&k->pool, f.payload.properties.decoded,
-			      &k->props);
-		k->body = malloc(size > 0 ? size : 1);
-		if (k->body == NULL)
-			fatal("malloc %zu", size);
-	}
 	while (got < size) {
 		if (content_frame(m, ch, &f, AMQP_FRAME_BODY) != 0)
 			return -1;
@@ -84,15 +92,41 @@ int mq_read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
 			m->closed = true;
 			return -1;
 		}
-		if (k != NULL)
-			memcpy((char *)k->body + got,
-			       f.payload.body_fragment.bytes,
-			       f.payload.body_fragment.len);
+		take_fragment(m, ch, k, &f.payload.body_fragment, got);
 		got += f.payload.body_fragment.len;
 	}
+	return 0;
+}
+
+/*
+ * Read (and, with k, keep) the content of a message on channel ch. A
+ * delivery's body over max_body is never held in memory: it goes to a
+ * spool file (oversize.c), and *body_len is what of it was kept.
+ */
+int mq_read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
+		    size_t *body_len)
+{
+	amqp_frame_t f;
+	size_t size;
+	int r;
+
+	if (content_frame(m, ch, &f, AMQP_FRAME_HEADER) != 0)
+		return -1;
+	size = (size_t)f.payload.properties.body_size;
+	if (k != NULL) {
+		mq_keep_props(&k->pool, f.payload.properties.decoded,
+			      &k->props);
+		if (ch == CHANNEL && m->max_body > 0 && size > m->max_body)
+			mq_spool_open(k, size);
+		else if ((k->body = malloc(size > 0 ? size : 1)) == NULL)
+			fatal("malloc %zu", size);
+	}
+	r = read_body(m, ch, k, size);
+	if (k != NULL && k->over > 0)
+		size = mq_spool_end(k, r == 0);
 	if (body_len != NULL)
 		*body_len = size;
-	return 0;
+	return r;
 }
 
 /*

@@ -127,6 +127,14 @@ enum mq_event mq_service(struct mq *m);
 int mq_ack(struct mq *m, uint64_t tag);
 int mq_nack(struct mq *m, uint64_t tag, bool requeue);
 
+/* oversize.c */
+/*
+ * Deliveries on the consuming channel whose body is over bytes (0: no
+ * limit) are not read into memory: delivery.body_over says so, the body
+ * is a mapping of an unlinked spool file, or NULL when none took it.
+ */
+void mq_set_max_body(struct mq *m, size_t bytes);
+
 /* props.c */
 /* About how many bytes d's headers take in a content header frame. */
 size_t mq_headers_size(const struct delivery *d);

@@ -29,6 +29,10 @@ struct kept {
 	amqp_pool_t pool;
 	amqp_basic_properties_t props;
 	void *body;
+	size_t over;	  /* announced size over max_body (oversize.c) */
+	size_t mapped;	  /* body is a spool mapping this long, not malloc'd */
+	int spool;	  /* the spool file while it is written, or -1 */
+	char unkept[160]; /* why an oversize body was dropped, or "" */
 };
 
 /* Publisher confirms on one channel: which sequence numbers are answered. */
@@ -61,6 +65,7 @@ struct mq {
 	struct pending *head, *tail;  /* deliveries read while waiting */
 	struct sockaddr_storage home; /* the first node's address ... */
 	socklen_t home_len;	      /* ... or 0: not resolved */
+	size_t max_body; /* bytes a delivery's body may take, 0: no limit */
 };
 
 /* reply.c */
@@ -100,6 +105,14 @@ enum mq_event mq_read_one(struct mq *m, struct timeval *tv);
 int mq_read_content(struct mq *m, amqp_channel_t ch, struct kept *k,
 		    size_t *body_len);
 
+/* oversize.c: a delivery's body over max_body, spooled */
+/* Start k's spool for a body of size bytes (k->unkept says if none). */
+void mq_spool_open(struct kept *k, size_t size);
+/* The next n bytes of the body; a failed write drops the spool. */
+void mq_spool_write(struct kept *k, const void *p, size_t n);
+/* Map the whole spool as k's body when complete: the bytes kept (0 when
+ * none). */
+size_t mq_spool_end(struct kept *k, bool complete);
 /* props.c */
 amqp_bytes_t mq_keep_bytes(amqp_pool_t *pool, amqp_bytes_t b);
 void mq_keep_props(amqp_pool_t *pool, const amqp_basic_properties_t *src,

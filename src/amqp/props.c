@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "mq_int.h"
 
@@ -297,7 +298,10 @@ void mq_free_kept(void *p)
 	struct kept *k = p;
 
 	empty_amqp_pool(&k->pool);
-	free(k->body);
+	if (k->mapped > 0)
+		munmap(k->body, k->mapped);
+	else
+		free(k->body);
 	free(k);
 }
 
@@ -338,6 +342,9 @@ struct delivery *mq_to_delivery(const amqp_basic_deliver_t *dv, struct kept *k,
 		copy_headers(d, &p->headers);
 	d->body = k->body;
 	d->body_len = body_len;
+	d->body_over = k->over;
+	if (k->unkept[0] != '\0')
+		d->unkept = xstrdup(k->unkept);
 	d->amqp = k;
 	d->amqp_free = mq_free_kept;
 	d->received = now_ms();

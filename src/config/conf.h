@@ -102,9 +102,10 @@ struct queue_conf {
 	int max_messages; /* persistent: restart after this many, 0 = never */
 	bool reply;	  /* answer messages that have reply_to (replies.c) */
 	struct breaker_conf breaker;
-	int max_rss; /* persistent: restart above this many MiB, 0 = never */
-	int max_age; /* persistent: restart after this many s, 0 = never */
-	int slow;    /* seconds: log a handler still running past it */
+	int max_rss;  /* persistent: restart above this many MiB, 0 = never */
+	int max_age;  /* persistent: restart after this many s, 0 = never */
+	int slow;     /* seconds: log a handler still running past it */
+	int max_body; /* MiB: a larger message is parked unread (oversize.c) */
 
 	/* containment (identity.c): NULL user: warrend's own */
 	char *user;

@@ -25,4 +25,17 @@ int replay_run(const struct replay_opts *o);
  * bytes (at a UTF-8 boundary, "..." marking the cut). Caller frees. */
 char *ctl_printable(const char *s, size_t len, size_t max);
 
+/* ------------------------------------------------------------------ */
+/* death.c: a message the broker dead-lettered, from its x-death header */
+
+struct death {
+	char *reason;	/* "delivery_limit", "rejected", "expired", "maxlen" */
+	char *queue;	/* where it was dead-lettered from, or NULL */
+	long long time; /* Unix seconds, or -1 */
+};
+/* The latest dead-lettering of d: 0 and x (free with death_free), or -1
+ * when d has no readable x-death. */
+int death_of(const struct delivery *d, struct death *x);
+void death_free(struct death *x);
+
 #endif

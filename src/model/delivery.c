@@ -29,6 +29,7 @@ void delivery_free(struct delivery *d)
 	free(d->user_id);
 	free(d->key);
 	free(d->undecodable);
+	free(d->unkept);
 	for (int i = 0; i < d->nheaders; i++) {
 		free(d->headers[i].name);
 		free(d->headers[i].value);

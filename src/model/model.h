@@ -1,6 +1,6 @@
 /*
  * model.h: what a message is: deliveries, field values, outcomes, marks,
- * trace context, the broker's x-death.
+ * trace context.
  */
 #ifndef WARREN_MODEL_MODEL_H
 #define WARREN_MODEL_MODEL_H
@@ -95,6 +95,9 @@ struct delivery {
 	int64_t received;	   /* now_ms() when it arrived */
 	char *key;		   /* delivery_key(), set by amqp/ */
 	char *undecodable;	   /* why its properties could not be read */
+	size_t body_over; /* its announced size, when over max_body: body is
+			   * then a mapped spool file, or NULL (unkept) */
+	char *unkept;	  /* why such a body could not be kept, or NULL */
 };
 
 void delivery_free(struct delivery *d);
@@ -160,6 +163,9 @@ struct outcome {
 	int delay;	 /* OUTCOME_RETRY: seconds to wait */
 };
 
+/* A message over max_body (MiB) is not run: failed for good, its reason
+ * "body N bytes over max_body M MiB" (and why its body is not kept). */
+struct outcome outcome_oversize(const struct delivery *d, int max_body);
 struct outcome outcome_of(const struct handler_result *r, int attempt,
 			  const struct retry_conf *rc);
 /*
@@ -233,18 +239,5 @@ bool traceparent_valid(const char *v, size_t n);
 /* d's trace context: each header only when valid, printable ASCII and
  * within its bound; left out otherwise. */
 void trace_of(const struct delivery *d, struct trace *t);
-
-/* ------------------------------------------------------------------ */
-/* death.c: a message the broker dead-lettered, from its x-death header */
-
-struct death {
-	char *reason;	/* "delivery_limit", "rejected", "expired", "maxlen" */
-	char *queue;	/* where it was dead-lettered from, or NULL */
-	long long time; /* Unix seconds, or -1 */
-};
-/* The latest dead-lettering of d: 0 and x (free with death_free), or -1
- * when d has no readable x-death. */
-int death_of(const struct delivery *d, struct death *x);
-void death_free(struct death *x);
 
 #endif

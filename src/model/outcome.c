@@ -130,3 +130,13 @@ bool outcome_tempfail(const struct handler_result *r)
 	return WIFEXITED(r->wait_status) &&
 	       WEXITSTATUS(r->wait_status) == EX_TEMPFAIL_STATUS;
 }
+
+struct outcome outcome_oversize(const struct delivery *d, int max_body)
+{
+	struct outcome o = {OUTCOME_FAILED, "", 0};
+
+	snprintf(o.reason, sizeof(o.reason),
+		 "body %zu bytes over max_body %d MiB%s", d->body_over,
+		 max_body, d->body == NULL ? ", not kept" : "");
+	return o;
+}

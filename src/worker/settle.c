@@ -196,7 +196,9 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 	s->o = *o;
 	snprintf(s->tail, sizeof(s->tail), "%s", tail ? tail : "");
 	s->phase = SETTLE_BEGIN;
-	s->rejected = false;
+	/* a body over max_body that no spool file took: no copy can
+	 * carry it, the broker's dead-letter target may */
+	s->rejected = d->body_over > 0 && d->body == NULL;
 	s->redeclared = false;
 	s->reply = reply_due(s->q, d);
 	s->replied = false;

@@ -310,6 +310,26 @@ static bool marked_by_master(struct worker *w, int lost)
 	return true;
 }
 
+/*
+ * A body over max_body is never run (amqp/oversize.c spooled it, or could
+ * not): failed for good, parked or rejected by settle.c. true if so.
+ */
+static bool oversize(struct worker *w)
+{
+	struct outcome o;
+
+	if (w->d->body_over == 0)
+		return false;
+	o = outcome_oversize(w->d, w->q->max_body);
+	if (w->d->unkept != NULL)
+		log_warnx("%s: its body could not be kept: %s",
+			  w->d->message_id ? w->d->message_id : "-",
+			  w->d->unkept);
+	w->attempt--; /* this delivery never ran */
+	settle_without_running(w, o.kind, o.reason);
+	return true;
+}
+
 /* Stop the handler before the consumer_timeout in force. */
 static void limit_handler(struct worker *w)
 {
@@ -434,7 +454,7 @@ static void start_handler(struct worker *w)
 	/* the master learns which message we hold: at once for one it has
 	 * marked or that is out of attempts (settled unrun), else once the
 	 * handler has it, the frame's way not held up by the report */
-	plain = w->attempt <= w->q->retry.attempts &&
+	plain = w->attempt <= w->q->retry.attempts && w->d->body_over == 0 &&
 		ledger_find(&w->marks, w->d->key) == NULL;
 	if (!plain)
 		report(w, REPORT_HOLDING, w->d->key);
@@ -442,6 +462,8 @@ static void start_handler(struct worker *w)
 	w->ran_ms = w->wait_ms = -1;
 	w->slow_at = 0;
 	if (marked_by_master(w, lost))
+		return;
+	if (oversize(w))
 		return;
 	if (waited_too_long(w))
 		return;
@@ -1137,6 +1159,7 @@ void worker_main(const struct worker_start *ws)
 						: WORKER_EXIT_CONNECT,
 			err);
 	settle_init(&w.set, w.mq, w.q);
+	mq_set_max_body(w.mq, (size_t)w.q->max_body << 20);
 	if (mq_declare(w.mq, w.q) != 0)
 		give_up(&w, WORKER_EXIT_DECLARE, mq_error(w.mq));
 	/* take no message while the handler cannot run */

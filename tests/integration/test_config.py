@@ -68,6 +68,9 @@ BAD = [
     ("not an amqp url",
      lambda l: edit(l, 3, new='    url = "http://127.0.0.1:5672/"'), {3}),
     ("syntax error", lambda l: edit(l, 6, new="    workers = = 2"), {6}),
+    ("max_body zero", lambda l: edit(l, 7, insert=["    max_body = 0"]), {7}),
+    ("max_body not a number",
+     lambda l: edit(l, 7, insert=['    max_body = "1G"']), {7}),
 ]
 
 

@@ -26,7 +26,7 @@ KEYS = {
     "queue": ["workers", "command", "prefetch", "timeout", "kill_grace",
               "durable", "type", "retry", "park", "environment", "workdir",
               "mode", "max_messages", "declare", "arguments", "bind",
-              "delivery_limit", "max_rss", "max_age", "slow"],
+              "delivery_limit", "max_rss", "max_age", "slow", "max_body"],
     "bind": ["type", "keys"],
     "retry": ["attempts", "delay", "backoff", "max_delay"],
 }

@@ -6,6 +6,7 @@ output, a reload that grows the pool, one that rolls it, and a graceful
 stop. Every process writes its own valgrind log; with -q a log holds only
 errors and definite leaks, so every log must end up empty.
 """
+import os
 import re
 import shutil
 import subprocess
@@ -136,5 +137,36 @@ def test_replies_breaker_and_submit_wait_are_clean_under_memcheck(
     assert "circuit breaker open" in w.log()
     assert "circuit breaker closed" in w.log()
     w.stop(timeout=90)
+    bad = reports(logdir)
+    assert not bad, "\n\n".join(f"== {k}\n{v}" for k, v in bad.items())
+
+
+def test_oversize_message_is_clean_under_memcheck(broker, warrend, tmp_path):
+    """queue.max_body: a body spooled and mapped, then parked (a copy
+    published from the mapping) or, with park = false, rejected; the
+    mapping and the library's frames let go. (valgrind needs TMPDIR too:
+    the body that no spool file takes is test_max_body's.)"""
+    logdir = tmp_path / "vg"
+    logdir.mkdir()
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    results = tmp_path / "results"
+    handler = write_script(hdir / "handler.sh", HANDLER)
+    big = os.urandom(2 * (1 << 20) + 1)
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    for n, park in enumerate(["true", "false"]):
+        w = warrend([handler, str(results)],
+                    queue_extra=f"    max_body = 1\n    park = {park}\n",
+                    prefix=memcheck(logdir, hdir), env=env)
+        w.wait_consuming(1, timeout=90)
+        broker.publish_many(w.queue, [(big, None, f"big{n}", {}),
+                                      (b"small", None, f"small{n}", {})])
+        end = "parked" if park == "true" else "rejected"
+        wait_for(lambda: re.search(rf"big{n} failed, body \d+ bytes over "
+                                   rf"max_body 1 MiB.*{end}", w.log()),
+                 timeout=120, message=f"the big message {end}")
+        wait_for(lambda: any(l.startswith(f"small{n} ") for l in read_lines(results)),
+                 timeout=60, message="the small message handled")
+        w.stop(timeout=90)
     bad = reports(logdir)
     assert not bad, "\n\n".join(f"== {k}\n{v}" for k, v in bad.items())

@@ -143,6 +143,7 @@ int main(void)
 		  " environment = {\"A=1\", \"B=x=y\"}\n workdir = \"/srv\"\n"
 		  " mode = \"persistent\"\n max_messages = 100\n"
 		  " max_rss = 512\n max_age = 3600\n slow = 30\n"
+		  " max_body = 16\n"
 		  "}\nqueue \"b\" {\n command = {\"/bin/true\"}\n"
 		  " durable = false\n}\n",
 		  err, sizeof(err));
@@ -171,6 +172,7 @@ int main(void)
 	CHECK(config_queue(cf, "b")->max_rss == 0);
 	CHECK(config_queue(cf, "b")->max_age == 0);
 	CHECK(config_queue(cf, "b")->slow == 0);
+	CHECK(q->max_body == 16 && config_queue(cf, "b")->max_body == 512);
 	CHECK(config_queue(cf, "b")->mode == MODE_EXEC);
 	CHECK(!queue_conf_same_but_workers(q, config_queue(cf, "b")));
 	CHECK(queue_conf_same_but_workers(q, q));
@@ -190,6 +192,9 @@ int main(void)
 		CHECK(!queue_conf_same_but_workers(q, &c));
 		c.max_age = q->max_age;
 		c.slow = 1;
+		CHECK(!queue_conf_same_but_workers(q, &c));
+		c.slow = q->slow;
+		c.max_body = 1;
 		CHECK(!queue_conf_same_but_workers(q, &c));
 	}
 	config_free(cf);
@@ -269,6 +274,12 @@ int main(void)
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " slow = -2\n}\n",
 		    6, "slow = -2 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " max_body = 0\n}\n",
+		    6, "max_body = 0 is out of range");
+	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
+			   " max_body = 1048577\n}\n",
+		    6, "max_body = 1048577 is out of range");
 	check_error(BROKER "queue \"a\" {\n command = {\"/bin/cat\"}\n"
 			   " workdir = \"tmp\"\n}\n",
 		    6, "absolute");

@@ -37,6 +37,21 @@ static struct handler_result answered(enum answer_kind k, const char *why)
 	return r;
 }
 
+/* A body over max_body: failed for good, its reason names size and limit. */
+static void test_oversize(void)
+{
+	char b = 'x';
+	struct delivery d = {.body = &b, .body_len = 1, .body_over = 2097153};
+	struct outcome o = outcome_oversize(&d, 1);
+
+	CHECK(o.kind == OUTCOME_FAILED && o.delay == 0);
+	CHECK_STR(o.reason, "body 2097153 bytes over max_body 1 MiB");
+	d.body = NULL;
+	o = outcome_oversize(&d, 512);
+	CHECK_STR(o.reason,
+		  "body 2097153 bytes over max_body 512 MiB, not kept");
+}
+
 int main(void)
 {
 	struct retry_conf rc = {3, 1, 2.0, 3600};
@@ -186,5 +201,6 @@ int main(void)
 	CHECK(o.kind == OUTCOME_FAILED);
 	CHECK_STR(o.reason, "signal 9");
 
+	test_oversize();
 	return unit_done("test_outcome");
 }

@@ -224,6 +224,40 @@ static void test_lost(void)
 	settle_free(&s);
 }
 
+/* A body over max_body: kept (spooled), it is parked like any failure;
+ * unkept, no copy could carry it: rejected, never parked empty. */
+static void test_oversize(void)
+{
+	struct delivery big = {.tag = 9, .message_id = "big", .body_over = 5};
+	char spooled[5] = "xxxxx";
+	struct settler s;
+	struct outcome o;
+
+	for (int kept = 1; kept >= 0; kept--) {
+		big.body = kept ? spooled : NULL;
+		big.body_len = kept ? sizeof(spooled) : 0;
+		o = outcome_oversize(&big, 1);
+		memset(&fk, 0, sizeof(fk));
+		fk.confirm = MQ_CONFIRM_PENDING;
+		settle_init(&s, (struct mq *)&fk, &q);
+		settle_start(&s, &big, 0, &o, "", NULL);
+		if (kept) {
+			CHECK(settle_run(&s) == SETTLE_WAIT);
+			CHECK(fk.publishes == 1 &&
+			      strcmp(fk.published, "jobs.failed") == 0);
+			fk.confirm = MQ_CONFIRM_OK;
+			CHECK(settle_run(&s) == SETTLE_DONE);
+			CHECK(fk.acks == 1 && fk.nacks == 0);
+		} else {
+			fk.confirm = MQ_CONFIRM_OK; /* nothing to wait for */
+			CHECK(settle_run(&s) == SETTLE_DONE);
+			CHECK(fk.publishes == 0 && fk.acks == 0);
+			CHECK(fk.nacks == 1 && fk.requeues == 0);
+		}
+		settle_free(&s);
+	}
+}
+
 int main(void)
 {
 	test_ack_and_requeue();
@@ -233,5 +267,6 @@ int main(void)
 	test_abandon_confirmed();
 	test_blocked_waits();
 	test_lost();
+	test_oversize();
 	return unit_done("test_settle");
 }

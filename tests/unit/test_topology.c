@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "handler/handler_int.h"
+#include "ctl/ctl.h"
 #include "unit.h"
 
 static char err[512];

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "model/model.h"
+#include "ctl/ctl.h"
 
 void death_free(struct death *x)
 {
