@@ -33,7 +33,6 @@
 #define STOP_MARGIN_MS 5000 /* past shutdown_timeout + kill_grace */
 #define REPORT_BATCH_MS 20  /* a worker's reports are read this often */
 
-static void send_command(struct slot *s, char cmd);
 static void open_listeners(const struct config *cf, const struct config *old);
 
 struct cf_gen {
@@ -185,7 +184,7 @@ static void spawn(struct slot *s)
 		  (long)pid);
 	s->gated = m.gating;
 	if (!m.gating)
-		send_command(s, COMMAND_GO);
+		slot_command(s, COMMAND_GO);
 }
 
 /*
@@ -205,13 +204,8 @@ static void gate_open(void)
 		for (int i = 0; i < p->nslots; i++)
 			if (p->slots[i]->gated) {
 				p->slots[i]->gated = false;
-				send_command(p->slots[i], COMMAND_GO);
+				slot_command(p->slots[i], COMMAND_GO);
 			}
-}
-
-static void send_command(struct slot *s, char cmd)
-{
-	slot_send(s, cmd, NULL);
 }
 
 /* Tell a slot's worker to finish its message and go; never respawned. */
@@ -219,7 +213,7 @@ static void retire(struct slot *s)
 {
 	slot_deactivate(s);
 	if (s->pid > 0)
-		send_command(s, COMMAND_RETIRE);
+		slot_command(s, COMMAND_RETIRE);
 	else
 		slot_remove(s);
 }
@@ -595,7 +589,7 @@ static void begin_stop(void)
 			struct slot *s = p->slots[i];
 
 			if (s->pid > 0)
-				send_command(s, COMMAND_STOP);
+				slot_command(s, COMMAND_STOP);
 			else
 				slot_remove(s);
 		}
@@ -874,7 +868,7 @@ static int master_pause(const char *name, bool pause)
 		     ? " (its circuit breaker still holds it)"
 		     : "");
 	for (int i = 0; i < p->nslots && !breaker_holds(&p->breaker); i++)
-		send_command(p->slots[i],
+		slot_command(p->slots[i],
 			     pause ? COMMAND_PAUSE : COMMAND_RESUME);
 	m.next_status = now_ms(); /* STATUS= says it at once */
 	return 0;

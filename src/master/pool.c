@@ -200,20 +200,27 @@ void slot_remove(struct slot *s)
 		free(s);
 }
 
-void slot_send(struct slot *s, char cmd, const char *text)
+void slot_send(struct slot *s, const struct record *r)
 {
-	char buf[1200];
-	size_t n = 1;
+	char buf[RECORD_MAX], err[200];
+	int n;
 
 	if (s->pid <= 0 || s->ctl < 0)
 		return;
-	buf[0] = cmd;
-	if (text != NULL) {
-		n += (size_t)snprintf(buf + 1, sizeof(buf) - 1, "%s", text);
-		if (n > sizeof(buf) - 1)
-			n = sizeof(buf) - 1;
+	if ((n = record_encode(r, buf, sizeof(buf), err, sizeof(err))) < 0) {
+		log_warnx("not sent to worker %s/%d: %s", s->pool->q->name,
+			  s->number, err);
+		return;
 	}
-	(void)send(s->ctl, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)send(s->ctl, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+void slot_command(struct slot *s, char cmd)
+{
+	struct record r;
+
+	record_init(&r, RECORD_COMMAND, cmd);
+	slot_send(s, &r);
 }
 
 const char *pool_node_name(int i)

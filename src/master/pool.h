@@ -38,7 +38,7 @@ struct slot {
 	int64_t idle_since; /* when it last became idle (elastic.c) */
 	int gen; /* its pool's gen when started (warrenctl restart) */
 	unsigned long acked, retried, failed, requeued;
-	char why[700]; /* last REPORT_DOWN text */
+	char why[RECORD_TEXT_MAX]; /* last REPORT_DOWN text */
 };
 
 #define POOL_NODES_MAX 16 /* broker nodes counted apart in metrics */
@@ -122,8 +122,9 @@ void slot_deactivate(struct slot *s);
 void slot_close_ctl(struct slot *s);
 /* Out of the table; freed now, or by the last timer naming it. */
 void slot_remove(struct slot *s);
-/* A command, code byte then optional text; never waits for the worker. */
-void slot_send(struct slot *s, char cmd, const char *text);
+/* A command to s's worker (record.c encodes it); never waits for it. */
+void slot_send(struct slot *s, const struct record *r);
+void slot_command(struct slot *s, char cmd); /* one with no fields */
 /* The "host:port" of broker node i, for labels; never the password. */
 const char *pool_node_name(int i);
 

@@ -20,7 +20,7 @@ bool pool_held(const struct pool *p)
 static void tell_all(struct pool *p, char cmd)
 {
 	for (int i = 0; i < p->nslots; i++)
-		slot_send(p->slots[i], cmd, NULL);
+		slot_command(p->slots[i], cmd);
 }
 
 static enum breaker_event event_of(char report)
@@ -125,7 +125,7 @@ static void tick_one(struct pool *p, int64_t now)
 	log_debug("queue %s: circuit breaker half-open: worker %d takes one "
 		  "message",
 		  p->q->name, s->number);
-	slot_send(s, COMMAND_PROBE, NULL);
+	slot_command(s, COMMAND_PROBE);
 }
 
 void breakers_tick(void)

@@ -35,11 +35,12 @@ void reports_consumer_timeout_reset(void)
 /* A changed mark goes to every worker of the pool. */
 void reports_tell_mark(struct pool *p, const struct mark *k)
 {
-	char text[1100];
+	struct record r;
 
-	ledger_encode(k, text, sizeof(text));
+	if (record_of_mark(k, &r) != 0)
+		return; /* keys come from records: never too long */
 	for (int i = 0; i < p->nslots; i++)
-		slot_send(p->slots[i], COMMAND_MARK, text);
+		slot_send(p->slots[i], &r);
 }
 
 /* A message the worker settled: the pool forgets what it knew of it. */
@@ -58,25 +59,16 @@ static void forget_holding(struct slot *s)
 }
 
 /*
- * The STATUS= and metrics counts, of the pool and the slot; text is the
- * handler's run time in ms, when it ran, then a tab and its CPU time in
- * ms (-1 when unknown), then a tab and how long the message waited from
- * its timestamp, when it had one. A handled message also ends a failure
- * episode.
+ * The STATUS= and metrics counts, of the pool and the slot, from an
+ * outcome report: the handler's run time, its CPU time and how long the
+ * message waited from its timestamp, each -1 when unknown. A handled
+ * message also ends a failure episode.
  */
-static void count_outcome(struct slot *s, char report, const char *text)
+static void count_outcome(struct slot *s, char report, int64_t ms, int64_t cpu,
+			  int64_t wait)
 {
 	struct pool *p = s->pool;
-	char *end, *cend, *wend;
-	long ms = strtol(text, &end, 10), cpu = -1, wait = -1;
 
-	if (end != text && *end == '\t') {
-		cpu = strtol(end + 1, &cend, 10);
-		if (cend == end + 1 || (*cend != '\0' && *cend != '\t'))
-			cpu = -1;
-		else if (*cend == '\t')
-			wait = strtol(cend + 1, &wend, 10);
-	}
 	if (cpu > 0)
 		p->cpu_ms += (uint64_t)cpu;
 	if (wait >= 0 && report != REPORT_REQUEUED)
@@ -102,7 +94,7 @@ static void count_outcome(struct slot *s, char report, const char *text)
 		s->requeued++;
 		return;
 	}
-	if (end != text && ms >= 0)
+	if (ms >= 0)
 		histogram_observe(&p->durations, (double)ms / 1000.0);
 }
 
@@ -128,20 +120,19 @@ static void count_connection(struct slot *s, int node)
 	p->conns[i].n++;
 }
 
-/* C or Z: "home" or "away", a tab and the node's index */
-static void consuming(struct slot *s, char report, const char *text)
+/* C or Z: at home or away, on node (its index in broker.url) */
+static void consuming(struct slot *s, char report, bool home, int node)
 {
 	struct pool *p = s->pool;
-	const char *tab = strchr(text, '\t');
 
-	if (s->state == 0 && tab != NULL)
-		count_connection(s, atoi(tab + 1));
+	if (s->state == 0)
+		count_connection(s, node);
 	if (s->state != report)
 		s->idle_since = now_ms();
 	s->state = report;
 	s->unreachable = false;
 	slot_reported(s);
-	if (strncmp(text, "home", 4) == 0)
+	if (home)
 		s->home_moves = 0;
 	/* said once per episode; the cause stays until a message is
 	 * handled: consuming alone proves little */
@@ -156,11 +147,10 @@ static void consuming(struct slot *s, char report, const char *text)
  * The broker's consumer_timeout took a message back: its value holds for
  * every worker from now on, said once, and the message's attempt counts.
  */
-static void taken_back(struct slot *s, const char *text)
+static void taken_back(struct slot *s, int ms, const char *key)
 {
 	struct pool *p = s->pool;
-	char *tab, num[16];
-	int ms = (int)strtol(text, &tab, 10);
+	struct record ct;
 	struct mark *k;
 
 	if (ms > 0 && (rs.ct_ms == 0 || ms < rs.ct_ms)) {
@@ -176,15 +166,15 @@ static void taken_back(struct slot *s, const char *text)
 			    pool_table()->path, p->q->name, s->number, ms,
 			    ms > 1999 ? ms / 1000 : 1);
 		rs.ct_ms = ms;
-		snprintf(num, sizeof(num), "%d", ms);
+		record_init(&ct, RECORD_COMMAND, COMMAND_CONSUMER_TIMEOUT);
+		ct.u.ms = ms;
 		for (struct pool *q = pool_first(); q != NULL; q = q->next)
 			for (int i = 0; i < q->nslots; i++)
-				slot_send(q->slots[i], COMMAND_CONSUMER_TIMEOUT,
-					  num);
+				slot_send(q->slots[i], &ct);
 	}
-	if (*tab != '\t' || tab[1] == '\0')
+	if (key[0] == '\0')
 		return;
-	k = ledger_add(&p->marks, tab + 1);
+	k = ledger_add(&p->marks, key);
 	k->lost++;
 	snprintf(k->reason, sizeof(k->reason), "consumer_timeout %ds",
 		 (ms + 500) / 1000);
@@ -195,32 +185,14 @@ static void taken_back(struct slot *s, const char *text)
  * A worker lost its connection after its handler had run: the message
  * comes back, and is settled by the outcome it already had.
  */
-static void outcome_pending(struct slot *s, const char *text)
+static void outcome_pending(struct slot *s, const struct record *r)
 {
-	char *p;
-	long kind = strtol(text, &p, 10), attempt, delay;
-	const char *reason, *key;
-	struct mark *k;
+	struct mark *k = ledger_add(&s->pool->marks, r->u.pending.key);
 
-	if (*p != '\t')
-		return;
-	attempt = strtol(p + 1, &p, 10);
-	if (*p != '\t')
-		return;
-	delay = strtol(p + 1, &p, 10);
-	if (*p != '\t')
-		return;
-	reason = p + 1;
-	key = strchr(reason, '\t');
-	if (key == NULL || key[1] == '\0' || kind < 0 ||
-	    kind > OUTCOME_REQUEUED)
-		return;
-	k = ledger_add(&s->pool->marks, key + 1);
-	k->pending = (int)kind + 1;
-	k->attempt = (int)attempt;
-	k->delay = (int)delay;
-	snprintf(k->reason, sizeof(k->reason), "%.*s", (int)(key - reason),
-		 reason);
+	k->pending = r->u.pending.outcome + 1;
+	k->attempt = r->u.pending.attempt;
+	k->delay = r->u.pending.delay;
+	snprintf(k->reason, sizeof(k->reason), "%s", r->u.pending.reason);
 	reports_tell_mark(s->pool, k);
 }
 
@@ -241,74 +213,97 @@ static void blocked(struct slot *s, bool now_blocked, const char *why)
 	}
 }
 
-/* One report of s's worker: code byte, text, NUL-terminated. */
-static void one_report(struct slot *s, char *buf)
+/* An outcome: the worker is idle again. */
+static void outcome(struct slot *s, const struct record *r)
 {
-	switch (buf[0]) {
+	if (r->kind != REPORT_REQUEUED && r->kind != REPORT_TEMPFAIL)
+		forget_holding(s);
+	count_outcome(s, r->kind, r->u.outcome.ran_ms, r->u.outcome.cpu_ms,
+		      r->u.outcome.wait_ms);
+	breaker_report(s, r->kind);
+	s->state = REPORT_CONSUMING;
+	s->idle_since = now_ms();
+	s->handler = 0;
+	free(s->holding);
+	s->holding = NULL;
+}
+
+/* One report of s's worker, decoded. */
+static void one_report(struct slot *s, const struct record *r)
+{
+	switch (r->kind) {
 	case REPORT_CONSUMING:
 	case REPORT_PAUSED:
-		consuming(s, buf[0], buf + 1);
+		consuming(s, r->kind, r->u.consuming.home, r->u.consuming.node);
 		break;
 	case REPORT_BUSY:
 		s->state = REPORT_BUSY;
-		s->handler = (pid_t)strtol(buf + 1, NULL, 10);
+		s->handler = r->u.pid;
 		break;
 	case REPORT_GROUP:
-		s->group = (pid_t)strtol(buf + 1, NULL, 10);
+		s->group = r->u.pid;
 		break;
 	case REPORT_HOLDING:
 		free(s->holding);
-		s->holding = xstrdup(buf + 1);
+		s->holding = xstrdup(r->u.key);
 		s->held_since = now_ms();
 		s->state = REPORT_BUSY;
 		break;
-	/* an outcome also means the worker is idle again */
 	case REPORT_ACK:
 	case REPORT_RETRY:
 	case REPORT_FAILED:
-		forget_holding(s);
-		/* fall through */
 	case REPORT_REQUEUED:
 	case REPORT_TEMPFAIL:
-		count_outcome(s, buf[0], buf + 1);
-		breaker_report(s, buf[0]);
-		s->state = REPORT_CONSUMING;
-		s->idle_since = now_ms();
-		s->handler = 0;
-		free(s->holding);
-		s->holding = NULL;
+		outcome(s, r);
 		break;
 	case REPORT_TAKEN_BACK:
-		taken_back(s, buf + 1);
+		taken_back(s, r->u.taken_back.ms, r->u.taken_back.key);
 		break;
 	case REPORT_SLOW:
 		s->pool->slow++;
 		break;
 	case REPORT_PENDING:
-		outcome_pending(s, buf + 1);
+		outcome_pending(s, r);
 		break;
 	case REPORT_BLOCKED:
 	case REPORT_UNBLOCKED:
-		blocked(s, buf[0] == REPORT_BLOCKED, buf + 1);
+		blocked(s, r->kind == REPORT_BLOCKED, r->u.text);
 		break;
 	case REPORT_READY: /* the queue's backlog, for scaler.c */
-		s->pool->sc.ready = strtol(buf + 1, NULL, 10);
+		s->pool->sc.ready = (long)r->u.ready;
 		s->pool->sc.ready_at = now_ms();
 		break;
 	case REPORT_DOWN:
 		slot_reported(s);
-		snprintf(s->why, sizeof(s->why), "%.690s", buf + 1);
+		snprintf(s->why, sizeof(s->why), "%s", r->u.text);
 		break;
 	}
 }
 
+/* n bytes from s's worker: decoded and acted on, or refused (said once
+ * at warning, then at debug). */
+static void one_record(struct slot *s, const char *buf, size_t n)
+{
+	static bool said;
+	struct record r;
+	char err[200];
+
+	if (record_decode(buf, n, RECORD_REPORT, &r, err, sizeof(err)) == 0) {
+		one_report(s, &r);
+		return;
+	}
+	(said ? log_debug : log_warnx)("bad report from worker %s/%d: %s",
+				       s->pool->q->name, s->number, err);
+	said = true;
+}
+
 #define REPORTS_AT_ONCE 64
-#define REPORT_MAX 1200
 
 /* Read what s's worker reported, many records per system call. */
 void reports_read(struct slot *s)
 {
-	static char bufs[REPORTS_AT_ONCE][REPORT_MAX];
+	/* a record longer than RECORD_MAX is refused, not cut */
+	static char bufs[REPORTS_AT_ONCE][RECORD_MAX + 1];
 	struct mmsghdr mm[REPORTS_AT_ONCE];
 	struct iovec iov[REPORTS_AT_ONCE];
 	int n;
@@ -317,7 +312,7 @@ void reports_read(struct slot *s)
 		memset(mm, 0, sizeof(mm));
 		for (int i = 0; i < REPORTS_AT_ONCE; i++) {
 			iov[i].iov_base = bufs[i];
-			iov[i].iov_len = REPORT_MAX - 1;
+			iov[i].iov_len = sizeof(bufs[i]);
 			mm[i].msg_hdr.msg_iov = &iov[i];
 			mm[i].msg_hdr.msg_iovlen = 1;
 		}
@@ -335,8 +330,7 @@ void reports_read(struct slot *s)
 				slot_close_ctl(s);
 				return;
 			}
-			bufs[i][mm[i].msg_len] = '\0';
-			one_report(s, bufs[i]);
+			one_record(s, bufs[i], mm[i].msg_len);
 		}
 		if (n < REPORTS_AT_ONCE)
 			return;

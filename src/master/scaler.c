@@ -60,11 +60,12 @@ static void watch(struct pool *p, int64_t now)
 	int ms = scaler_ceiling(p) > scaler_floor(p) ? WATCH_ELASTIC_MS
 						     : WATCH_STATIC_MS;
 	int64_t stale = 2 * ms + 500;
-	char text[16];
+	struct record r;
 
+	record_init(&r, RECORD_COMMAND, COMMAND_WATCH); /* ms 0: stop */
 	if (ms != p->sc.watch_ms) {
 		for (int i = 0; p->sc.watch_ms > 0 && i < p->nslots; i++)
-			slot_send(p->slots[i], COMMAND_WATCH, "0");
+			slot_send(p->slots[i], &r);
 		p->sc.watch_ms = ms;
 		p->sc.watch_asked = 0;
 	}
@@ -75,8 +76,8 @@ static void watch(struct pool *p, int64_t now)
 
 		if (s->retiring || s->pid <= 0 || s->state == 0)
 			continue;
-		snprintf(text, sizeof(text), "%d", ms);
-		slot_send(s, COMMAND_WATCH, text);
+		r.u.ms = ms;
+		slot_send(s, &r);
 		p->sc.watch_asked = now;
 		p->sc.watcher = s->number;
 		p->sc.watch_next = (s->index + 1) % p->nslots;

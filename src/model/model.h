@@ -216,10 +216,6 @@ struct mark *ledger_add(struct ledger *l, const char *key);
 void ledger_forget(struct ledger *l, const char *key);
 void ledger_free(struct ledger *l);
 void ledger_copy(struct ledger *dst, const struct ledger *src);
-/* A mark as one line of text for the control socket, and back: a line
- * with no deaths and nothing lost forgets the key. 0, or -1 if malformed. */
-int ledger_encode(const struct mark *k, char *buf, size_t len);
-int ledger_apply(struct ledger *l, const char *text);
 
 /* ------------------------------------------------------------------ */
 /* trace.c: W3C trace context of a message, checked and bounded */

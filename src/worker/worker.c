@@ -71,31 +71,59 @@ struct worker {
 	bool stop_killed; /* the handler was stopped by the shutdown */
 };
 
-/* A report to the master: code byte, then optional text. */
-static void report(struct worker *w, char code, const char *text)
+/* A report to the master, encoded by record.c; never waits. */
+static void report_record(struct worker *w, const struct record *r)
 {
-	char buf[1100];
-	size_t n = 1;
+	char buf[RECORD_MAX], err[200];
+	int n = record_encode(r, buf, sizeof(buf), err, sizeof(err));
 
-	buf[0] = code;
-	if (text != NULL) {
-		n += strlen(text) > sizeof(buf) - 1 ? sizeof(buf) - 1
-						    : strlen(text);
-		memcpy(buf + 1, text, n - 1);
+	if (n < 0) {
+		log_warnx("not reported to the master: %s", err);
+		return;
 	}
 	/* SEQPACKET: one record per send; a full buffer never blocks us */
-	(void)send(w->ctl, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)send(w->ctl, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* A report of a kind with no fields. */
+static void report(struct worker *w, char kind)
+{
+	struct record r;
+
+	record_init(&r, RECORD_REPORT, kind);
+	report_record(w, &r);
+}
+
+/* An outcome report: the handler's run time, CPU time and the message's
+ * wait in ms, each -1 when unknown (all of them when it did not run). */
+static void report_outcome(struct worker *w, char kind, int64_t ran_ms,
+			   int64_t cpu_ms, int64_t wait_ms)
+{
+	struct record r;
+
+	record_init(&r, RECORD_REPORT, kind);
+	r.u.outcome.ran_ms = ran_ms;
+	r.u.outcome.cpu_ms = ran_ms >= 0 ? cpu_ms : -1;
+	r.u.outcome.wait_ms = ran_ms >= 0 ? wait_ms : -1;
+	report_record(w, &r);
+}
+
+/* A report of kind with one text field (DOWN, BLOCKED). */
+static void report_text(struct worker *w, char kind, const char *text)
+{
+	struct record r;
+
+	record_init(&r, RECORD_REPORT, kind);
+	snprintf(r.u.text, sizeof(r.u.text), "%s", text ? text : "");
+	report_record(w, &r);
 }
 
 /* Report why this worker cannot work and exit with that status. */
 static void __attribute__((noreturn))
 give_up(struct worker *w, int status, const char *why)
 {
-	char buf[600];
-
-	snprintf(buf, sizeof(buf), "%s", why);
-	report(w, REPORT_DOWN, buf);
-	log_debug("exiting: %s", buf);
+	report_text(w, REPORT_DOWN, why);
+	log_debug("exiting: %s", why);
 	if (w->h != NULL)
 		handler_free(w->h);
 	persistent_free(w->p);
@@ -158,7 +186,7 @@ static void begin_settling(struct worker *w, const struct outcome *o,
  */
 static void report_pending(struct worker *w)
 {
-	char buf[1100];
+	struct record r;
 
 	if (!w->settling || w->set.o.kind == OUTCOME_REQUEUED)
 		return;
@@ -166,9 +194,14 @@ static void report_pending(struct worker *w)
 	 * (a reply at most duplicated, never lost) */
 	if (w->set.reply && w->set.o.kind == OUTCOME_ACK)
 		return;
-	snprintf(buf, sizeof(buf), "%d\t%d\t%d\t%s\t%s", (int)w->set.o.kind,
-		 w->set.attempt, w->set.o.delay, w->set.o.reason, w->d->key);
-	report(w, REPORT_PENDING, buf);
+	record_init(&r, RECORD_REPORT, REPORT_PENDING);
+	r.u.pending.outcome = (int)w->set.o.kind;
+	r.u.pending.attempt = w->set.attempt;
+	r.u.pending.delay = w->set.o.delay;
+	snprintf(r.u.pending.reason, sizeof(r.u.pending.reason), "%s",
+		 w->set.o.reason);
+	snprintf(r.u.pending.key, sizeof(r.u.pending.key), "%s", w->d->key);
+	report_record(w, &r);
 }
 
 /* Consuming (C) or paused (Z), on which node, for the master. */
@@ -192,11 +225,13 @@ static void resume(struct worker *w)
 
 static void report_consuming(struct worker *w)
 {
-	char text[32];
+	struct record r;
 
-	snprintf(text, sizeof(text), "%s\t%d",
-		 w->node == w->home ? "home" : "away", w->node);
-	report(w, w->paused ? REPORT_PAUSED : REPORT_CONSUMING, text);
+	record_init(&r, RECORD_REPORT,
+		    w->paused ? REPORT_PAUSED : REPORT_CONSUMING);
+	r.u.consuming.home = w->node == w->home;
+	r.u.consuming.node = w->node;
+	report_record(w, &r);
 }
 
 /* A persistent handler's answer is taken: what it wrote on stderr and
@@ -213,8 +248,6 @@ static void after_answer(struct worker *w)
 /* A step of the settling; once done, tell the master and let go. */
 static void continue_settling(struct worker *w)
 {
-	char ms[48];
-
 	switch (settle_run(&w->set)) {
 	case SETTLE_WAIT:
 		return;
@@ -228,7 +261,7 @@ static void continue_settling(struct worker *w)
 		    w->d->message_id ? w->d->message_id : "-", mq_error(w->mq),
 		    outcome_name(w->set.o.kind));
 		report_pending(w);
-		report(w, REPORT_REQUEUED, NULL);
+		report_outcome(w, REPORT_REQUEUED, -1, -1, -1);
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 	case SETTLE_DONE:
 		break;
@@ -236,14 +269,9 @@ static void continue_settling(struct worker *w)
 	if (w->p != NULL)
 		after_answer(w); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
-	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
-	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
-		 w->r.has_cpu ? w->r.cpu_ms : -1L);
-	if (w->wait_ms >= 0)
-		snprintf(ms + strlen(ms), sizeof(ms) - strlen(ms), "\t%lld",
-			 (long long)w->wait_ms);
-	report(w, w->tempfail ? REPORT_TEMPFAIL : report_of(w->set.o.kind),
-	       w->ran_ms >= 0 ? ms : NULL);
+	report_outcome(w,
+		       w->tempfail ? REPORT_TEMPFAIL : report_of(w->set.o.kind),
+		       w->ran_ms, w->r.has_cpu ? w->r.cpu_ms : -1, w->wait_ms);
 	w->tempfail = false;
 	delivery_free(w->d);
 	w->d = NULL;
@@ -362,13 +390,14 @@ static bool running(const struct worker *w)
  * so that our death takes it along. */
 static void report_group(struct worker *w)
 {
-	char buf[32];
+	struct record r;
 	pid_t g = persistent_pid(w->p);
 
 	if (g == w->told_group)
 		return;
-	snprintf(buf, sizeof(buf), "%ld", (long)g);
-	report(w, REPORT_GROUP, buf);
+	record_init(&r, RECORD_REPORT, REPORT_GROUP);
+	r.u.pid = g;
+	report_record(w, &r);
 	w->told_group = g;
 }
 
@@ -389,7 +418,7 @@ cannot_start(struct worker *w, const char *err)
 		   w->d->message_id ? w->d->message_id : "-", err);
 	mq_cancel(w->mq);
 	mq_nack(w->mq, w->d->tag, true);
-	report(w, REPORT_REQUEUED, NULL);
+	report_outcome(w, REPORT_REQUEUED, -1, -1, -1);
 	delivery_free(w->d);
 	w->d = NULL;
 	log_set_trace(NULL);
@@ -428,7 +457,7 @@ static bool waited_too_long(struct worker *w)
 	    (long long)(now_ms() - w->d->received), w->ct_ms);
 	w->told_prefetch = true;
 	mq_nack(w->mq, w->d->tag, true);
-	report(w, REPORT_REQUEUED, NULL);
+	report_outcome(w, REPORT_REQUEUED, -1, -1, -1);
 	delivery_free(w->d);
 	w->d = NULL;
 	log_set_trace(NULL);
@@ -444,6 +473,16 @@ static int64_t real_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The master learns which message this worker holds (its key). */
+static void report_holding(struct worker *w)
+{
+	struct record r;
+
+	record_init(&r, RECORD_REPORT, REPORT_HOLDING);
+	snprintf(r.u.key, sizeof(r.u.key), "%s", w->d->key);
+	report_record(w, &r);
+}
+
 static void start_handler(struct worker *w)
 {
 	char **env, err[512];
@@ -457,7 +496,7 @@ static void start_handler(struct worker *w)
 	plain = w->attempt <= w->q->retry.attempts && w->d->body_over == 0 &&
 		ledger_find(&w->marks, w->d->key) == NULL;
 	if (!plain)
-		report(w, REPORT_HOLDING, w->d->key);
+		report_holding(w);
 	w->started = now_ms();
 	w->ran_ms = w->wait_ms = -1;
 	w->slow_at = 0;
@@ -492,15 +531,18 @@ static void start_handler(struct worker *w)
 	if (w->h != NULL && reply_due(w->q, w->d))
 		handler_capture(w->h); /* its stdout is the reply */
 	if (plain)
-		report(w, REPORT_HOLDING, w->d->key);
+		report_holding(w);
 	w->wait_ms = delivery_wait_ms(w->d, real_ms());
 	w->slow_at = slow_deadline(w->started, w->q->slow);
 	limit_handler(w);
 	/* the master kills this group should we die (a kept handler's
 	 * group it knows already, from REPORT_GROUP) */
 	if (w->p == NULL) {
-		snprintf(err, sizeof(err), "%ld", (long)handler_pid(w->h));
-		report(w, REPORT_BUSY, err);
+		struct record r;
+
+		record_init(&r, RECORD_REPORT, REPORT_BUSY);
+		r.u.pid = handler_pid(w->h);
+		report_record(w, &r);
 	}
 }
 
@@ -573,15 +615,17 @@ static void handler_done(struct worker *w)
 static void __attribute__((noreturn)) lost_channel(struct worker *w)
 {
 	int ct = mq_consumer_timeout_ms(w->mq);
-	char buf[400];
+	struct record r;
 
 	report_pending(w);
 	if (ct < 0)
 		give_up(w, WORKER_EXIT_CONNECT, mq_error(w->mq));
 	/* ct 0: the broker did not say its value; the mark alone then */
-	snprintf(buf, sizeof(buf), "%d\t%s", ct,
+	record_init(&r, RECORD_REPORT, REPORT_TAKEN_BACK);
+	r.u.taken_back.ms = ct;
+	snprintf(r.u.taken_back.key, sizeof(r.u.taken_back.key), "%s",
 		 w->d && !w->settling ? w->d->key : "");
-	report(w, REPORT_TAKEN_BACK, buf);
+	report_record(w, &r);
 	if (w->d != NULL)
 		log_warnx("%s: the broker took it back (consumer_timeout); "
 			  "the attempt counts as failed",
@@ -675,50 +719,64 @@ static void probe(struct worker *w)
 }
 
 /* The master's word: finish and go, stop, a consumer_timeout, a mark. */
-static void on_command(struct worker *w, const char *buf, ssize_t n)
+static void on_command(struct worker *w, const struct record *c)
 {
-	switch (buf[0]) {
+	switch (c->kind) {
 	case COMMAND_RETIRE:
 		begin_stop(w, false);
 		break;
 	case COMMAND_STOP:
 		begin_stop(w, true);
 		break;
-	case COMMAND_CONSUMER_TIMEOUT: {
-		int ct = atoi(buf + 1);
-
-		if (ct > 0 && ct < w->ct_ms) {
-			w->ct_ms = ct;
+	case COMMAND_CONSUMER_TIMEOUT:
+		if (c->u.ms < w->ct_ms) {
+			w->ct_ms = c->u.ms;
 			if (running(w))
 				limit_handler(w);
 		}
 		break;
-	}
 	case COMMAND_MARK:
-		if (n > 1 && ledger_apply(&w->marks, buf + 1) != 0)
-			log_debug("bad mark from the master");
+		record_apply_mark(&w->marks, &c->u.mark);
 		break;
 	case COMMAND_PAUSE:
 	case COMMAND_RESUME:
 		w->probing = false;
-		set_paused(w, buf[0] == COMMAND_PAUSE);
+		set_paused(w, c->kind == COMMAND_PAUSE);
 		break;
 	case COMMAND_PROBE:
 		probe(w);
 		break;
 	case COMMAND_WATCH:
-		w->watch_ms = atoi(buf + 1);
+		w->watch_ms = c->u.ms;
 		w->next_watch = now_ms();
 		break;
 	}
 }
 
+/*
+ * One command of n bytes in buf (room for one more) into c; false, said
+ * once at warning (then at debug), when record.c refuses it.
+ */
+static bool command_of(const char *buf, ssize_t n, struct record *c)
+{
+	static bool said;
+	char err[200];
+
+	if (record_decode(buf, (size_t)n, RECORD_COMMAND, c, err,
+			  sizeof(err)) == 0)
+		return true;
+	(said ? log_debug : log_warnx)("bad command from the master: %s", err);
+	said = true;
+	return false;
+}
+
 static void on_control(struct worker *w)
 {
-	char buf[1200];
+	char buf[RECORD_MAX + 1]; /* a longer one is refused, not cut */
+	struct record c;
 
 	for (;;) {
-		ssize_t n = recv(w->ctl, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+		ssize_t n = recv(w->ctl, buf, sizeof(buf), MSG_DONTWAIT);
 
 		if (n == -1 && (errno == EAGAIN || errno == EINTR))
 			return;
@@ -733,8 +791,8 @@ static void on_control(struct worker *w)
 			mq_close(w->mq);
 			exit(WORKER_EXIT_MASTER);
 		}
-		buf[n] = '\0';
-		on_command(w, buf, n);
+		if (command_of(buf, n, &c))
+			on_command(w, &c);
 	}
 }
 
@@ -800,7 +858,7 @@ static int poll_timeout(struct worker *w)
 static void cancelled(struct worker *w)
 {
 	log_warnx("%s", mq_error(w->mq));
-	report(w, REPORT_DOWN, mq_error(w->mq)); /* the master's words */
+	report_text(w, REPORT_DOWN, mq_error(w->mq)); /* the master's words */
 	begin_stop(w, false);
 	w->exit_status = WORKER_EXIT_DECLARE;
 }
@@ -902,7 +960,10 @@ static void watch_blocked(struct worker *w)
 	w->blocked = why != NULL;
 	if (w->blocked)
 		log_debug("broker blocked publishing: %s", why);
-	report(w, w->blocked ? REPORT_BLOCKED : REPORT_UNBLOCKED, why);
+	if (w->blocked)
+		report_text(w, REPORT_BLOCKED, why);
+	else
+		report(w, REPORT_UNBLOCKED);
 }
 
 /* Past shutdown_timeout, the handler's message is given up. */
@@ -936,7 +997,7 @@ static void check_slow(struct worker *w)
 		   now_ms() - w->started, w->q->slow, wchan);
 	lf.message_id = w->d->message_id;
 	log_fields(LOG_WARNING, &lf, "%s", line);
-	report(w, REPORT_SLOW, NULL);
+	report(w, REPORT_SLOW);
 }
 
 /* The kept handler's side of a turn, busy or not. */
@@ -1022,7 +1083,7 @@ static bool drained(struct worker *w)
 /* The master's watcher: the queue's ready count, every watch_ms. */
 static void watch_queue(struct worker *w)
 {
-	char buf[32];
+	struct record r;
 	long n;
 
 	if (w->watch_ms <= 0 || w->retiring || w->settling ||
@@ -1033,8 +1094,9 @@ static void watch_queue(struct worker *w)
 		log_debug("%s", mq_error(w->mq));
 		return;
 	}
-	snprintf(buf, sizeof(buf), "%ld", n);
-	report(w, REPORT_READY, buf);
+	record_init(&r, RECORD_REPORT, REPORT_READY);
+	r.u.ready = n;
+	report_record(w, &r);
 }
 
 static void loop(struct worker *w)
@@ -1093,17 +1155,19 @@ static void loop(struct worker *w)
  */
 static void wait_for_go(struct worker *w)
 {
-	char buf[1200];
+	char buf[RECORD_MAX + 1];
+	struct record c;
 
 	for (;;) {
-		ssize_t n = recv(w->ctl, buf, sizeof(buf) - 1, 0);
+		ssize_t n = recv(w->ctl, buf, sizeof(buf), 0);
 
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			exit(WORKER_EXIT_MASTER);
-		buf[n] = '\0';
-		switch (buf[0]) {
+		if (!command_of(buf, n, &c))
+			continue;
+		switch (c.kind) {
 		case COMMAND_GO:
 			return;
 		case COMMAND_RETIRE:
@@ -1111,10 +1175,10 @@ static void wait_for_go(struct worker *w)
 			exit(WORKER_EXIT_OK);
 		case COMMAND_PAUSE:
 		case COMMAND_RESUME:
-			w->paused = buf[0] == COMMAND_PAUSE;
+			w->paused = c.kind == COMMAND_PAUSE;
 			break;
 		default:
-			on_command(w, buf, n); /* marks, consumer_timeout */
+			on_command(w, &c); /* marks, consumer_timeout */
 			break;
 		}
 	}

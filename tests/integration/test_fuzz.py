@@ -47,3 +47,10 @@ def test_fuzz_headers(tmp_path, capsys):
     """field_text() and handler_env() on any tree of header values: no
     crash or leak, JSON that parses strictly, a clean environment."""
     run_fuzzer("headers", tmp_path, capsys)
+
+
+def test_fuzz_record(tmp_path, capsys):
+    """record_decode() on any bytes, as a report and as a command: no
+    crash, no read past the input; what decodes encodes to the same bytes
+    and decodes to the same record."""
+    run_fuzzer("record", tmp_path, capsys)

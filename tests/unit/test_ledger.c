@@ -1,5 +1,5 @@
-/* test_ledger.c: the marks the master keeps on messages, and their wire form.
- */
+/* test_ledger.c: the marks the master keeps on messages (their wire form:
+ * test_record.c). */
 #include "config.h"
 
 #include <stdlib.h>
@@ -43,38 +43,6 @@ static void test_bounded(void)
 	ledger_free(&l);
 }
 
-static void test_wire(void)
-{
-	struct ledger a = {0}, b = {0};
-	struct mark *k = ledger_add(&a, "id:with space\tand tab");
-	char line[400];
-
-	k->deaths = 1;
-	k->lost = 3;
-	k->pending = 2;
-	k->attempt = 4;
-	k->delay = 40;
-	snprintf(k->reason, sizeof(k->reason), "consumer_timeout 3s");
-	ledger_encode(k, line, sizeof(line));
-	CHECK(ledger_apply(&b, line) == 0);
-	k = ledger_find(&b, "id:with space\tand tab");
-	CHECK(k != NULL && k->deaths == 1 && k->lost == 3);
-	CHECK(k != NULL && k->pending == 2 && k->attempt == 4 &&
-	      k->delay == 40);
-	CHECK_STR(k ? k->reason : NULL, "consumer_timeout 3s");
-	/* nothing left to remember: forgotten */
-	CHECK(ledger_apply(&b, "0\t0\t0\t0\t0\t\tid:with space\tand tab") == 0);
-	CHECK(b.n == 0);
-	CHECK(ledger_apply(&b, "x\t0\t0\t0\t0\t\tk") == -1);
-	CHECK(ledger_apply(&b, "1\t0\t0\t0\t0\tno key") == -1);
-	CHECK(ledger_apply(&b, "1\t0\t0\t0\t0\t\t") == -1);
-	CHECK(ledger_apply(&b, "-1\t0\t0\t0\t0\t\tk") == -1);
-	CHECK(ledger_apply(&b, "1\t0\t\tk") == -1); /* too few numbers */
-	CHECK(b.n == 0);
-	ledger_free(&a);
-	ledger_free(&b);
-}
-
 static void test_copy(void)
 {
 	struct ledger a = {0}, c;
@@ -91,7 +59,6 @@ int main(void)
 {
 	test_add_find_forget();
 	test_bounded();
-	test_wire();
 	test_copy();
 	return unit_done("test_ledger");
 }
