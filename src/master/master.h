@@ -146,4 +146,45 @@ int identity_warnings(const struct config *cf, FILE *out);
 
 int master_run(const char *path, struct config *cf);
 
+/* ------------------------------------------------------------------ */
+/* The supervisor's own files, below master.c (on pool.h's table). */
+struct slot;
+struct pool;
+
+/* spawn.c: workers started into their slots, and again */
+void spawn_init(int fd_floor);	  /* fds from fd_floor up: not a worker's */
+void spawn_start(struct slot *s); /* fork s's worker (backs off if not) */
+void spawn_schedule(struct slot *s, int64_t at); /* start s again at */
+int spawn_backoff_ms(int failures);		 /* with jitter */
+/* Workers forked between close and open wait for one go (a batch). */
+void spawn_gate_close(void);
+void spawn_gate_open(void);
+void spawn_retire(struct slot *s); /* finish the message and go */
+void spawn_one(struct pool *p);	   /* one more, numbered the lowest free */
+/* Start or retire workers until p is between its floor and ceiling. */
+void spawn_resize(struct pool *p);
+void spawn_retire_all(struct pool *p);
+void spawn_due(void);		       /* the respawns whose time has come */
+void spawn_rearm_due(void);	       /* sockets of the last batch watched */
+int64_t spawn_next_respawn(void);      /* monotonic ms, 0 if none */
+int64_t spawn_next_rearm(void);	       /* monotonic ms, 0 if none */
+struct slot *spawn_slot_of(pid_t pid); /* a live worker's, or NULL */
+void spawn_exited(struct slot *s);     /* s's worker is reaped */
+int spawn_alive(void);		       /* workers alive */
+void spawn_free(void);		       /* at exit */
+
+/* exits.c: reap every exited worker and decide (stopping: warrend is) */
+void exits_reap(bool stopping);
+
+/* reconfigure.c: the running configuration, and SIGHUP */
+void reconfigure_init(const char *path, struct config *cf);
+/* Reload the file; false if it is bad (the running one is kept). Else the
+ * pools follow it, listeners(new, old) opened in between. */
+bool reconfigure(void (*listeners)(const struct config *cf,
+				   const struct config *old));
+/* Free removed pools without workers and configurations none uses. */
+void reconfigure_gc(void);
+void reconfigure_warn_exposed(const struct config *cf);
+void reconfigure_free(void); /* at exit */
+
 #endif

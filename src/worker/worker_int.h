@@ -1,5 +1,6 @@
 /*
- * worker_int.h: what the worker's files share: settling and replies.
+ * worker_int.h: what the worker's files share: settling, replies, and the
+ * worker's state with the files of its loop.
  */
 #ifndef WARREN_WORKER_WORKER_INT_H
 #define WARREN_WORKER_WORKER_INT_H
@@ -84,5 +85,92 @@ void reply_check_result(struct outcome *o, bool too_large);
  */
 int reply_publish(struct mq *m, const struct delivery *d, bool ok,
 		  const char *reason, const void *body, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Inside a worker process: its state, shared by worker.c and the files
+ * below it (report.c, consume.c, message.c, command.c, home.c). */
+struct worker {
+	const struct config *cf;
+	const struct queue_conf *q;
+	int number;
+	int ctl; /* control socket to the master */
+	int sigfd;
+	struct mq *mq;
+	struct delivery *d;   /* the message in hand */
+	struct handler *h;    /* its handler, while it runs */
+	struct persistent *p; /* persistent mode: the handler it keeps */
+	pid_t told_group;     /* p's process group as the master knows it */
+	struct handler_result r;
+	bool settling;	    /* the handler is done, its outcome being applied */
+	bool replaying;	    /* that outcome came from the master's mark */
+	bool told_prefetch; /* a message given back from the prefetch */
+	struct settler set;
+	struct ledger marks; /* the master's notes on messages */
+	int ct_ms;	     /* consumer_timeout in force */
+	bool blocked;	     /* told the master the broker blocks us */
+	int home, node;	     /* the broker node it belongs on, and is on */
+	int64_t next_probe;  /* when to see whether home is back */
+	int home_moves;	     /* earlier moves home that fell back again */
+	int attempt;
+	int64_t started;
+	int64_t ran_ms;	    /* how long its handler ran, -1 if it did not */
+	int64_t wait_ms;    /* from its timestamp to its start, -1: unknown */
+	int64_t slow_at;    /* queue.slow: when to say it is slow, 0: not */
+	int64_t service_at; /* busy: read the socket by then (heartbeats) */
+	bool paused;	    /* warrenctl paused the queue: not consuming */
+	bool probing;	    /* the breaker's probe: one message, then pause */
+	bool tempfail;	 /* the message in hand goes back unspent (breaker) */
+	bool resume_due; /* resumed while busy: consume once it is settled */
+	bool retiring;	 /* finish the current message, then exit */
+	bool stopping;	 /* shutdown: shutdown_timeout applies */
+	int64_t stop_deadline;
+	int64_t drain_until; /* retiring: waits this long for cancel-ok */
+	int watch_ms;	     /* the master's watcher: ready count this often */
+	int64_t next_watch;
+	int exit_status;
+	bool stop_killed; /* the handler was stopped by the shutdown */
+};
+
+/* report.c: what the worker tells the master (record.c encodes it) */
+void report_record(struct worker *w, const struct record *r);
+void report_kind(struct worker *w, char kind); /* a kind with no fields */
+/* An outcome: run, CPU and wait ms, -1 each when unknown (all when it
+ * did not run). */
+void report_outcome(struct worker *w, char kind, int64_t ran_ms, int64_t cpu_ms,
+		    int64_t wait_ms);
+void report_text(struct worker *w, char kind, const char *text);
+/* REPORT_DOWN with why, then exit with status. */
+void report_and_exit(struct worker *w, int status, const char *why)
+    __attribute__((noreturn));
+void report_pending(struct worker *w);	 /* an outcome the broker kept */
+void report_consuming(struct worker *w); /* C or Z, and on which node */
+void report_group(struct worker *w);	 /* a kept handler's, if changed */
+void report_holding(struct worker *w);	 /* the key of the message */
+
+/* consume.c: whether the worker consumes */
+void consume_resume(struct worker *w); /* basic.consume again */
+/* Stop taking messages (shutdown: shutdown_timeout applies), finish the
+ * one in hand. */
+void consume_stop(struct worker *w, bool shutdown);
+void consume_pause(struct worker *w, bool pause); /* warrenctl pause */
+void consume_probe(struct worker *w); /* the breaker's: one message */
+
+/* message.c: the message in hand, from delivery to settled */
+void message_read(struct worker *w);   /* the broker's side: deliveries */
+void message_settle(struct worker *w); /* the next steps of settling */
+bool message_running(const struct worker *w); /* a handler works on it */
+void message_limit(struct worker *w);	      /* before the consumer_timeout */
+/* The handler's side of a turn: output, timers, its end. */
+void message_serve(struct worker *w, struct pollfd *pfd, int nh);
+void message_check_slow(struct worker *w); /* queue.slow passed */
+
+/* command.c: the master's commands */
+void command_read(struct worker *w);	/* all that came; exits at EOF */
+void command_wait_go(struct worker *w); /* before connecting */
+
+/* home.c: the broker node the worker belongs on */
+void home_connect(struct worker *w); /* or report_and_exit() */
+void home_started(struct worker *w, int home_moves);
+void home_probe(struct worker *w); /* away and idle: is home back? */
 
 #endif
