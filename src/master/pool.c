@@ -202,14 +202,17 @@ void slot_remove(struct slot *s)
 
 void slot_send(struct slot *s, const struct record *r)
 {
+	static bool said; /* a record that does not encode: a bug */
 	char buf[RECORD_MAX], err[200];
 	int n;
 
 	if (s->pid <= 0 || s->ctl < 0)
 		return;
 	if ((n = record_encode(r, buf, sizeof(buf), err, sizeof(err))) < 0) {
-		log_warnx("not sent to worker %s/%d: %s", s->pool->q->name,
-			  s->number, err);
+		(said ? log_debug : log_warnx)("not sent to worker %s/%d: %s",
+					       s->pool->q->name, s->number,
+					       err);
+		said = true;
 		return;
 	}
 	(void)send(s->ctl, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);

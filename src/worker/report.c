@@ -11,14 +11,18 @@
 
 #include "worker/worker_int.h"
 
-/* A report to the master, encoded by record.c; never waits. */
+/* A report to the master, encoded by record.c; never waits. One that
+ * does not encode (a bug) is said once at warning, then at debug. */
 void report_record(struct worker *w, const struct record *r)
 {
+	static bool said;
 	char buf[RECORD_MAX], err[200];
 	int n = record_encode(r, buf, sizeof(buf), err, sizeof(err));
 
 	if (n < 0) {
-		log_warnx("not reported to the master: %s", err);
+		(said ? log_debug : log_warnx)("not reported to the master: %s",
+					       err);
+		said = true;
 		return;
 	}
 	/* SEQPACKET: one record per send; a full buffer never blocks us */
