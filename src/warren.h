@@ -255,6 +255,11 @@ void log_to_journal(journal_sender *send);
 void log_set_worker(const char *queue, int number);
 /* TRACE_ID on every record from now on, until NULL (the message's end). */
 void log_set_trace(const char *trace_id);
+/* Lines for stderr from log_hold() on are kept, up to PIPE_BUF bytes, and
+ * written together at log_release(): the lines of one message in one
+ * write(2), still whole. Journal records go at once. */
+void log_hold(void);
+void log_release(void);
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -550,18 +555,28 @@ long cost_rusage_ms(const struct rusage *ru);
  * hold spaces and parentheses of its own. -1 if the text is not one.
  */
 long long cost_stat_ticks(const char *text, size_t len);
+/* One reading of /proc/PID/stat: CPU ticks as cost_stat_ticks, page
+ * faults (minflt + majflt: how a process's memory grows), resident set
+ * in KiB (-1 when the text stops before it). */
+struct proc_sample {
+	long long ticks;
+	unsigned long long faults;
+	long rss_kb;
+};
+/* text's sample into s: 0, or -1 if the text is not a stat line. */
+int cost_stat_parse(const char *text, size_t len, struct proc_sample *s);
 /* The value in kB of field name ("VmHWM") of a /proc/PID/status text; -1
  * when absent. */
 long cost_status_kb(const char *text, const char *name);
 /* Ticks to ms by sysconf(_SC_CLK_TCK). */
 long cost_ticks_ms(long long ticks);
 /*
- * Of a running process: its CPU ticks (-1, errno set, if /proc/PID/stat
+ * Of a running process: its stat sample (-1, errno set, if /proc/PID/stat
  * cannot be read: gone, or hidden by hidepid / ProtectProc), its peak RSS
  * in KiB since the last cost_peak_reset (-1 likewise), and that reset
  * (/proc/PID/clear_refs "5"; -1 with errno if refused).
  */
-long long cost_proc_ticks(pid_t pid);
+int cost_proc_sample(pid_t pid, struct proc_sample *s);
 long cost_proc_peak_kb(pid_t pid);
 int cost_peak_reset(pid_t pid);
 /* The files those read stay open for the next message of the same pid;
@@ -1231,5 +1246,32 @@ struct death {
  * when d has no readable x-death. */
 int death_of(const struct delivery *d, struct death *x);
 void death_free(struct death *x);
+
+/* ------------------------------------------------------------------ */
+/* meter.c: what each message costs a persistent handler, from /proc */
+
+/* A process read at a message's start (or a message's end). */
+struct meter_mark {
+	pid_t pid;		   /* the process read, 0: none */
+	long long ticks;	   /* its CPU ticks then, -1: unknown */
+	unsigned long long faults; /* its page faults then */
+	bool peak;		   /* its peak was reset to base_kb then */
+	long base_kb;
+};
+struct meter {
+	struct meter_mark cur;	/* the start of the message in hand */
+	struct meter_mark next; /* the last one's end: the next one's start */
+	bool told_cpu, told_rss;
+};
+/* The message handed to pid starts: its readings, unless the last
+ * message's end of the same pid serves. */
+void meter_begin(struct meter *m, pid_t pid);
+/*
+ * The message ends: r's CPU time and peak RSS (has_cpu, has_rss), of
+ * the process still running, or from the rusage of the one reaped (CPU
+ * only: its ru_maxrss spans its whole life).
+ */
+void meter_end(struct meter *m, pid_t running, pid_t gone,
+	       const struct rusage *gone_ru, struct handler_result *r);
 
 #endif

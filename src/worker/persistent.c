@@ -72,17 +72,9 @@ struct persistent {
 	bool reap;	    /* a SIGCHLD came: see whether it ended */
 	char broken[512];   /* why a restart could not run it, or "" */
 	bool told_exit, told_backoff, told_chatter, told_garbage;
-	/* what the message in hand costs: read at its hand-over, of pid */
-	pid_t cost_pid;	      /* 0: nothing read */
-	long long cost_ticks; /* its CPU ticks then, or -1 */
-	bool cost_peak;	      /* its peak RSS was reset then */
-	/* the next message's start, taken at the end of the last one */
-	pid_t next_pid; /* 0: none */
-	long long next_ticks;
-	bool next_peak;
-	pid_t gone_pid; /* the last process reaped, and its rusage */
+	struct meter meter; /* what the message in hand costs */
+	pid_t gone_pid;	    /* the last process reaped, and its rusage */
 	struct rusage gone_ru;
-	bool told_cpu, told_rss;
 	/* renewal between messages (renew.c) */
 	struct renew renew; /* this worker's spread limits */
 	int64_t born;	    /* when the running process started */
@@ -258,7 +250,7 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
-	p->next_pid = 0;
+	p->meter.next.pid = 0;
 	p->born = now_ms();
 	log_debug("handler started (pid %ld)", (long)p->pid);
 	return 0;
@@ -308,79 +300,10 @@ static void misbehaved(struct persistent *p)
 	stop_group(p, p->q->kill_grace * 1000);
 }
 
-/* A /proc reading failed: said once per worker, at info (a handler of
- * another user under ProtectProc=invisible is hidden from us). */
-static void cost_unknown(bool *told, const char *what, pid_t pid)
-{
-	(*told ? log_debug : log_info)(
-	    "cannot read /proc/%ld of the handler (%s): its %s per message is "
-	    "left out of the log, metrics and parked headers",
-	    (long)pid, strerror(errno), what);
-	*told = true;
-}
-
-/*
- * The message is handed to the running process: its cost starts. Where
- * the same process answered the message before, its readings then are
- * the start (it has waited for this frame since, at no cost), and the
- * hand-over reads nothing.
- */
-static void cost_begin(struct persistent *p)
-{
-	if (p->next_pid == p->pid) {
-		p->cost_pid = p->pid;
-		p->cost_ticks = p->next_ticks;
-		p->cost_peak = p->next_peak;
-		p->next_pid = 0;
-		return;
-	}
-	p->next_pid = 0;
-	p->cost_pid = p->pid;
-	p->cost_peak = cost_peak_reset(p->pid) == 0;
-	if (!p->cost_peak)
-		cost_unknown(&p->told_rss, "peak memory", p->pid);
-	p->cost_ticks = cost_proc_ticks(p->pid);
-	if (p->cost_ticks < 0)
-		cost_unknown(&p->told_cpu, "CPU time", p->pid);
-}
-
-/*
- * r's cost: the CPU ticks since cost_begin and the peak RSS since its
- * reset, from /proc while the process runs; from its rusage (CPU only:
- * its ru_maxrss spans its whole life) once it has been reaped.
- */
+/* r's cost, from the meter. */
 static void cost_end(struct persistent *p)
 {
-	long long t = -1;
-	long kb;
-
-	p->r.has_cpu = p->r.has_rss = false;
-	if (p->cost_pid == 0 || p->cost_ticks < 0) {
-		p->cost_pid = 0;
-		return;
-	}
-	if (p->cost_pid == p->pid) {
-		if (p->cost_peak && (kb = cost_proc_peak_kb(p->pid)) >= 0) {
-			p->r.max_rss_kb = kb;
-			p->r.has_rss = true;
-		}
-		if ((t = cost_proc_ticks(p->pid)) >= 0) {
-			p->r.cpu_ms = cost_ticks_ms(t - p->cost_ticks);
-			p->r.has_cpu = t >= p->cost_ticks;
-			/* the next message starts from here */
-			p->next_pid = p->pid;
-			p->next_ticks = t;
-			p->next_peak =
-			    p->cost_peak && cost_peak_reset(p->pid) == 0;
-		}
-	} else if (p->cost_pid == p->gone_pid) {
-		long ms =
-		    cost_rusage_ms(&p->gone_ru) - cost_ticks_ms(p->cost_ticks);
-
-		p->r.cpu_ms = ms > 0 ? ms : 0;
-		p->r.has_cpu = true;
-	}
-	p->cost_pid = 0;
+	meter_end(&p->meter, p->pid, p->gone_pid, &p->gone_ru, &p->r);
 }
 
 void persistent_cost(struct persistent *p, struct handler_result *r)
@@ -511,8 +434,8 @@ static void hand_over(struct persistent *p)
 		p->cpu_at = handler_cpu_ms(p->pid);
 		p->cpu_check = now_ms() + CPU_STEP_MS;
 	}
-	if (p->cost_pid != p->pid)
-		cost_begin(p);
+	if (p->meter.cur.pid != p->pid)
+		meter_begin(&p->meter, p->pid);
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
 	p->handed_at = now_ms();
@@ -543,7 +466,7 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 	p->answered = p->done = false;
 	p->timed_out = p->ct_timed_out = p->cpu_limited = false;
 	p->deadline = p->ct_deadline = p->cpu_check = 0;
-	p->cost_pid = 0;
+	p->meter.cur.pid = 0;
 	memset(&p->r, 0, sizeof(p->r));
 	result_clear(&p->res);
 	p->res_given = false;

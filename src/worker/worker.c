@@ -233,9 +233,11 @@ static void continue_settling(struct worker *w)
 	case SETTLE_DONE:
 		break;
 	}
+	log_hold(); /* its lines in one write */
 	if (w->p != NULL)
 		after_answer(w); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
+	log_release();
 	/* "MS", "\tCPU_MS" (-1: unknown), "\tWAIT_MS" when it had one */
 	snprintf(ms, sizeof(ms), "%lld\t%ld", (long long)w->ran_ms,
 		 w->r.has_cpu ? w->r.cpu_ms : -1L);
