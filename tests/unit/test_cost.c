@@ -58,9 +58,10 @@ static void stat_lines(void)
 /* One stat line: faults (minflt + majflt), ticks and the resident set. */
 static void stat_samples(void)
 {
-	const char *l = "1234 (a) b) S 1 1234 1234 0 -1 4194560 100 7 30 9 "
-			"5 6 7 8 20 0 1 0 555 10000000 300 18446744073709551615 "
-			"1 1 0\n";
+	const char *l =
+	    "1234 (a) b) S 1 1234 1234 0 -1 4194560 100 7 30 9 "
+	    "5 6 7 8 20 0 1 0 555 10000000 300 18446744073709551615 "
+	    "1 1 0\n";
 	struct proc_sample s;
 
 	CHECK(cost_stat_parse(l, strlen(l), &s) == 0);
