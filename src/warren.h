@@ -777,6 +777,10 @@ enum renew_reason renew_due(const struct renew *r, int handled, int64_t age_ms,
 void renew_words(const struct renew *r, enum renew_reason why, int handled,
 		 int64_t age_ms, long rss_kb, char *buf, size_t len);
 /* The resident KiB of a /proc/PID/statm text, -1 if not one (pure). */
+#define RENEW_RESTART_FIRST_MS 250 /* the second quick end in a row waits */
+#define RENEW_RESTART_MAX_MS 10000 /* and the backoff stops growing here */
+/* The restart delay after failures ends in a row: the first at once. */
+int renew_restart_delay(int failures);
 long renew_statm_kb(const char *text, long page_kb);
 /* pid's resident memory in KiB, -1 with errno if it cannot be read. */
 long renew_rss_kb(pid_t pid);
@@ -799,25 +803,6 @@ void slow_words(char *buf, size_t len, const char *message_id, pid_t pid,
 /* persistent.c: one long-lived handler per worker (mode = "persistent") */
 
 struct persistent;
-
-/*
- * Frame protocol (warren-handler(7)), pure. frame_escape writes v with
- * "\\" for backslash and "\\n" for newline into out (room for 2 * n),
- * returning its length. frame_header is "warren N LEN\n" and a
- * NAME=VALUE line for each WARREN_* entry of env and its TRACEPARENT,
- * TRACESTATE and BAGGAGE, escaped; caller frees,
- * its length in *len. answer_parse reads one status line (no newline):
- * "ok", "retry", "fail" or "tempfail", optionally a space and a reason; it
- * fills r's answered, answer and reason (the reason cut to fit, control bytes
- * as
- * '?', or the word itself) and is false for anything else.
- */
-size_t frame_escape(const char *v, size_t n, char *out);
-char *frame_header(char *const *env, size_t body_len, size_t *len);
-bool answer_parse(const char *line, size_t len, struct handler_result *r);
-/* "result LEN" (LEN decimal, no leading zero, at most RESULT_MAX): the
- * length of the result body that follows it, in *size. */
-bool result_head_parse(const char *line, size_t len, size_t *size);
 
 /* Worker number's handler of q, not started yet. */
 struct persistent *persistent_new(const struct queue_conf *q, int worker);
@@ -1273,5 +1258,74 @@ void meter_begin(struct meter *m, pid_t pid);
  */
 void meter_end(struct meter *m, pid_t running, pid_t gone,
 	       const struct rusage *gone_ru, struct handler_result *r);
+
+/* ------------------------------------------------------------------ */
+/* persistent_proto.c: the wire protocol with a persistent handler */
+
+/*
+ * Frame protocol (warren-handler(7)), pure. frame_escape writes v with
+ * "\\" for backslash and "\\n" for newline into out (room for 2 * n),
+ * returning its length. frame_header is "warren N LEN\n" and a
+ * NAME=VALUE line for each WARREN_* entry of env and its TRACEPARENT,
+ * TRACESTATE and BAGGAGE, escaped; caller frees,
+ * its length in *len. answer_parse reads one status line (no newline):
+ * "ok", "retry", "fail" or "tempfail", optionally a space and a reason; it
+ * fills r's answered, answer and reason (the reason cut to fit, control bytes
+ * as
+ * '?', or the word itself) and is false for anything else.
+ */
+size_t frame_escape(const char *v, size_t n, char *out);
+char *frame_header(char *const *env, size_t body_len, size_t *len);
+bool answer_parse(const char *line, size_t len, struct handler_result *r);
+/* "result LEN" (LEN decimal, no leading zero, at most RESULT_MAX): the
+ * length of the result body that follows it, in *size. */
+bool result_head_parse(const char *line, size_t len, size_t *size);
+/* r for an answer that is not one: the attempt fails, "bad answer". */
+void answer_bad(struct handler_result *r);
+
+/* A frame on its way to the handler's stdin. */
+struct frame_out {
+	char *head; /* "warren N LEN\n" and the metadata lines; owned */
+	size_t head_len;
+	const unsigned char *body; /* the delivery's, not owned */
+	size_t body_len;
+	size_t off; /* bytes of head and body written */
+};
+size_t frame_out_len(const struct frame_out *f);
+/* Write what fd takes of f: 1 once all is written, 0 when the pipe is
+ * full (poll for POLLOUT), -1 with errno (EPIPE: it reads no more). */
+int frame_out_write(int fd, struct frame_out *f);
+/* Free the head; f is empty again. */
+void frame_out_clear(struct frame_out *f);
+/* f is the frame of body (len bytes, kept by the caller) with env's
+ * metadata, nothing of it written yet. */
+void frame_out_set(struct frame_out *f, char *const *env, const void *body,
+		   size_t len);
+/* Once its reader has ended: true when it took not one byte of f, which
+ * still fills its stdin pipe fd (FIONREAD). */
+bool frame_out_untaken(int fd, const struct frame_out *f);
+
+#define ANSWER_LINE_MAX 1024 /* a longer status line is garbage */
+
+/* The handler's stdout, split into lines and result bytes. */
+struct answer_in {
+	char line[ANSWER_LINE_MAX];
+	size_t len;
+	bool line_done;	    /* line was returned: the next call clears it */
+	size_t result_left; /* bytes of a "result LEN" still to come */
+};
+enum answer_event {
+	ANSWER_IN_NONE,	  /* buf is used up */
+	ANSWER_IN_LINE,	  /* a whole line, without its newline */
+	ANSWER_IN_LONG,	  /* a line too long to be an answer: garbage */
+	ANSWER_IN_RESULT, /* bytes of a result */
+};
+/*
+ * The next piece of buf[*off, n), *off moved past it: a line or result
+ * bytes in *data and *len (a line stays valid until the next call). Set
+ * result_left after a "result LEN" line and its bytes come next.
+ */
+enum answer_event answer_in_next(struct answer_in *a, const char *buf, size_t n,
+				 size_t *off, const char **data, size_t *len);
 
 #endif

@@ -2,7 +2,8 @@
  * renew.c: when a persistent handler is renewed between messages
  * (max_messages, max_rss, max_age), with max_messages and max_age spread
  * by up to +-10% per worker so that a pool's handlers do not restart
- * together. The decisions are pure; renew_rss_kb() reads /proc.
+ * together; and how long a handler that keeps ending waits for its
+ * restart. The decisions are pure; renew_rss_kb() reads /proc.
  */
 #include "config.h"
 
@@ -80,6 +81,17 @@ void renew_words(const struct renew *r, enum renew_reason why, int handled,
 		snprintf(buf, len, "no reason");
 		break;
 	}
+}
+
+int renew_restart_delay(int failures)
+{
+	int64_t d;
+
+	if (failures <= 1)
+		return 0;
+	d = (int64_t)RENEW_RESTART_FIRST_MS
+	    << (failures - 2 < 16 ? failures - 2 : 16);
+	return d > RENEW_RESTART_MAX_MS ? RENEW_RESTART_MAX_MS : (int)d;
 }
 
 long renew_statm_kb(const char *text, long page_kb)
