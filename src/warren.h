@@ -579,6 +579,8 @@ long cost_ticks_ms(long long ticks);
 int cost_proc_sample(pid_t pid, struct proc_sample *s);
 long cost_proc_peak_kb(pid_t pid);
 int cost_peak_reset(pid_t pid);
+/* /proc/PID/statm into buf, NUL-terminated: its length, or -1 (errno). */
+ssize_t cost_proc_statm(pid_t pid, char *buf, size_t len);
 /* The files those read stay open for the next message of the same pid;
  * this closes them (call it once that process is reaped). */
 void cost_proc_release(void);

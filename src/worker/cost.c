@@ -146,13 +146,13 @@ long cost_ticks_ms(long long ticks)
  * pread each instead of open, read, read and close. cost_proc_release()
  * closes them once that process is gone (its pid may come again).
  */
-enum { PROC_STAT, PROC_STATUS, PROC_CLEAR_REFS, PROC_FILES };
+enum { PROC_STAT, PROC_STATUS, PROC_CLEAR_REFS, PROC_STATM, PROC_FILES };
 static const char *const proc_names[PROC_FILES] = {"stat", "status",
-						   "clear_refs"};
+						   "clear_refs", "statm"};
 static struct {
 	pid_t pid;
 	int fd[PROC_FILES]; /* -1: not open */
-} open_proc = {0, {-1, -1, -1}};
+} open_proc = {0, {-1, -1, -1, -1}};
 
 void cost_proc_release(void)
 {
@@ -232,6 +232,11 @@ long cost_proc_peak_kb(pid_t pid)
 	if (kb < 0)
 		errno = ESRCH; /* a zombie has no memory left to tell */
 	return kb;
+}
+
+ssize_t cost_proc_statm(pid_t pid, char *buf, size_t len)
+{
+	return read_proc(pid, PROC_STATM, buf, len);
 }
 
 int cost_peak_reset(pid_t pid)

@@ -8,7 +8,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -105,19 +104,10 @@ long renew_statm_kb(const char *text, long page_kb)
 
 long renew_rss_kb(pid_t pid)
 {
-	char path[64], buf[128];
-	ssize_t n;
-	int fd;
+	char buf[128];
 
-	snprintf(path, sizeof(path), "/proc/%ld/statm", (long)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* kept open for the next message, as cost.c's readings */
+	if (cost_proc_statm(pid, buf, sizeof(buf)) < 0)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0) {
-		errno = n == 0 ? ESRCH : errno;
-		return -1;
-	}
-	buf[n] = '\0';
 	return renew_statm_kb(buf, sysconf(_SC_PAGESIZE) / 1024);
 }
