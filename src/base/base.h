@@ -66,6 +66,9 @@ void log_to_journal(journal_sender *send);
 void log_set_worker(const char *queue, int number);
 /* TRACE_ID on every record from now on, until NULL (the message's end). */
 void log_set_trace(const char *trace_id);
+/* stderr lines from log_hold() to log_release() go in one write(2) */
+void log_hold(void);
+void log_release(void);
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

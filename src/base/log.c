@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@ static const char *log_queue;
 static int log_worker;
 static long log_pid;	   /* cached: set again in each worker */
 static char log_trace[33]; /* TRACE_ID of the message in hand, or "" */
+static bool log_holding;
+static char log_held[PIPE_BUF]; /* whole lines, written at log_release */
+static size_t log_held_len;
 
 void log_init(const char *ident, bool debug)
 {
@@ -48,6 +52,44 @@ void log_set_trace(const char *trace_id)
 {
 	snprintf(log_trace, sizeof(log_trace), "%s",
 		 trace_id != NULL ? trace_id : "");
+}
+
+/* buf's n bytes on stderr in one write(2). */
+static void put_stderr(const char *buf, size_t n)
+{
+	while (write(STDERR_FILENO, buf, n) == -1 && errno == EINTR)
+		;
+}
+
+void log_hold(void)
+{
+	log_holding = true;
+}
+
+void log_release(void)
+{
+	log_holding = false;
+	if (log_held_len > 0)
+		put_stderr(log_held, log_held_len);
+	log_held_len = 0;
+}
+
+/* A line for stderr: kept while held (the lines before it go first
+ * when it does not fit, or when it is an error: one may end the
+ * process), else written at once. */
+static void put_line(int prio, const char *line, size_t n)
+{
+	if (log_held_len > 0 &&
+	    (log_held_len + n > sizeof(log_held) || prio <= LOG_ERR)) {
+		put_stderr(log_held, log_held_len);
+		log_held_len = 0;
+	}
+	if (!log_holding || n > sizeof(log_held) || prio <= LOG_ERR) {
+		put_stderr(line, n);
+		return;
+	}
+	memcpy(log_held + log_held_len, line, n);
+	log_held_len += n;
 }
 
 static const char *prio_name(int prio)
@@ -152,8 +194,9 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 	if (log_queue != NULL)
 		snprintf(who, sizeof(who), "%s/%d: ", log_queue, log_worker);
 	/*
-	 * One write(2) per line, so that lines of several processes never
-	 * mix: dprintf would write in 4 KiB pieces. O_APPEND files and pipes
+	 * One write(2) per line (or per held batch of whole lines), so that
+	 * lines of several processes never mix: dprintf would write in 4 KiB
+	 * pieces. O_APPEND files and pipes
 	 * take a write whole (pipes up to PIPE_BUF; longer lines may still
 	 * interleave there, which is why handler lines are split at 4 KiB).
 	 */
@@ -162,8 +205,7 @@ static void vlog(int prio, const struct log_fields *f, const char *fmt,
 		     log_pid, prio_name(prio), who, msg);
 	if (n > (int)sizeof(line) - 1)
 		n = (int)sizeof(line) - 1;
-	while (write(STDERR_FILENO, line, (size_t)n) == -1 && errno == EINTR)
-		;
+	put_line(prio, line, (size_t)n);
 }
 
 void log_fields(int prio, const struct log_fields *f, const char *fmt, ...)

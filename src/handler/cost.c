@@ -32,10 +32,34 @@ void cost_of_rusage(struct handler_result *r, const struct rusage *ru)
 	r->has_rss = ru->ru_maxrss > 0;
 }
 
-long long cost_stat_ticks(const char *text, size_t len)
+/* The unsigned number at *p (a field ending at a space, newline or the
+ * end); -1 if there is none. */
+static long long stat_field(const char **p, const char *end)
+{
+	char *next;
+	long long v;
+
+	errno = 0;
+	v = strtoll(*p, &next, 10);
+	if (next == *p || errno != 0 || v < 0 || next > end ||
+	    (next < end && *next != ' ' && *next != '\n'))
+		return -1;
+	*p = next;
+	return v;
+}
+
+static long page_kb(void)
+{
+	static long kb;
+
+	if (kb <= 0)
+		kb = sysconf(_SC_PAGESIZE) / 1024;
+	return kb > 0 ? kb : 4;
+}
+
+int cost_stat_parse(const char *text, size_t len, struct proc_sample *s)
 {
 	const char *p, *end = text + len;
-	long long sum = 0;
 
 	/* "PID (COMM) STATE ...": COMM may hold anything, ")" included,
 	 * so the name ends at the last ")" */
@@ -43,28 +67,45 @@ long long cost_stat_ticks(const char *text, size_t len)
 		;
 	if (p == text || memchr(text, '(', (size_t)(p - text)) == NULL)
 		return -1;
-	/* fields from 3 (state) on; utime, stime, cutime, cstime: 14-17 */
-	for (int field = 3; field <= 17; field++) {
-		char *next;
+	s->ticks = s->faults = 0;
+	s->rss_kb = -1;
+	/* from 3 (state) on: minflt 10, majflt 12, utime, stime, cutime,
+	 * cstime 14-17 (needed); rss 24 (pages, where the text has it) */
+	for (int field = 3; field <= 24; field++) {
 		long long v;
 
+		if (p == end && field > 17)
+			return 0;
 		if (p == end || *p != ' ')
 			return -1;
 		p++;
-		if (field < 14) {
+		if (field != 10 && field != 12 && field < 14) {
 			while (p < end && *p != ' ')
 				p++;
 			continue;
 		}
-		errno = 0;
-		v = strtoll(p, &next, 10);
-		if (next == p || errno != 0 || v < 0 || next > end ||
-		    (next < end && *next != ' ' && *next != '\n'))
-			return -1;
-		sum += v;
-		p = next;
+		if (field > 17 && field < 24) {
+			while (p < end && *p != ' ' && *p != '\n')
+				p++;
+			continue;
+		}
+		if ((v = stat_field(&p, end)) < 0)
+			return field > 17 ? 0 : -1;
+		if (field < 14)
+			s->faults += (unsigned long long)v;
+		else if (field <= 17)
+			s->ticks += v;
+		else
+			s->rss_kb = (long)(v * page_kb());
 	}
-	return sum;
+	return 0;
+}
+
+long long cost_stat_ticks(const char *text, size_t len)
+{
+	struct proc_sample s;
+
+	return cost_stat_parse(text, len, &s) == 0 ? s.ticks : -1;
 }
 
 long cost_status_kb(const char *text, const char *name)
@@ -105,13 +146,13 @@ long cost_ticks_ms(long long ticks)
  * pread each instead of open, read, read and close. cost_proc_release()
  * closes them once that process is gone (its pid may come again).
  */
-enum { PROC_STAT, PROC_STATUS, PROC_CLEAR_REFS, PROC_FILES };
+enum { PROC_STAT, PROC_STATUS, PROC_CLEAR_REFS, PROC_STATM, PROC_FILES };
 static const char *const proc_names[PROC_FILES] = {"stat", "status",
-						   "clear_refs"};
+						   "clear_refs", "statm"};
 static struct {
 	pid_t pid;
 	int fd[PROC_FILES]; /* -1: not open */
-} open_proc = {0, {-1, -1, -1}};
+} open_proc = {0, {-1, -1, -1, -1}};
 
 void cost_proc_release(void)
 {
@@ -166,18 +207,18 @@ static ssize_t read_proc(pid_t pid, int which, char *buf, size_t len)
 	return got;
 }
 
-long long cost_proc_ticks(pid_t pid)
+int cost_proc_sample(pid_t pid, struct proc_sample *s)
 {
 	char buf[1024];
 	ssize_t n = read_proc(pid, PROC_STAT, buf, sizeof(buf));
-	long long t;
 
 	if (n < 0)
 		return -1;
-	t = cost_stat_ticks(buf, (size_t)n);
-	if (t < 0)
+	if (cost_stat_parse(buf, (size_t)n, s) != 0) {
 		errno = EINVAL;
-	return t;
+		return -1;
+	}
+	return 0;
 }
 
 long cost_proc_peak_kb(pid_t pid)
@@ -191,6 +232,11 @@ long cost_proc_peak_kb(pid_t pid)
 	if (kb < 0)
 		errno = ESRCH; /* a zombie has no memory left to tell */
 	return kb;
+}
+
+ssize_t cost_proc_statm(pid_t pid, char *buf, size_t len)
+{
+	return read_proc(pid, PROC_STATM, buf, len);
 }
 
 int cost_peak_reset(pid_t pid)

@@ -45,28 +45,6 @@ void result_append(struct result *r, const void *p, size_t n);
 void result_clear(struct result *r);
 
 /* ------------------------------------------------------------------ */
-/* cost.c: what a handler cost: CPU time and peak memory, from wait4()'s
- * rusage or from /proc/PID of a running process */
-
-struct rusage;
-
-/* r's cost from a reaped handler's rusage: user + system CPU in ms,
- * ru_maxrss in KiB. */
-void cost_of_rusage(struct handler_result *r, const struct rusage *ru);
-/*
- * Of a running process: its CPU ticks (-1, errno set, if /proc/PID/stat
- * cannot be read: gone, or hidden by hidepid / ProtectProc), its peak RSS
- * in KiB since the last cost_peak_reset (-1 likewise), and that reset
- * (/proc/PID/clear_refs "5"; -1 with errno if refused).
- */
-long long cost_proc_ticks(pid_t pid);
-long cost_proc_peak_kb(pid_t pid);
-int cost_peak_reset(pid_t pid);
-/* The files those read stay open for the next message of the same pid;
- * this closes them (call it once that process is reaped). */
-void cost_proc_release(void);
-
-/* ------------------------------------------------------------------ */
 /* handler.c: run one handler for one message */
 
 struct handler;

@@ -14,19 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/resource.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
 #include "handler/handler_int.h"
 
-#define ANSWER_MAX 1024	     /* a longer status line is garbage */
-#define RESTART_FIRST_MS 250 /* the second quick end in a row waits this */
-#define RESTART_MAX_MS 10000 /* and the backoff stops growing here */
-#define CLOSE_STEP_MS 100    /* persistent_close looks this often */
+#define CLOSE_STEP_MS 100 /* persistent_close looks this often */
 #define STDERR_LAG_MS                                                          \
 	2 /* a message's stderr is read at its answer,                         \
 	   * or after this long */
@@ -38,11 +33,9 @@ struct persistent {
 	int in_fd, out_fd;
 	bool in_shut; /* its stdin is closed at its end (EPIPE) */
 	struct stream err;
-	char ans[ANSWER_MAX];
-	size_t ans_len;
-	struct result res; /* the message's result, from a "result" line */
-	size_t res_left;   /* its bytes still to come */
-	bool res_given;	   /* a "result" line came for the message in hand */
+	struct answer_in in; /* its stdout, split */
+	struct result res;   /* the message's result, from a "result" line */
+	bool res_given;	     /* a "result" line came for the message in hand */
 	/* the message in hand */
 	bool busy;     /* a frame is given, no result yet */
 	bool answered; /* its answer is in r */
@@ -50,12 +43,9 @@ struct persistent {
 	bool cost_due; /* answered: its cost is read by persistent_cost() */
 	bool err_due;  /* answered: its stderr is read by persistent_stderr() */
 	struct handler_result r;
-	char *head;	      /* "warren N LEN\n" and the metadata lines */
-	size_t head_len, off; /* off: bytes of head and body written */
-	const unsigned char *body;
-	size_t body_len;
-	int64_t handed_at; /* when the frame was handed over, or 0 */
-	int64_t deadline;  /* timeout, or 0 */
+	struct frame_out out; /* its frame, as far as written */
+	int64_t handed_at;    /* when the frame was handed over, or 0 */
+	int64_t deadline;     /* timeout, or 0 */
 	int64_t ct_deadline;
 	int ct_grace_ms, ct_seconds;
 	bool timed_out, ct_timed_out;
@@ -72,17 +62,9 @@ struct persistent {
 	bool reap;	    /* a SIGCHLD came: see whether it ended */
 	char broken[512];   /* why a restart could not run it, or "" */
 	bool told_exit, told_backoff, told_chatter, told_garbage;
-	/* what the message in hand costs: read at its hand-over, of pid */
-	pid_t cost_pid;	      /* 0: nothing read */
-	long long cost_ticks; /* its CPU ticks then, or -1 */
-	bool cost_peak;	      /* its peak RSS was reset then */
-	/* the next message's start, taken at the end of the last one */
-	pid_t next_pid; /* 0: none */
-	long long next_ticks;
-	bool next_peak;
-	pid_t gone_pid; /* the last process reaped, and its rusage */
+	struct meter meter; /* what the message in hand costs */
+	pid_t gone_pid;	    /* the last process reaped, and its rusage */
 	struct rusage gone_ru;
-	bool told_cpu, told_rss;
 	/* renewal between messages (renew.c) */
 	struct renew renew; /* this worker's spread limits */
 	int64_t born;	    /* when the running process started */
@@ -95,133 +77,6 @@ static void close_fd(int *fd)
 		close(*fd);
 		*fd = -1;
 	}
-}
-
-/* ------------------------------------------------------------------ */
-/* the protocol (pure) */
-
-size_t frame_escape(const char *v, size_t n, char *out)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if (v[i] == '\\') {
-			out[o++] = '\\';
-			out[o++] = '\\';
-		} else if (v[i] == '\n') {
-			out[o++] = '\\';
-			out[o++] = 'n';
-		} else {
-			out[o++] = v[i];
-		}
-	}
-	return o;
-}
-
-/* The variables a frame's metadata carries: WARREN_* and trace context. */
-static bool in_frame(const char *e)
-{
-	return strncmp(e, "WARREN_", 7) == 0 ||
-	       strncmp(e, "TRACEPARENT=", 12) == 0 ||
-	       strncmp(e, "TRACESTATE=", 11) == 0 ||
-	       strncmp(e, "BAGGAGE=", 8) == 0;
-}
-
-char *frame_header(char *const *env, size_t body_len, size_t *len)
-{
-	size_t cap = 64, o;
-	int n = 0;
-	char *buf;
-
-	for (char *const *e = env; *e != NULL; e++) {
-		if (in_frame(*e)) {
-			n++;
-			cap += 2 * strlen(*e) + 1;
-		}
-	}
-	buf = xcalloc(cap, 1);
-	o = (size_t)snprintf(buf, cap, "warren %d %zu\n", n, body_len);
-	for (char *const *e = env; *e != NULL; e++) {
-		const char *eq = strchr(*e, '=');
-
-		if (!in_frame(*e) || eq == NULL)
-			continue;
-		memcpy(buf + o, *e, (size_t)(eq - *e) + 1);
-		o += (size_t)(eq - *e) + 1;
-		o += frame_escape(eq + 1, strlen(eq + 1), buf + o);
-		buf[o++] = '\n';
-	}
-	*len = o;
-	return buf;
-}
-
-/* The reason of an answer as a header can hold it: at most len - 1
- * bytes, cut at a character's start, control bytes as '?'. */
-static void copy_reason(char *dst, size_t len, const char *src, size_t n)
-{
-	size_t o;
-
-	if (n > len - 1) {
-		n = len - 1;
-		/* do not end inside a UTF-8 sequence */
-		while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-			n--;
-	}
-	for (o = 0; o < n; o++) {
-		unsigned char c = (unsigned char)src[o];
-
-		dst[o] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-	}
-	dst[o] = '\0';
-}
-
-bool answer_parse(const char *line, size_t len, struct handler_result *r)
-{
-	static const struct {
-		const char *word;
-		enum answer_kind kind;
-	} words[] = {{"ok", ANSWER_OK},
-		     {"retry", ANSWER_RETRY},
-		     {"fail", ANSWER_FAIL},
-		     {"tempfail", ANSWER_TEMPFAIL}};
-
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		size_t w = strlen(words[i].word), n;
-		const char *why;
-
-		if (len < w || memcmp(line, words[i].word, w) != 0 ||
-		    (len > w && line[w] != ' '))
-			continue;
-		for (why = line + w, n = len - w; n > 0 && *why == ' '; n--)
-			why++;
-		r->started = r->answered = true;
-		r->answer = words[i].kind;
-		if (n == 0)
-			copy_reason(r->reason, sizeof(r->reason), line, w);
-		else
-			copy_reason(r->reason, sizeof(r->reason), why, n);
-		return true;
-	}
-	return false;
-}
-
-bool result_head_parse(const char *line, size_t len, size_t *size)
-{
-	size_t v = 0, i = 7;
-
-	if (len <= 7 || memcmp(line, "result ", 7) != 0 || len - 7 > 9)
-		return false;
-	if (line[i] == '0' && len > 8)
-		return false; /* no leading zero */
-	for (; i < len; i++) {
-		if (line[i] < '0' || line[i] > '9')
-			return false;
-		v = v * 10 + (size_t)(line[i] - '0');
-	}
-	if (v > RESULT_MAX)
-		return false;
-	*size = v;
-	return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -253,12 +108,11 @@ int persistent_start(struct persistent *p, char *err, size_t errlen)
 	p->out_fd = sp.out;
 	p->in_shut = false;
 	stream_init(&p->err, sp.err, "stderr", true);
-	p->ans_len = 0;
-	p->res_left = 0;
+	memset(&p->in, 0, sizeof(p->in));
 	p->handled = 0;
 	p->stopping = false;
 	p->kill_at = 0;
-	p->next_pid = 0;
+	p->meter.next.pid = 0;
 	p->born = now_ms();
 	log_debug("handler started (pid %ld)", (long)p->pid);
 	return 0;
@@ -308,79 +162,10 @@ static void misbehaved(struct persistent *p)
 	stop_group(p, p->q->kill_grace * 1000);
 }
 
-/* A /proc reading failed: said once per worker, at info (a handler of
- * another user under ProtectProc=invisible is hidden from us). */
-static void cost_unknown(bool *told, const char *what, pid_t pid)
-{
-	(*told ? log_debug : log_info)(
-	    "cannot read /proc/%ld of the handler (%s): its %s per message is "
-	    "left out of the log, metrics and parked headers",
-	    (long)pid, strerror(errno), what);
-	*told = true;
-}
-
-/*
- * The message is handed to the running process: its cost starts. Where
- * the same process answered the message before, its readings then are
- * the start (it has waited for this frame since, at no cost), and the
- * hand-over reads nothing.
- */
-static void cost_begin(struct persistent *p)
-{
-	if (p->next_pid == p->pid) {
-		p->cost_pid = p->pid;
-		p->cost_ticks = p->next_ticks;
-		p->cost_peak = p->next_peak;
-		p->next_pid = 0;
-		return;
-	}
-	p->next_pid = 0;
-	p->cost_pid = p->pid;
-	p->cost_peak = cost_peak_reset(p->pid) == 0;
-	if (!p->cost_peak)
-		cost_unknown(&p->told_rss, "peak memory", p->pid);
-	p->cost_ticks = cost_proc_ticks(p->pid);
-	if (p->cost_ticks < 0)
-		cost_unknown(&p->told_cpu, "CPU time", p->pid);
-}
-
-/*
- * r's cost: the CPU ticks since cost_begin and the peak RSS since its
- * reset, from /proc while the process runs; from its rusage (CPU only:
- * its ru_maxrss spans its whole life) once it has been reaped.
- */
+/* r's cost, from the meter. */
 static void cost_end(struct persistent *p)
 {
-	long long t = -1;
-	long kb;
-
-	p->r.has_cpu = p->r.has_rss = false;
-	if (p->cost_pid == 0 || p->cost_ticks < 0) {
-		p->cost_pid = 0;
-		return;
-	}
-	if (p->cost_pid == p->pid) {
-		if (p->cost_peak && (kb = cost_proc_peak_kb(p->pid)) >= 0) {
-			p->r.max_rss_kb = kb;
-			p->r.has_rss = true;
-		}
-		if ((t = cost_proc_ticks(p->pid)) >= 0) {
-			p->r.cpu_ms = cost_ticks_ms(t - p->cost_ticks);
-			p->r.has_cpu = t >= p->cost_ticks;
-			/* the next message starts from here */
-			p->next_pid = p->pid;
-			p->next_ticks = t;
-			p->next_peak =
-			    p->cost_peak && cost_peak_reset(p->pid) == 0;
-		}
-	} else if (p->cost_pid == p->gone_pid) {
-		long ms =
-		    cost_rusage_ms(&p->gone_ru) - cost_ticks_ms(p->cost_ticks);
-
-		p->r.cpu_ms = ms > 0 ? ms : 0;
-		p->r.has_cpu = true;
-	}
-	p->cost_pid = 0;
+	meter_end(&p->meter, p->pid, p->gone_pid, &p->gone_ru, &p->r);
 }
 
 void persistent_cost(struct persistent *p, struct handler_result *r)
@@ -404,15 +189,8 @@ static void finish_message(struct persistent *p)
 		cost_end(p);
 	p->busy = false;
 	p->done = true;
-	p->body = NULL;
-	free(p->head);
-	p->head = NULL;
+	frame_out_clear(&p->out);
 	p->deadline = p->ct_deadline = p->cpu_check = 0;
-}
-
-static size_t frame_len(const struct persistent *p)
-{
-	return p->head_len + p->body_len;
 }
 
 /*
@@ -449,7 +227,7 @@ static void maybe_renew(struct persistent *p)
 /* The answer and the whole frame are both through: the message is done. */
 static void maybe_answered(struct persistent *p)
 {
-	if (!p->busy || !p->answered || p->off < frame_len(p))
+	if (!p->busy || !p->answered || p->out.off < frame_out_len(&p->out))
 		return;
 	/* its cost and the rest of its stderr are read once the ack is
 	 * out: not between the answer and the ack, where the next message
@@ -464,39 +242,14 @@ static void maybe_answered(struct persistent *p)
 /* Write what the pipe takes of the frame. */
 static void write_frame(struct persistent *p)
 {
-	while (p->busy && p->in_fd >= 0 && !p->in_shut &&
-	       p->off < frame_len(p)) {
-		struct iovec iov[2];
-		int k = 0;
-		ssize_t n;
-
-		/* header and body in one call, while the pipe takes it */
-		if (p->off < p->head_len) {
-			iov[k].iov_base = p->head + p->off;
-			iov[k++].iov_len = p->head_len - p->off;
-		}
-		if (p->body_len > 0) {
-			size_t from =
-			    p->off > p->head_len ? p->off - p->head_len : 0;
-
-			iov[k].iov_base = (char *)p->body + from;
-			iov[k++].iov_len = p->body_len - from;
-		}
-		n = writev(p->in_fd, iov, k);
-		if (n > 0) {
-			p->off += (size_t)n;
-		} else if (n == -1 && errno == EINTR) {
-			continue;
-		} else if (n == -1 && errno == EAGAIN) {
-			return;
-		} else {
-			/* EPIPE: it closed its stdin (or is ending) and can
-			 * take no more; its end tells the story. The fd
-			 * stays for untaken() to look into. */
-			p->in_shut = true;
-			signal_group(p, p->q->kill_grace * 1000);
-			return;
-		}
+	if (p->busy && p->in_fd >= 0 && !p->in_shut &&
+	    frame_out_write(p->in_fd, &p->out) < 0) {
+		/* EPIPE: it closed its stdin (or is ending) and can take no
+		 * more; its end tells the story. The fd stays for untaken()
+		 * to look into. */
+		p->in_shut = true;
+		signal_group(p, p->q->kill_grace * 1000);
+		return;
 	}
 	maybe_answered(p);
 }
@@ -511,8 +264,8 @@ static void hand_over(struct persistent *p)
 		p->cpu_at = handler_cpu_ms(p->pid);
 		p->cpu_check = now_ms() + CPU_STEP_MS;
 	}
-	if (p->cost_pid != p->pid)
-		cost_begin(p);
+	if (p->meter.cur.pid != p->pid)
+		meter_begin(&p->meter, p->pid);
 	if (p->deadline == 0 && p->q->timeout > 0)
 		p->deadline = now_ms() + (int64_t)p->q->timeout * 1000;
 	p->handed_at = now_ms();
@@ -534,16 +287,12 @@ int persistent_send(struct persistent *p, char **env, const void *body,
 {
 	persistent_stderr(p, NULL);
 	persistent_cost(p, NULL); /* a message's cost nobody asked for */
-	free(p->head);
-	p->head = frame_header(env, len, &p->head_len);
-	p->body = body;
-	p->body_len = len;
-	p->off = 0;
+	frame_out_set(&p->out, env, body, len);
 	p->busy = true;
 	p->answered = p->done = false;
 	p->timed_out = p->ct_timed_out = p->cpu_limited = false;
 	p->deadline = p->ct_deadline = p->cpu_check = 0;
-	p->cost_pid = 0;
+	p->meter.cur.pid = 0;
 	memset(&p->r, 0, sizeof(p->r));
 	result_clear(&p->res);
 	p->res_given = false;
@@ -588,7 +337,7 @@ static void on_line(struct persistent *p, const char *line, size_t len)
 		return;
 	}
 	if (line != NULL && !p->res_given &&
-	    result_head_parse(line, len, &p->res_left)) {
+	    result_head_parse(line, len, &p->in.result_left)) {
 		/* the result's bytes follow, then the answer line */
 		p->res_given = true;
 		result_clear(&p->res);
@@ -596,10 +345,7 @@ static void on_line(struct persistent *p, const char *line, size_t len)
 		return;
 	}
 	if (line == NULL || !answer_parse(line, len, &p->r)) {
-		memset(&p->r, 0, sizeof(p->r));
-		p->r.started = p->r.answered = true;
-		p->r.answer = ANSWER_RETRY;
-		snprintf(p->r.reason, sizeof(p->r.reason), "bad answer");
+		answer_bad(&p->r);
 		(p->told_garbage ? log_debug : log_warnx)(
 		    "handler's answer is not \"ok\", \"retry\", \"fail\" "
 		    "or \"tempfail\": "
@@ -617,6 +363,8 @@ static void on_line(struct persistent *p, const char *line, size_t len)
 static void read_answers(struct persistent *p)
 {
 	char buf[4096];
+	const char *data;
+	size_t len;
 
 	for (int rounds = 0; p->out_fd >= 0 && rounds < 16; rounds++) {
 		ssize_t n = read(p->out_fd, buf, sizeof(buf));
@@ -633,48 +381,26 @@ static void read_answers(struct persistent *p)
 			p->reap = true;
 			return;
 		}
-		for (ssize_t i = 0; i < n; i++) {
-			if (p->res_left > 0) {
-				size_t k = (size_t)(n - i) < p->res_left
-					       ? (size_t)(n - i)
-					       : p->res_left;
+		for (size_t off = 0;;) {
+			enum answer_event e = answer_in_next(
+			    &p->in, buf, (size_t)n, &off, &data, &len);
 
-				result_append(&p->res, buf + i, k);
-				p->res_left -= k;
-				i += (ssize_t)k - 1;
-				continue;
-			}
-			if (buf[i] == '\n') {
-				on_line(p, p->ans, p->ans_len);
-				p->ans_len = 0;
-			} else if (p->ans_len < sizeof(p->ans)) {
-				p->ans[p->ans_len++] = buf[i];
-			} else {
-				/* too long for an answer: garbage */
-				on_line(p, NULL, 0);
-				p->ans_len = 0;
-			}
+			if (e == ANSWER_IN_NONE)
+				break;
+			if (e == ANSWER_IN_RESULT)
+				result_append(&p->res, data, len);
+			else
+				on_line(p, e == ANSWER_IN_LINE ? data : NULL,
+					e == ANSWER_IN_LINE ? len : 0);
 		}
 		if ((size_t)n < sizeof(buf))
 			return; /* all there was; poll says when more comes */
 	}
 }
 
-/* The restart delay after failures ends in a row: the first at once. */
-static int restart_delay(int failures)
-{
-	int64_t d;
-
-	if (failures <= 1)
-		return 0;
-	d = (int64_t)RESTART_FIRST_MS
-	    << (failures - 2 < 16 ? failures - 2 : 16);
-	return d > RESTART_MAX_MS ? RESTART_MAX_MS : (int)d;
-}
-
 static void schedule_restart(struct persistent *p, const char *how)
 {
-	int delay = restart_delay(p->failures);
+	int delay = renew_restart_delay(p->failures);
 
 	if (p->closed)
 		return;
@@ -685,7 +411,7 @@ static void schedule_restart(struct persistent *p, const char *how)
 	(p->told_backoff ? log_debug : log_warnx)(
 	    "handler keeps ending (%s): restarting it in %d ms, backing off "
 	    "up to %d s",
-	    how, delay, RESTART_MAX_MS / 1000);
+	    how, delay, RENEW_RESTART_MAX_MS / 1000);
 	p->told_backoff = true;
 }
 
@@ -711,14 +437,9 @@ static void finish_timed_out(struct persistent *p)
  */
 static bool untaken(struct persistent *p)
 {
-	int unread = 0;
-
 	if (!p->busy || p->timed_out)
 		return false;
-	if (p->off == 0)
-		return true;
-	return p->in_fd >= 0 && ioctl(p->in_fd, FIONREAD, &unread) == 0 &&
-	       unread >= 0 && (size_t)unread >= p->off;
+	return frame_out_untaken(p->in_fd, &p->out);
 }
 
 /* It has exited with status: settle what it held, plan the next one. */
@@ -744,7 +465,7 @@ static void on_exit_of(struct persistent *p, int status,
 	result_died(&died, status);
 	snprintf(how, sizeof(how), "%s", died.reason);
 	if (kept) {
-		p->off = 0;
+		p->out.off = 0;
 		p->deadline = 0;
 	} else if (held && p->timed_out) {
 		finish_timed_out(p);
@@ -822,8 +543,8 @@ int persistent_pollfds(struct persistent *p, struct pollfd *pfd)
 {
 	int n = 0;
 
-	if (p->in_fd >= 0 && !p->in_shut && p->busy && p->off < frame_len(p) &&
-	    !p->stopping) {
+	if (p->in_fd >= 0 && !p->in_shut && p->busy &&
+	    p->out.off < frame_out_len(&p->out) && !p->stopping) {
 		pfd[n].fd = p->in_fd;
 		pfd[n++].events = POLLOUT;
 	}
@@ -869,7 +590,7 @@ int persistent_serve(struct persistent *p, const struct pollfd *pfd, int n,
 		snprintf(err, errlen, "%s", p->broken);
 		return -1;
 	}
-	if (p->busy && p->pid != 0 && !p->stopping && p->off == 0)
+	if (p->busy && p->pid != 0 && !p->stopping && p->out.off == 0)
 		hand_over(p); /* a frame that waited for a restart */
 	return 0;
 }
@@ -969,7 +690,7 @@ void persistent_free(struct persistent *p)
 	close_fd(&p->out_fd);
 	close_fd(&p->err.fd);
 	cost_proc_release();
-	free(p->head);
+	frame_out_clear(&p->out);
 	result_clear(&p->res);
 	env_free(p->env);
 	free(p);

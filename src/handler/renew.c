@@ -2,12 +2,12 @@
  * renew.c: when a persistent handler is renewed between messages
  * (max_messages, max_rss, max_age), with max_messages and max_age spread
  * by up to +-10% per worker so that a pool's handlers do not restart
- * together. The decisions are pure; renew_rss_kb() reads /proc.
+ * together; and how long a handler that keeps ending waits for its
+ * restart. The decisions are pure; renew_rss_kb() reads /proc.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -82,6 +82,17 @@ void renew_words(const struct renew *r, enum renew_reason why, int handled,
 	}
 }
 
+int renew_restart_delay(int failures)
+{
+	int64_t d;
+
+	if (failures <= 1)
+		return 0;
+	d = (int64_t)RENEW_RESTART_FIRST_MS
+	    << (failures - 2 < 16 ? failures - 2 : 16);
+	return d > RENEW_RESTART_MAX_MS ? RENEW_RESTART_MAX_MS : (int)d;
+}
+
 long renew_statm_kb(const char *text, long page_kb)
 {
 	long size, resident;
@@ -93,19 +104,10 @@ long renew_statm_kb(const char *text, long page_kb)
 
 long renew_rss_kb(pid_t pid)
 {
-	char path[64], buf[128];
-	ssize_t n;
-	int fd;
+	char buf[128];
 
-	snprintf(path, sizeof(path), "/proc/%ld/statm", (long)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* kept open for the next message, as cost.c's readings */
+	if (cost_proc_statm(pid, buf, sizeof(buf)) < 0)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0) {
-		errno = n == 0 ? ESRCH : errno;
-		return -1;
-	}
-	buf[n] = '\0';
 	return renew_statm_kb(buf, sysconf(_SC_PAGESIZE) / 1024);
 }

@@ -94,9 +94,11 @@ void message_settle(struct worker *w)
 	case SETTLE_DONE:
 		break;
 	}
+	log_hold(); /* its lines in one write */
 	if (w->p != NULL)
 		after_answer(w); /* the ack is out: now */
 	settle_log(&w->set, &w->r, w->started);
+	log_release();
 	report_outcome(w,
 		       w->tempfail ? REPORT_TEMPFAIL : report_of(w->set.o.kind),
 		       w->ran_ms, w->r.has_cpu ? w->r.cpu_ms : -1, w->wait_ms);

@@ -7,6 +7,7 @@ import os
 import urllib.error
 import urllib.request
 
+from chaos_helpers import PrivateBroker
 from conftest import Warrend, free_port, queue_name_for, wait_for, write_script
 
 
@@ -86,3 +87,53 @@ queue "{q}.spare" {{
         assert "cannot reach the broker" in lines[1], lines
     finally:
         w.kill_everything()
+
+
+def test_health_follows_the_broker_down_and_back(tmp_path):
+    """The broker stopped: 503 with the broker's line; started again (same
+    port, same data): the respawned workers consume and /health is 200
+    again, with no other change."""
+    b = PrivateBroker(tmp_path / "broker")
+    b.start()
+    port = free_port()
+    h = write_script(tmp_path / "h.sh", "#!/bin/sh\ncat >/dev/null\n")
+    q = queue_name_for("health_broker_back")
+    conf = tmp_path / "warrend.conf"
+    conf.write_text(f"""
+broker {{
+    url = "amqp://guest:guest@127.0.0.1:{b.port}/"
+    connect_timeout = 2
+    heartbeat = 2
+}}
+{listen(port)}
+queue "{q}" {{
+    workers = 2
+    command = {{"{h}"}}
+}}
+""")
+    w = Warrend(conf, tmp_path / "warrend.log", [q], b, dict(os.environ))
+    try:
+        w.wait_consuming(2)
+        wait_for(lambda: health(port) == (200, "ok\n"), timeout=10,
+                 message="200 while both consume")
+        b.stop()
+
+        def down():
+            got = health(port)
+            return got if got and got[0] == 503 and "broker:" in got[1] else None
+        got = wait_for(down, timeout=60, message="the broker line in /health")
+        lines = got[1].splitlines()
+        assert lines[0] == "broker: none of the 2 workers can reach it", lines
+        assert lines[1].startswith(f"queue {q}: no worker consuming"), lines
+        assert len(lines) == 2, lines
+        b.start()
+        wait_for(lambda: health(port) == (200, "ok\n"), timeout=90,
+                 message="200 again once the broker is back")
+        w.wait_consuming(2, timeout=30)
+        # and it works: a message published now is handled
+        b.publish(q, "after", message_id="m-after")
+        wait_for(lambda: b.queue_counts(q) == (0, 0), timeout=30,
+                 message="the message after the restart handled")
+    finally:
+        w.kill_everything()
+        b.stop()

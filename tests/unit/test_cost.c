@@ -55,6 +55,26 @@ static void stat_lines(void)
 	}
 }
 
+/* One stat line: faults (minflt + majflt), ticks and the resident set. */
+static void stat_samples(void)
+{
+	const char *l =
+	    "1234 (a) b) S 1 1234 1234 0 -1 4194560 100 7 30 9 "
+	    "5 6 7 8 20 0 1 0 555 10000000 300 18446744073709551615 "
+	    "1 1 0\n";
+	struct proc_sample s;
+
+	CHECK(cost_stat_parse(l, strlen(l), &s) == 0);
+	CHECK(s.faults == 130); /* children's faults left out */
+	CHECK(s.ticks == 26);
+	CHECK(s.rss_kb == 300 * (sysconf(_SC_PAGESIZE) / 1024));
+	/* cut before rss: the rest still counts, the rss is unknown */
+	CHECK(cost_stat_parse(l, 60, &s) == 0 && s.ticks == 26 &&
+	      s.rss_kb == -1);
+	CHECK(cost_stat_parse("1 (c) S 1 1 1 0 -1 0 x 0 2 0 5 6 7 8", 36, &s) ==
+	      -1); /* minflt not a number */
+}
+
 static void status_texts(void)
 {
 	const char *st = "Name:\tpython3\nUmask:\t0022\nState:\tS (sleeping)\n"
@@ -92,21 +112,24 @@ static void rusage_figures(void)
 static void missing_pid(void)
 {
 	pid_t none = INT_MAX - 1; /* above pid_max (at most 2^22) */
+	struct proc_sample ps;
 
 	errno = 0;
-	CHECK(cost_proc_ticks(none) == -1 && errno == ENOENT);
+	CHECK(cost_proc_sample(none, &ps) == -1 && errno == ENOENT);
 	errno = 0;
 	CHECK(cost_proc_peak_kb(none) == -1 && errno == ENOENT);
 	errno = 0;
 	CHECK(cost_peak_reset(none) == -1 && errno == ENOENT);
 	/* and our own process reads */
-	CHECK(cost_proc_ticks(getpid()) >= 0);
+	CHECK(cost_proc_sample(getpid(), &ps) == 0 && ps.ticks >= 0 &&
+	      ps.rss_kb > 0 && ps.faults > 0);
 	CHECK(cost_proc_peak_kb(getpid()) > 0);
 }
 
 int main(void)
 {
 	stat_lines();
+	stat_samples();
 	status_texts();
 	rusage_figures();
 	missing_pid();

@@ -1,10 +1,16 @@
 /*
  * test_persistent.c: the persistent handler's protocol: frame escaping,
- * the frame header built from a handler environment, and status lines.
+ * the frame header built from a handler environment, and status lines;
+ * a frame written through a pipe, stdout split into lines and results,
+ * and the restart backoff.
  */
 #include "config.h"
 
+#include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "handler/handler_int.h"
 #include "worker/worker_int.h"
@@ -92,8 +98,101 @@ static void check_result_buffer(void)
 	CHECK(o.kind == OUTCOME_RETRY);
 }
 
+/* stdout split: lines, a line too long, a result's bytes, across reads */
+static void check_answer_in(void)
+{
+	static const char a[] = "ok\nresult 5\nab";
+	static const char b[] = "cdefail x\n";
+	struct answer_in in = {0};
+	char long_line[ANSWER_LINE_MAX + 10];
+	const char *data;
+	size_t off = 0, len;
+
+	CHECK(answer_in_next(&in, a, strlen(a), &off, &data, &len) ==
+	      ANSWER_IN_LINE);
+	CHECK(len == 2 && memcmp(data, "ok", 2) == 0);
+	CHECK(answer_in_next(&in, a, strlen(a), &off, &data, &len) ==
+	      ANSWER_IN_LINE);
+	CHECK(len == 8 && result_head_parse(data, len, &in.result_left) &&
+	      in.result_left == 5);
+	CHECK(answer_in_next(&in, a, strlen(a), &off, &data, &len) ==
+	      ANSWER_IN_RESULT);
+	CHECK(len == 2 && memcmp(data, "ab", 2) == 0 && in.result_left == 3);
+	CHECK(answer_in_next(&in, a, strlen(a), &off, &data, &len) ==
+	      ANSWER_IN_NONE);
+	off = 0; /* the next read */
+	CHECK(answer_in_next(&in, b, strlen(b), &off, &data, &len) ==
+	      ANSWER_IN_RESULT);
+	CHECK(len == 3 && memcmp(data, "cde", 3) == 0 && in.result_left == 0);
+	CHECK(answer_in_next(&in, b, strlen(b), &off, &data, &len) ==
+	      ANSWER_IN_LINE);
+	CHECK(len == 6 && memcmp(data, "fail x", 6) == 0);
+	CHECK(answer_in_next(&in, b, strlen(b), &off, &data, &len) ==
+	      ANSWER_IN_NONE);
+	/* a line longer than any answer: garbage once, then a new line */
+	memset(long_line, 'x', sizeof(long_line));
+	long_line[sizeof(long_line) - 1] = '\n';
+	off = 0;
+	CHECK(answer_in_next(&in, long_line, sizeof(long_line), &off, &data,
+			     &len) == ANSWER_IN_LONG);
+	CHECK(answer_in_next(&in, long_line, sizeof(long_line), &off, &data,
+			     &len) == ANSWER_IN_LINE);
+	CHECK(len == 8 && off == sizeof(long_line));
+}
+
+/* A frame through a pipe: whole, then in pieces when the pipe fills. */
+static void check_frame_out(void)
+{
+	char *env[] = {"PATH=/bin", "WARREN_QUEUE=q", NULL};
+	static const char want[] = "warren 1 4\nWARREN_QUEUE=q\nbody";
+	static unsigned char big[200000];
+	struct frame_out f = {0};
+	char buf[100];
+	int fd[2];
+	ssize_t n;
+
+	CHECK(pipe2(fd, O_NONBLOCK) == 0);
+	frame_out_set(&f, env, "body", 4);
+	CHECK(frame_out_len(&f) == strlen(want));
+	CHECK(frame_out_untaken(fd[1], &f));
+	CHECK(frame_out_write(fd[1], &f) == 1);
+	CHECK(frame_out_untaken(fd[1], &f)); /* all still in the pipe */
+	n = read(fd[0], buf, sizeof(buf));
+	CHECK(n == (ssize_t)strlen(want) && memcmp(buf, want, (size_t)n) == 0);
+	CHECK(!frame_out_untaken(fd[1], &f));
+	/* more than the pipe holds: 0, and on once it is read */
+	frame_out_set(&f, env, big, sizeof(big));
+	CHECK(frame_out_write(fd[1], &f) == 0);
+	CHECK(f.off > 0 && f.off < frame_out_len(&f));
+	while (read(fd[0], big, sizeof(big)) > 0)
+		;
+	CHECK(frame_out_write(fd[1], &f) == 0 || f.off == frame_out_len(&f));
+	/* the reader gone: -1, EPIPE */
+	close(fd[0]);
+	frame_out_set(&f, env, "x", 1);
+	CHECK(frame_out_write(fd[1], &f) == -1 && errno == EPIPE);
+	frame_out_clear(&f);
+	CHECK(f.head == NULL && f.off == 0);
+	close(fd[1]);
+}
+
+static void check_bad_and_backoff(void)
+{
+	struct handler_result r;
+
+	memset(&r, 'z', sizeof(r));
+	answer_bad(&r);
+	CHECK(r.answered && r.answer == ANSWER_RETRY &&
+	      strcmp(r.reason, "bad answer") == 0 && !r.timed_out);
+	CHECK(renew_restart_delay(0) == 0 && renew_restart_delay(1) == 0);
+	CHECK(renew_restart_delay(2) == RENEW_RESTART_FIRST_MS);
+	CHECK(renew_restart_delay(3) == 2 * RENEW_RESTART_FIRST_MS);
+	CHECK(renew_restart_delay(100) == RENEW_RESTART_MAX_MS);
+}
+
 int main(void)
 {
+	signal(SIGPIPE, SIG_IGN);
 	char *env[] = {
 	    "PATH=/usr/bin:/bin", "LANG=C",
 	    "WARREN_QUEUE=jobs",  "WARREN_WORKER=2",
@@ -170,5 +269,8 @@ int main(void)
 	check_garbage("tempfailed", 10);
 	check_results();
 	check_result_buffer();
+	check_answer_in();
+	check_frame_out();
+	check_bad_and_backoff();
 	return unit_done("test_persistent");
 }
