@@ -155,7 +155,7 @@ void timers_add(struct timers *t, const char *name, timer_next_fn *next,
 int64_t timers_next(const struct timers *t); /* the earliest, 0: none */
 /* ms to wait for the earliest: -1 if none is armed, 0 if one is due */
 int timers_wait_ms(const struct timers *t, int64_t now);
-/* Run each due owner once, in the order added; how many ran. */
+/* Due owners run once each, in order (NULL run: a wake only): count */
 int timers_run(struct timers *t, int64_t now);
 
 /* ------------------------------------------------------------------ */

@@ -1,10 +1,11 @@
 /*
  * master.c: the supervisor's loop. Owns no AMQP connection. Signals, the
  * workers' control sockets, warrenctl's clients and the metrics listener
- * are read through one epoll set (evloop.c); the wait's timeout drives the
- * timers. Each turn acts on what the events flagged, in one flat list:
- * reaping (exits.c), a reload (reconfigure.c), a stop, respawns and sizing
- * (spawn.c, scaler.c), READY=1 and STATUS=, the watchdog. It also answers
+ * are read through one epoll set (evloop.c), waiting for the earliest of
+ * its timers (timers.c: each owns one deadline and what runs at it). Each
+ * turn acts on what the events flagged (reaping in exits.c, a reload in
+ * reconfigure.c), then on the timers due: respawns and sizing (spawn.c,
+ * scaler.c), the stop's deadline, the watchdog, STATUS=. It also answers
  * warrenctl and /metrics from the worker table (status.c). Nothing per
  * turn walks every slot: an event names its slot, and the counts READY
  * and the worker numbers need are kept as they change.
@@ -37,8 +38,9 @@ static struct {
 	int64_t next_status;
 	char status[1024];
 	struct ev *sigev;
-	bool child_exited;  /* SIGCHLD came: reap */
-	int64_t next_scale; /* scaler.c's next look at the pools */
+	bool child_exited;    /* SIGCHLD came: reap */
+	int64_t next_scale;   /* scaler.c's next look at the pools */
+	struct timers timers; /* every deadline the loop waits for */
 } m;
 
 static void begin_stop(void)
@@ -101,15 +103,6 @@ static void on_signals(void *arg, uint32_t events)
 	}
 }
 
-/* Pools sized, watched and rolled (scaler.c), a few times a second. */
-static void scale_due(void)
-{
-	static const struct scaler_ops ops = {spawn_one, spawn_retire};
-
-	if (now_ms() >= m.next_scale)
-		m.next_scale = scaler_tick(&ops);
-}
-
 /* The STATUS= line: per queue, workers consuming, busy, and counts. */
 static void update_status(void)
 {
@@ -164,38 +157,6 @@ static void check_ready(void)
 	m.next_status = now_ms() + 1000;
 	notify_ready();
 	log_info("ready: %d worker%s started", n, n == 1 ? "" : "s");
-}
-
-/* The earliest of the timers, as a wait in ms (-1: none). */
-static int next_timeout(void)
-{
-	int64_t next = 0, now = now_ms(), t;
-
-#define EARLIER(x) (next == 0 || (x) < next)
-	if (!m.stopping)
-		next = spawn_next_respawn();
-	if (m.stopping && m.kill_at != 0 && EARLIER(m.kill_at))
-		next = m.kill_at;
-	if (m.watchdog_ms > 0 && EARLIER(m.next_watchdog))
-		next = m.next_watchdog;
-	if ((t = spawn_next_rearm()) > 0 && EARLIER(t))
-		next = t;
-	if (!m.stopping && EARLIER(m.next_scale))
-		next = m.next_scale;
-	if (m.ready_sent && EARLIER(m.next_status))
-		next = m.next_status;
-	if ((t = control_next_timer()) > 0 && EARLIER(t))
-		next = t;
-	if ((t = metrics_next_timer()) > 0 && EARLIER(t))
-		next = t;
-	if ((t = breakers_next_timer()) > 0 && EARLIER(t))
-		next = t;
-#undef EARLIER
-	if (next == 0)
-		return -1;
-	if (next - now > INT_MAX)
-		return INT_MAX;
-	return next <= now ? 0 : (int)(next - now);
 }
 
 /* What status.c renders: the table and the master's own state. */
@@ -282,45 +243,166 @@ static void open_listeners(const struct config *cf, const struct config *old)
 		metrics_open(cf->metrics_listen, metrics_text, health_answer);
 }
 
+/*
+ * The master's timers, each owning one deadline: when it is next due (0:
+ * not armed) and what runs then. Registered once, run in this order.
+ */
+static int64_t respawn_next(void *arg)
+{
+	(void)arg;
+	return m.stopping ? 0 : spawn_next_respawn();
+}
+
+static void respawn_run(void *arg, int64_t now)
+{
+	(void)arg;
+	(void)now;
+	spawn_due();
+}
+
+static int64_t rearm_next(void *arg)
+{
+	(void)arg;
+	return spawn_next_rearm();
+}
+
+static void rearm_run(void *arg, int64_t now)
+{
+	(void)arg;
+	(void)now;
+	spawn_rearm_due();
+}
+
+/* Pools sized, watched and rolled (scaler.c), a few times a second; 0
+ * (warrenctl scale, restart) is at once. */
+static int64_t scale_next(void *arg)
+{
+	(void)arg;
+	return m.stopping ? 0 : m.next_scale == 0 ? 1 : m.next_scale;
+}
+
+static void scale_run(void *arg, int64_t now)
+{
+	static const struct scaler_ops ops = {spawn_one, spawn_retire};
+
+	(void)arg;
+	(void)now;
+	m.next_scale = scaler_tick(&ops);
+}
+
+static int64_t kill_next(void *arg)
+{
+	(void)arg;
+	return m.stopping ? m.kill_at : 0;
+}
+
+static void kill_run(void *arg, int64_t now)
+{
+	(void)arg;
+	(void)now;
+	log_warnx("workers still running past the stop deadline; killing "
+		  "them");
+	kill_all(SIGKILL);
+	m.kill_at = 0;
+}
+
+static int64_t watchdog_next(void *arg)
+{
+	(void)arg;
+	return m.watchdog_ms > 0 ? m.next_watchdog : 0;
+}
+
+static void watchdog_run(void *arg, int64_t now)
+{
+	(void)arg;
+	notify_watchdog();
+	m.next_watchdog = now + m.watchdog_ms / 2;
+}
+
+static int64_t status_next(void *arg)
+{
+	(void)arg;
+	return m.ready_sent ? m.next_status : 0;
+}
+
+static void status_run(void *arg, int64_t now)
+{
+	(void)arg;
+	update_status();
+	m.next_status = now + 1000;
+}
+
+/* Modules' own timers, with no argument to pass. */
+static int64_t control_next(void *arg)
+{
+	(void)arg;
+	return control_next_timer();
+}
+
+static void control_run(void *arg, int64_t now)
+{
+	(void)arg;
+	(void)now;
+	control_timers();
+}
+
+static int64_t metrics_next(void *arg)
+{
+	(void)arg;
+	return metrics_next_timer();
+}
+
+static void metrics_run(void *arg, int64_t now)
+{
+	(void)arg;
+	(void)now;
+	metrics_timers();
+}
+
+/* An open breaker's end wakes the loop; breakers_tick runs every turn. */
+static int64_t breakers_next(void *arg)
+{
+	(void)arg;
+	return m.stopping ? 0 : breakers_next_timer();
+}
+
+static void timers_init(void)
+{
+	timers_add(&m.timers, "rearm", rearm_next, rearm_run, NULL);
+	timers_add(&m.timers, "control", control_next, control_run, NULL);
+	timers_add(&m.timers, "metrics", metrics_next, metrics_run, NULL);
+	timers_add(&m.timers, "respawn", respawn_next, respawn_run, NULL);
+	timers_add(&m.timers, "scale", scale_next, scale_run, NULL);
+	timers_add(&m.timers, "breakers", breakers_next, NULL, NULL);
+	timers_add(&m.timers, "stop", kill_next, kill_run, NULL);
+	timers_add(&m.timers, "watchdog", watchdog_next, watchdog_run, NULL);
+	timers_add(&m.timers, "status", status_next, status_run, NULL);
+}
+
+/*
+ * One turn: what the events flagged (an exit, a reload), the timers due,
+ * and what is looked at every turn (READY=1, the breakers).
+ */
 static void loop(void)
 {
 	for (;;) {
-		ev_wait(next_timeout());
+		ev_wait(timers_wait_ms(&m.timers, now_ms()));
 		if (m.child_exited) {
 			m.child_exited = false;
 			exits_reap(m.stopping);
 		}
-		spawn_rearm_due();
-		control_timers();
-		metrics_timers();
 		if (m.reload_pending && !m.stopping) {
 			m.reload_pending = false;
 			/* READY=1 again once all report */
 			if (reconfigure(open_listeners))
 				m.ready_sent = false;
 		}
-		if (m.stopping) {
-			if (spawn_alive() == 0)
-				break;
-			if (now_ms() >= m.kill_at) {
-				log_warnx("workers still running past the stop "
-					  "deadline; killing them");
-				kill_all(SIGKILL);
-				m.kill_at = 0;
-			}
-		} else {
-			spawn_due();
-			scale_due();
+		if (m.stopping && spawn_alive() == 0)
+			break;
+		timers_run(&m.timers, now_ms());
+		if (!m.stopping) {
 			check_ready();
 			breakers_tick();
-		}
-		if (m.watchdog_ms > 0 && now_ms() >= m.next_watchdog) {
-			notify_watchdog();
-			m.next_watchdog = now_ms() + m.watchdog_ms / 2;
-		}
-		if (m.ready_sent && now_ms() >= m.next_status) {
-			update_status();
-			m.next_status = now_ms() + 1000;
 		}
 	}
 }
@@ -356,6 +438,7 @@ int master_run(const char *path, struct config *cf)
 		log_warn("PR_SET_CHILD_SUBREAPER");
 	m.watchdog_ms = notify_watchdog_ms();
 	m.next_watchdog = now_ms();
+	timers_init();
 	reconfigure_warn_exposed(cf);
 	mq_preload_ca(&cf->broker);
 	open_listeners(cf, NULL);

@@ -43,65 +43,6 @@ static void on_signals(struct worker *w)
 	}
 }
 
-/* The wait t (ms, -1: none) shortened to end by monotonic ms at. */
-static int until(int64_t at, int t)
-{
-	int64_t left = at - now_ms();
-
-	if (left < 0)
-		left = 0;
-	return t < 0 || left < t ? (int)(left > INT_MAX ? INT_MAX : left) : t;
-}
-
-static int poll_timeout(struct worker *w)
-{
-	int t = -1, ht;
-
-	if (w->cf->broker.heartbeat > 0)
-		t = w->cf->broker.heartbeat * 1000 / 4;
-	if (w->h != NULL && (ht = handler_next_timer(w->h)) >= 0 &&
-	    (t < 0 || ht < t))
-		t = ht;
-	if (w->p != NULL && (ht = persistent_next_timer(w->p)) >= 0 &&
-	    (t < 0 || ht < t))
-		t = ht;
-	if (w->settling && (ht = settle_next_timer(&w->set)) >= 0 &&
-	    (t < 0 || ht < t))
-		t = ht;
-	if (w->slow_at != 0 && message_running(w)) {
-		int64_t left = w->slow_at - now_ms();
-
-		left = left < 0 ? 0 : left > INT_MAX ? INT_MAX : left;
-		if (t < 0 || left < t)
-			t = (int)left;
-	}
-	if (w->stopping && w->d != NULL && !w->stop_killed) {
-		int64_t left = w->stop_deadline - now_ms();
-
-		if (left < 0)
-			left = 0;
-		if (left > INT_MAX)
-			left = INT_MAX;
-		if (t < 0 || left < t)
-			t = (int)left;
-	}
-	if (w->retiring && w->d == NULL)
-		t = until(w->drain_until, t);
-	if (w->watch_ms > 0 && !w->retiring && !w->settling)
-		t = until(w->next_watch, t);
-	if (w->node != w->home && w->d == NULL && !w->retiring) {
-		int64_t left = w->next_probe - now_ms();
-
-		if (left < 0)
-			left = 0;
-		if (t < 0 || left < t)
-			t = (int)left;
-	}
-	if (mq_buffered(w->mq) || (w->d == NULL && mq_has_news(w->mq)))
-		t = 0;
-	return t;
-}
-
 /* Tell the master when the broker blocks or unblocks our publishing. */
 static void watch_blocked(struct worker *w)
 {
@@ -205,7 +146,7 @@ static void loop(struct worker *w)
 		nh = w->h != NULL   ? handler_pollfds(w->h, pfd + n)
 		     : w->p != NULL ? persistent_pollfds(w->p, pfd + n)
 				    : 0;
-		t = poll_timeout(w);
+		t = wake_poll_ms(w);
 		if (poll(pfd, (nfds_t)(n + nh), t) == -1 && errno != EINTR)
 			fatal("poll");
 		if (pfd[1].revents)
@@ -249,6 +190,7 @@ void worker_main(const struct worker_start *ws)
 	unsetenv("NOTIFY_SOCKET");
 	signal(SIGPIPE, SIG_IGN);
 	w.sigfd = signal_fd();
+	wake_init(&w);
 	w.paused = ws->paused;
 	command_wait_go(&w);
 	home_connect(&w);

@@ -88,7 +88,7 @@ int reply_publish(struct mq *m, const struct delivery *d, bool ok,
 
 /* ------------------------------------------------------------------ */
 /* Inside a worker process: its state, shared by worker.c and the files
- * below it (report.c, consume.c, message.c, command.c, home.c). */
+ * below it (report.c, consume.c, message.c, command.c, home.c, wake.c). */
 struct worker {
 	const struct config *cf;
 	const struct queue_conf *q;
@@ -128,7 +128,8 @@ struct worker {
 	int watch_ms;	     /* the master's watcher: ready count this often */
 	int64_t next_watch;
 	int exit_status;
-	bool stop_killed; /* the handler was stopped by the shutdown */
+	bool stop_killed;     /* the handler was stopped by the shutdown */
+	struct timers timers; /* its deadlines (wake.c) */
 };
 
 /* report.c: what the worker tells the master (record.c encodes it) */
@@ -167,6 +168,10 @@ void message_check_slow(struct worker *w); /* queue.slow passed */
 /* command.c: the master's commands */
 void command_read(struct worker *w);	/* all that came; exits at EOF */
 void command_wait_go(struct worker *w); /* before connecting */
+
+/* wake.c: the deadlines the loop's poll waits for */
+void wake_init(struct worker *w);
+int wake_poll_ms(const struct worker *w); /* 0: news now, -1: none */
 
 /* home.c: the broker node the worker belongs on */
 void home_connect(struct worker *w); /* or report_and_exit() */

@@ -177,6 +177,15 @@ static void test_timers(void)
 	a.at = (int64_t)1 << 40;
 	CHECK(timers_wait_ms(&t, 0) == INT_MAX);
 	CHECK(timers_run(&t, 1 << 20) == 0);
+	/* an owner without run only wakes the loop: due, counted, kept */
+	struct owner w = {.at = 50};
+	struct timers t2 = {0};
+
+	timers_add(&t2, "wake", owner_next, NULL, &w);
+	CHECK(timers_wait_ms(&t2, 10) == 40);
+	CHECK(timers_run(&t2, 60) == 1);
+	CHECK(w.runs == 0 && w.at == 50);
+	CHECK(timers_wait_ms(&t2, 60) == 0);
 }
 
 int main(void)
