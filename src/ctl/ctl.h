@@ -4,7 +4,7 @@
 #ifndef WARREN_CTL_CTL_H
 #define WARREN_CTL_CTL_H
 
-#include "master/master.h"
+#include "amqp/mq.h"
 
 /* ------------------------------------------------------------------ */
 /* replay.c: warrenctl's failed and replay, straight to the broker */
