@@ -26,6 +26,23 @@ def listen(port):
     return f'control_socket = ""\nmetrics {{ listen = "127.0.0.1:{port}" }}'
 
 
+def wait_broker_line(port, queue, timeout):
+    """Wait for /health's 503 naming the broker: its line, then the one
+    queue's (nothing else: a paused queue is no problem)."""
+    def down():
+        got = health(port)
+        # the queue's line names the broker too ("cannot reach the
+        # broker: URL") before all workers have failed: wait for the
+        # broker's own line
+        return got if got and got[0] == 503 and got[1].startswith("broker: ") else None
+    got = wait_for(down, timeout=timeout, message="the broker line in /health")
+    lines = got[1].splitlines()
+    assert lines[0] == "broker: none of the 2 workers can reach it", lines
+    assert lines[1].startswith(f"queue {queue}: no worker consuming"), lines
+    assert len(lines) == 2, lines
+    return lines
+
+
 def test_health_follows_a_broken_and_mended_handler(broker, warrend, tmp_path):
     port = free_port()
     handler = tmp_path / "handler.sh"
@@ -76,14 +93,7 @@ queue "{q}.spare" {{
 """)
     w = Warrend(conf, tmp_path / "warrend.log", [q], broker, dict(os.environ))
     try:
-        def unreachable():
-            got = health(port)
-            return got if got and got[0] == 503 and "broker:" in got[1] else None
-        got = wait_for(unreachable, timeout=40, message="the broker line in /health")
-        lines = got[1].splitlines()
-        assert lines[0] == "broker: none of the 2 workers can reach it", lines
-        assert lines[1].startswith(f"queue {q}: no worker consuming"), lines
-        assert len(lines) == 2, lines  # nothing about the paused spare
+        lines = wait_broker_line(port, q, timeout=40)  # not the spare
         assert "cannot reach the broker" in lines[1], lines
     finally:
         w.kill_everything()
@@ -117,15 +127,7 @@ queue "{q}" {{
         wait_for(lambda: health(port) == (200, "ok\n"), timeout=10,
                  message="200 while both consume")
         b.stop()
-
-        def down():
-            got = health(port)
-            return got if got and got[0] == 503 and "broker:" in got[1] else None
-        got = wait_for(down, timeout=60, message="the broker line in /health")
-        lines = got[1].splitlines()
-        assert lines[0] == "broker: none of the 2 workers can reach it", lines
-        assert lines[1].startswith(f"queue {q}: no worker consuming"), lines
-        assert len(lines) == 2, lines
+        wait_broker_line(port, q, timeout=60)
         b.start()
         wait_for(lambda: health(port) == (200, "ok\n"), timeout=90,
                  message="200 again once the broker is back")

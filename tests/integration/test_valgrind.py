@@ -38,6 +38,17 @@ def memcheck(logdir, handler_dir):
             f"--log-file={logdir}/vg.%p.log"]
 
 
+def vg_dirs(tmp_path):
+    """valgrind's log folder, the handler's folder (memcheck skips what
+    runs from it), the results file, and the handler in its folder."""
+    logdir = tmp_path / "vg"
+    logdir.mkdir()
+    hdir = tmp_path / "h"
+    hdir.mkdir()
+    handler = write_script(hdir / "handler.sh", HANDLER)
+    return logdir, hdir, tmp_path / "results", handler
+
+
 def reports(logdir):
     """{log name: text} of the valgrind logs that are not empty."""
     return {p.name: p.read_text() for p in logdir.glob("vg.*.log")
@@ -45,12 +56,7 @@ def reports(logdir):
 
 
 def test_master_and_workers_are_clean_under_memcheck(broker, warrend, tmp_path):
-    logdir = tmp_path / "vg"
-    logdir.mkdir()
-    hdir = tmp_path / "h"
-    hdir.mkdir()
-    results = tmp_path / "results"
-    handler = write_script(hdir / "handler.sh", HANDLER)
+    logdir, hdir, results, handler = vg_dirs(tmp_path)
     w = warrend([handler, str(results)], workers=2,
                 queue_extra="    retry {\n        attempts = 2\n        delay = 1\n    }\n",
                 prefix=memcheck(logdir, hdir), shutdown_timeout=20)
@@ -146,12 +152,7 @@ def test_oversize_message_is_clean_under_memcheck(broker, warrend, tmp_path):
     published from the mapping) or, with park = false, rejected; the
     mapping and the library's frames let go. (valgrind needs TMPDIR too:
     the body that no spool file takes is test_max_body's.)"""
-    logdir = tmp_path / "vg"
-    logdir.mkdir()
-    hdir = tmp_path / "h"
-    hdir.mkdir()
-    results = tmp_path / "results"
-    handler = write_script(hdir / "handler.sh", HANDLER)
+    logdir, hdir, results, handler = vg_dirs(tmp_path)
     big = os.urandom(2 * (1 << 20) + 1)
     env = dict(os.environ, TMPDIR=str(tmp_path))
     for n, park in enumerate(["true", "false"]):
