@@ -4,9 +4,13 @@
  * The daemon runs without a thread of its own: its epoll fd sits in the
  * master's epoll set and MHD_run() is called when it is ready or its
  * timeout comes, so a slow scraper never holds up the master.
+ * The library is loaded (dlopen) when a listener is first configured:
+ * with it come GnuTLS and its dependencies, about 2 MB of pages that a
+ * warrend without metrics (the default) never maps.
  */
 #include "config.h"
 
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -35,20 +39,80 @@ static struct {
  */
 #define MHD_RUN_MS 1000
 
+/* The library's functions, typed from its header, found once loaded. */
+static struct {
+	__typeof__(MHD_start_daemon) *start_daemon;
+	__typeof__(MHD_stop_daemon) *stop_daemon;
+	__typeof__(MHD_get_daemon_info) *get_daemon_info;
+	__typeof__(MHD_get_timeout) *get_timeout;
+	__typeof__(MHD_run) *run;
+	__typeof__(MHD_create_response_from_buffer) *create_response;
+	__typeof__(MHD_add_response_header) *add_header;
+	__typeof__(MHD_queue_response) *queue_response;
+	__typeof__(MHD_destroy_response) *destroy_response;
+} api;
+
+/* Each of api's fields and the symbol it is. */
+static const struct {
+	const char *name;
+	size_t off;
+} symbols[] = {
+    {"MHD_start_daemon", offsetof(__typeof__(api), start_daemon)},
+    {"MHD_stop_daemon", offsetof(__typeof__(api), stop_daemon)},
+    {"MHD_get_daemon_info", offsetof(__typeof__(api), get_daemon_info)},
+    {"MHD_get_timeout", offsetof(__typeof__(api), get_timeout)},
+    {"MHD_run", offsetof(__typeof__(api), run)},
+    {"MHD_create_response_from_buffer",
+     offsetof(__typeof__(api), create_response)},
+    {"MHD_add_response_header", offsetof(__typeof__(api), add_header)},
+    {"MHD_queue_response", offsetof(__typeof__(api), queue_response)},
+    {"MHD_destroy_response", offsetof(__typeof__(api), destroy_response)},
+};
+
+/* Load libmicrohttpd once, and keep it: 0, or -1 said in the log. */
+static int load_library(void)
+{
+	static void *lib;
+	const char *missing = NULL;
+
+	if (lib != NULL)
+		return 0;
+	if ((lib = dlopen(MHD_SONAME, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		log_warnx("metrics: cannot load %s (%s); running without "
+			  "metrics",
+			  MHD_SONAME, dlerror());
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(symbols) / sizeof(symbols[0]); i++) {
+		void *f = dlsym(lib, symbols[i].name);
+
+		if (f == NULL)
+			missing = symbols[i].name;
+		memcpy((char *)&api + symbols[i].off, &f, sizeof(f));
+	}
+	if (missing == NULL)
+		return 0;
+	log_warnx("metrics: %s has no %s; running without metrics", MHD_SONAME,
+		  missing);
+	dlclose(lib);
+	lib = NULL;
+	return -1;
+}
+
 static enum MHD_Result queue_text(struct MHD_Connection *c, unsigned code,
 				  char *text, const char *type)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-	    strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r =
+	    api.create_response(strlen(text), text, MHD_RESPMEM_MUST_FREE);
 	enum MHD_Result ok;
 
 	if (r == NULL) {
 		free(text);
 		return MHD_NO;
 	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	ok = MHD_queue_response(c, code, r);
-	MHD_destroy_response(r);
+	api.add_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	ok = api.queue_response(c, code, r);
+	api.destroy_response(r);
 	return ok;
 }
 
@@ -87,7 +151,7 @@ static void on_ready(void *arg, uint32_t events)
 {
 	(void)arg;
 	(void)events;
-	MHD_run(mh.d);
+	api.run(mh.d);
 	mh.next_run = now_ms() + MHD_RUN_MS;
 }
 
@@ -107,7 +171,9 @@ void metrics_open(const char *listen, char *(*render)(void),
 		log_warnx("metrics: bad listen address %s", listen);
 		return;
 	}
-	mh.d = MHD_start_daemon(
+	if (load_library() != 0)
+		return;
+	mh.d = api.start_daemon(
 	    MHD_USE_EPOLL | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0), 0,
 	    NULL, NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &ss,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTIONS_MAX,
@@ -119,11 +185,11 @@ void metrics_open(const char *listen, char *(*render)(void),
 			  listen);
 		return;
 	}
-	info = MHD_get_daemon_info(mh.d, MHD_DAEMON_INFO_EPOLL_FD);
+	info = api.get_daemon_info(mh.d, MHD_DAEMON_INFO_EPOLL_FD);
 	if (info == NULL ||
 	    (mh.ev = ev_add(info->epoll_fd, EPOLLIN, on_ready, NULL)) == NULL) {
 		log_warnx("metrics: no epoll fd; running without metrics");
-		MHD_stop_daemon(mh.d);
+		api.stop_daemon(mh.d);
 		mh.d = NULL;
 		return;
 	}
@@ -142,7 +208,7 @@ void metrics_close(void)
 		return;
 	ev_del(mh.ev);
 	mh.ev = NULL;
-	MHD_stop_daemon(mh.d);
+	api.stop_daemon(mh.d);
 	mh.d = NULL;
 }
 
@@ -154,7 +220,7 @@ int64_t metrics_next_timer(void)
 	if (mh.d == NULL)
 		return 0;
 	at = mh.next_run;
-	if (MHD_get_timeout(mh.d, &t) == MHD_YES && now_ms() + (int64_t)t < at)
+	if (api.get_timeout(mh.d, &t) == MHD_YES && now_ms() + (int64_t)t < at)
 		at = now_ms() + (int64_t)t;
 	return at;
 }
@@ -162,7 +228,7 @@ int64_t metrics_next_timer(void)
 void metrics_timers(void)
 {
 	if (mh.d != NULL && now_ms() >= metrics_next_timer()) {
-		MHD_run(mh.d);
+		api.run(mh.d);
 		mh.next_run = now_ms() + MHD_RUN_MS;
 	}
 }

@@ -492,3 +492,24 @@ def test_reload_moves_and_ends_the_listener(warrend, broker, sockdir, tmp_path):
     reload(w)
     wait_for(lambda: scraped(b) is None, 10, message="no listener once metrics is gone")
     assert status(w.sock)["pid"] == w.pid
+
+
+def test_http_library_loaded_only_for_a_listener(warrend, broker, sockdir, tmp_path):
+    """libmicrohttpd, and the GnuTLS it brings (about 2 MB of pages), is
+    loaded once a metrics listener is configured: a warrend without one
+    never maps it; a reload that adds one loads it and serves."""
+    from ctl_helpers import reload
+
+    def maps():
+        return Path(f"/proc/{w.pid}/maps").read_text()
+    w = start(warrend, sockdir, ["/bin/true"])
+    w.wait_consuming(1)
+    assert "libmicrohttpd" not in maps() and "libgnutls" not in maps()
+    port = free_port()
+    conf = Path(w.conf)
+    conf.write_text(conf.read_text() +
+                    f'\nmetrics {{ listen = "127.0.0.1:{port}" }}\n')
+    reload(w)
+    wait_for(lambda: scraped(port), 10, message=f"/metrics on {port} after the reload")
+    assert "libmicrohttpd" in maps()
+
