@@ -26,6 +26,23 @@ def listen(port):
     return f'control_socket = ""\nmetrics {{ listen = "127.0.0.1:{port}" }}'
 
 
+def write_conf(path, url, port, queue, handler, broker_extra="", more=""):
+    """A warrend.conf: the broker at url, /health on port, queue with two
+    workers running handler, and more (other queues)."""
+    path.write_text(f"""
+broker {{
+    url = "{url}"
+    connect_timeout = 2
+{broker_extra}}}
+{listen(port)}
+queue "{queue}" {{
+    workers = 2
+    command = {{"{handler}"}}
+}}
+{more}""")
+    return path
+
+
 def wait_broker_line(port, queue, timeout):
     """Wait for /health's 503 naming the broker: its line, then the one
     queue's (nothing else: a paused queue is no problem)."""
@@ -75,22 +92,10 @@ def test_health_says_the_broker_is_unreachable(broker, warrend, tmp_path):
     nobody = free_port()  # nothing listens there
     h = write_script(tmp_path / "h.sh", "#!/bin/sh\ncat >/dev/null\n")
     q = queue_name_for("health_unreachable")
-    conf = tmp_path / "warrend.conf"
-    conf.write_text(f"""
-broker {{
-    url = "amqp://guest:guest@127.0.0.1:{nobody}/"
-    connect_timeout = 2
-}}
-{listen(port)}
-queue "{q}" {{
-    workers = 2
-    command = {{"{h}"}}
-}}
-queue "{q}.spare" {{
-    workers = 0
-    command = {{"{h}"}}
-}}
-""")
+    spare = f'queue "{q}.spare" {{\n    workers = 0\n    command = {{"{h}"}}\n}}\n'
+    conf = write_conf(tmp_path / "warrend.conf",
+                      f"amqp://guest:guest@127.0.0.1:{nobody}/", port, q, h,
+                      more=spare)
     w = Warrend(conf, tmp_path / "warrend.log", [q], broker, dict(os.environ))
     try:
         lines = wait_broker_line(port, q, timeout=40)  # not the spare
@@ -108,19 +113,9 @@ def test_health_follows_the_broker_down_and_back(tmp_path):
     port = free_port()
     h = write_script(tmp_path / "h.sh", "#!/bin/sh\ncat >/dev/null\n")
     q = queue_name_for("health_broker_back")
-    conf = tmp_path / "warrend.conf"
-    conf.write_text(f"""
-broker {{
-    url = "amqp://guest:guest@127.0.0.1:{b.port}/"
-    connect_timeout = 2
-    heartbeat = 2
-}}
-{listen(port)}
-queue "{q}" {{
-    workers = 2
-    command = {{"{h}"}}
-}}
-""")
+    conf = write_conf(tmp_path / "warrend.conf",
+                      f"amqp://guest:guest@127.0.0.1:{b.port}/", port, q, h,
+                      broker_extra="    heartbeat = 2\n")
     w = Warrend(conf, tmp_path / "warrend.log", [q], b, dict(os.environ))
     try:
         w.wait_consuming(2)
