@@ -20,6 +20,9 @@
 #include "worker/worker_int.h"
 
 #define CONFIRM_TIMEOUT_MS 30000
+/* Past shutdown_timeout, a published copy's confirm is waited for this
+ * much longer before the original goes back (settle_abandon). */
+#define ABANDON_GRACE_MS 2000
 #define RETRY_HEADERS_MAX                                                      \
 	120000 /* of a 131072-byte frame: room for x-death                     \
 		*/
@@ -196,6 +199,7 @@ void settle_start(struct settler *s, struct delivery *d, int attempt,
 	s->o = *o;
 	snprintf(s->tail, sizeof(s->tail), "%s", tail ? tail : "");
 	s->phase = SETTLE_BEGIN;
+	s->abandon_at = 0;
 	/* a body over max_body that no spool file took: no copy can
 	 * carry it, the broker's dead-letter target may */
 	s->rejected = d->body_over > 0 && d->body == NULL;
@@ -388,7 +392,33 @@ int settle_next_timer(const struct settler *s)
 	if (s->phase != SETTLE_CONFIRM)
 		return -1;
 	left = s->deadline - now_ms();
+	if (s->abandon_at != 0 && s->abandon_at - now_ms() < left)
+		left = s->abandon_at - now_ms();
 	return left < 0 ? 0 : left > 60000 ? 60000 : (int)left;
+}
+
+/* What the original waits for: its copy, or the reply. */
+static const char *copy_name(const struct settler *s)
+{
+	return s->o.kind == OUTCOME_RETRY      ? "retry copy"
+	       : s->o.kind == OUTCOME_ACK      ? "reply"
+	       : s->o.kind == OUTCOME_REQUEUED ? "copy"
+					       : "parking copy";
+}
+
+/*
+ * A published copy not yet confirmed at shutdown gets ABANDON_GRACE_MS
+ * more: given back before the broker answered, the original may run
+ * again with its copy parked (or retried) as well.
+ */
+static bool confirm_may_come(struct settler *s)
+{
+	if (s->phase != SETTLE_CONFIRM ||
+	    mq_confirm_state(s->mq) != MQ_CONFIRM_PENDING)
+		return false;
+	if (s->abandon_at == 0)
+		s->abandon_at = now_ms() + ABANDON_GRACE_MS;
+	return now_ms() < s->abandon_at;
 }
 
 bool settle_abandon(struct settler *s)
@@ -399,13 +429,17 @@ bool settle_abandon(struct settler *s)
 	    (s->phase == SETTLE_CONFIRM &&
 	     mq_confirm_state(s->mq) == MQ_CONFIRM_OK))
 		return false;
-	log_warnx("%s: stopping before its %s could be published; it goes "
-		  "back to the queue",
-		  id_of(s),
-		  s->o.kind == OUTCOME_RETRY	  ? "retry copy"
-		  : s->o.kind == OUTCOME_ACK	  ? "reply"
-		  : s->o.kind == OUTCOME_REQUEUED ? "copy"
-						  : "parking copy");
+	if (confirm_may_come(s))
+		return false;
+	if (s->phase == SETTLE_CONFIRM)
+		log_warnx("%s: stopping with its %s published but not "
+			  "confirmed after %d s more; it goes back to the "
+			  "queue and may run again",
+			  id_of(s), copy_name(s), ABANDON_GRACE_MS / 1000);
+	else
+		log_warnx("%s: stopping before its %s could be published; "
+			  "it goes back to the queue",
+			  id_of(s), copy_name(s));
 	(void)mq_nack(s->mq, s->d->tag, true);
 	s->o.kind = OUTCOME_REQUEUED;
 	snprintf(s->o.reason, sizeof(s->o.reason), "stopped at shutdown");

@@ -54,8 +54,12 @@ static int64_t stop_next(void *arg)
 {
 	struct worker *w = arg;
 
+	/* settling past it: a published copy's confirm has until
+	 * abandon_at (settle.c), the loop is woken then, not each turn */
 	return due_at(w->stopping && w->d != NULL && !w->stop_killed,
-		      w->stop_deadline);
+		      w->settling && w->set.abandon_at > w->stop_deadline
+			  ? w->set.abandon_at
+			  : w->stop_deadline);
 }
 
 static int64_t drain_next(void *arg)

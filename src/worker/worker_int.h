@@ -36,9 +36,10 @@ struct settler {
 	char tail[4097];	 /* stderr tail for parking */
 	long cpu_ms, max_rss_kb; /* the handler's cost for parking, or -1 */
 	enum settle_phase phase;
-	int64_t deadline; /* confirm due */
-	bool rejected;	  /* nacked without requeue */
-	bool redeclared;  /* a copy came back unrouted once already */
+	int64_t deadline;   /* confirm due */
+	int64_t abandon_at; /* shutdown: a published copy's confirm until */
+	bool rejected;	    /* nacked without requeue */
+	bool redeclared;    /* a copy came back unrouted once already */
 	char *declared[SETTLE_DECLARED_MAX];
 	int ndeclared;
 	char said[SETTLE_SAID_MAX][160];
@@ -64,7 +65,8 @@ enum settle_state settle_run(struct settler *s);
 /* ms until settle_run has something to do, -1 if only frames can tell */
 int settle_next_timer(const struct settler *s);
 /* Shutdown while a copy waits: give the original back, unless the copy
- * is confirmed already (then settle_run() acks it). Whether it did. */
+ * is confirmed already (then settle_run() acks it) or, published, may
+ * still be (ABANDON_GRACE_MS more). Whether it did. */
 bool settle_abandon(struct settler *s);
 /* The outcome line of the log, with the message's fields. */
 void settle_log(const struct settler *s, const struct handler_result *r,

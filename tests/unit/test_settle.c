@@ -159,19 +159,61 @@ static void test_refusals_escalate(void)
 	settle_free(&s);
 }
 
-/* Shutdown before the confirm: the original goes back, once. */
+/*
+ * Shutdown with the copy published and its confirm not in: it gets
+ * ABANDON_GRACE_MS more; past that, the original goes back, once.
+ */
 static void test_abandon_pending(void)
 {
 	struct settler s;
 
 	start(&s, OUTCOME_FAILED);
 	CHECK(settle_run(&s) == SETTLE_WAIT);
+	CHECK(!settle_abandon(&s)); /* the grace starts */
+	CHECK(fk.requeues == 0 && fk.acks == 0);
+	CHECK(s.abandon_at > now_ms());
+	CHECK(settle_next_timer(&s) <= (int)(s.abandon_at - now_ms()) + 1);
+	s.abandon_at = now_ms() - 1; /* the grace is over */
 	CHECK(settle_abandon(&s));
 	CHECK(fk.requeues == 1 && fk.acks == 0);
 	CHECK(s.o.kind == OUTCOME_REQUEUED);
 	CHECK(settle_run(&s) == SETTLE_DONE);
 	CHECK(!settle_abandon(&s)); /* settled: nothing more */
 	CHECK(fk.requeues == 1 && fk.acks == 0);
+	settle_free(&s);
+}
+
+/* The confirm comes within the grace: the original is acked, not given
+ * back as well (it would be both parked and run again). */
+static void test_abandon_confirm_in_grace(void)
+{
+	struct settler s;
+
+	start(&s, OUTCOME_FAILED);
+	CHECK(settle_run(&s) == SETTLE_WAIT);
+	CHECK(!settle_abandon(&s));
+	fk.confirm = MQ_CONFIRM_OK;
+	CHECK(settle_run(&s) == SETTLE_DONE);
+	CHECK(!settle_abandon(&s));
+	CHECK(fk.acks == 1 && fk.nacks == 0);
+	CHECK(s.o.kind == OUTCOME_FAILED);
+	settle_free(&s);
+}
+
+/* Shutdown while a blocked broker holds the copy back: nothing is
+ * published, so the original goes back at once. */
+static void test_abandon_unpublished(void)
+{
+	struct settler s;
+
+	start(&s, OUTCOME_RETRY);
+	fk.blocked = "low on memory";
+	CHECK(settle_run(&s) == SETTLE_WAIT);
+	CHECK(settle_abandon(&s));
+	CHECK(fk.publishes == 0 && fk.requeues == 1 && fk.acks == 0);
+	fk.blocked = NULL;
+	CHECK(settle_run(&s) == SETTLE_DONE);
+	CHECK(fk.publishes == 0 && fk.requeues == 1);
 	settle_free(&s);
 }
 
@@ -264,6 +306,8 @@ int main(void)
 	test_retry_waits_for_confirm();
 	test_refusals_escalate();
 	test_abandon_pending();
+	test_abandon_confirm_in_grace();
+	test_abandon_unpublished();
 	test_abandon_confirmed();
 	test_blocked_waits();
 	test_lost();
