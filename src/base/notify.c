@@ -57,7 +57,7 @@ long notify_watchdog_ms(void)
 
 	if (sd_watchdog_enabled(0, &usec) <= 0)
 		return 0;
-	return (long)(usec / 1000);
+	return (long)((usec + 999) / 1000); /* under 1 ms is 1, not off */
 }
 
 /* JOURNAL_STREAM is "DEVICE:INODE" of the stream systemd gave us. */

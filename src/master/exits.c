@@ -27,7 +27,8 @@ static void count_death(struct slot *s, int st)
 		return;
 	if (supervise_crashed(st)) {
 		k = ledger_add(&s->pool->marks, s->holding);
-		k->deaths++;
+		if (k->deaths < RECORD_COUNT_MAX) /* what a record carries */
+			k->deaths++;
 		if (k->deaths == LEDGER_DEATHS_MAX)
 			log_warnx("queue %s: %d workers died holding message "
 				  "%s; the next worker to get it parks it",

@@ -316,7 +316,7 @@ static void watchdog_run(void *arg, int64_t now)
 {
 	(void)arg;
 	notify_watchdog();
-	m.next_watchdog = now + m.watchdog_ms / 2;
+	m.next_watchdog = now + (m.watchdog_ms + 1) / 2; /* 1 ms at least */
 }
 
 static int64_t status_next(void *arg)

@@ -175,9 +175,10 @@ static void taken_back(struct slot *s, int ms, const char *key)
 	if (key[0] == '\0')
 		return;
 	k = ledger_add(&p->marks, key);
-	k->lost++;
+	if (k->lost < RECORD_COUNT_MAX) /* what a record carries */
+		k->lost++;
 	snprintf(k->reason, sizeof(k->reason), "consumer_timeout %ds",
-		 (ms + 500) / 1000);
+		 (int)(((int64_t)ms + 500) / 1000));
 	reports_tell_mark(p, k);
 }
 

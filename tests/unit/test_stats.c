@@ -1,9 +1,10 @@
-/* test_stats.c: Prometheus text, the duration histogram, and the master's
- * timer heap and pid map. */
+/* test_stats.c: Prometheus text, the duration histogram, the master's
+ * timer heap and pid map, and the watchdog's period. */
 #include "config.h"
 
 #include <limits.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "master/master.h"
 #include "unit.h"
@@ -188,6 +189,25 @@ static void test_timers(void)
 	CHECK(timers_wait_ms(&t2, 60) == 0);
 }
 
+/* systemd's WatchdogSec in ms, rounded up: under 1 ms is 1, never 0
+ * (0 is off; half of it would wake the loop every turn). */
+static void test_watchdog_ms(void)
+{
+	char pid[32];
+
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	setenv("WATCHDOG_PID", pid, 1);
+	setenv("WATCHDOG_USEC", "1500", 1);
+	CHECK(notify_watchdog_ms() == 2);
+	setenv("WATCHDOG_USEC", "500", 1);
+	CHECK(notify_watchdog_ms() == 1);
+	setenv("WATCHDOG_USEC", "20000000", 1);
+	CHECK(notify_watchdog_ms() == 20000);
+	unsetenv("WATCHDOG_USEC");
+	CHECK(notify_watchdog_ms() == 0);
+	unsetenv("WATCHDOG_PID");
+}
+
 int main(void)
 {
 	test_labels_escaped();
@@ -195,5 +215,6 @@ int main(void)
 	test_timerq();
 	test_timers();
 	test_pidmap();
+	test_watchdog_ms();
 	return unit_done("test_stats");
 }
